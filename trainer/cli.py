@@ -1,0 +1,100 @@
+"""``python -m trainer``: make-tiny, train, generate.
+
+The process talks to its host through JSON-line events on stdout; logs and the
+progress bar go to stderr. Exit codes are in :mod:`trainer.contract`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+
+from .contract import EXIT_FAILED, EXIT_INVALID_JOB, EXIT_OK, GenerateJob, JobError, TrainJob, load_job
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m trainer", description="LoRA trainer for SD1.5 and SDXL")
+    sub = p.add_subparsers(dest="command", required=True)
+    tiny = sub.add_parser("make-tiny", help="build a tiny random-weight model (tests, offline demo)")
+    tiny.add_argument("--family", choices=["sd15", "sdxl"], required=True)
+    tiny.add_argument("--out", required=True, help="folder to write the diffusers model to")
+    tiny.add_argument("--seed", type=int, default=0)
+    for name, what in (("train", "train a LoRA from a job file"), ("generate", "render images from a job file")):
+        cmd = sub.add_parser(name, help=what)
+        cmd.add_argument("--job", required=True, help="job file (.toml or .json)")
+        cmd.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    return p
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("diffusers", "transformers", "peft", "httpx", "urllib3", "bitsandbytes"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+
+        dlog.set_verbosity_error()
+        tlog.set_verbosity_error()
+        dlog.disable_progress_bar()
+        tlog.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _run_job(command: str, job_path: str) -> int:
+    from .events import EventWriter, StopFlag
+
+    stop = StopFlag().install()
+    kind = TrainJob if command == "train" else GenerateJob
+    events = EventWriter()
+    try:
+        job = load_job(job_path, kind)
+    except JobError as exc:
+        for line in exc.problems:
+            logging.getLogger("trainer").error("%s", line)
+        events.emit("failed", message="invalid job: " + "; ".join(exc.problems))
+        return EXIT_INVALID_JOB
+    if isinstance(job, TrainJob):
+        events.every_n_steps = job.event_every_n_steps
+    try:
+        if command == "train":
+            from .train import run_training
+
+            return run_training(job, events, stop)
+        from .generate import run_generate
+
+        return run_generate(job, events, stop)
+    except Exception as exc:  # the host gets one readable line; the traceback goes to stderr
+        traceback.print_exc(file=sys.stderr)
+        events.emit("failed", message=user_message(exc))
+        return EXIT_FAILED
+
+
+def user_message(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if "out of memory" in text.lower():
+        return "out of GPU memory: lower batch_size or resolution, or use network_dim <= 32 (" + text[:200] + ")"
+    known = ("TrainError", "DatasetError", "ModelLoadError", "OptimizerUnavailable", "GenerateError")
+    if type(exc).__name__ in known:
+        return text
+    return f"{type(exc).__name__}: {text}"[:500]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "make-tiny":
+        _setup_logging(False)
+        from .tiny import make_tiny
+
+        path = make_tiny(args.family, args.out, seed=args.seed)
+        print(f"tiny {args.family} model written to {path}", file=sys.stderr)
+        return EXIT_OK
+    _setup_logging(args.verbose)
+    return _run_job(args.command, args.job)

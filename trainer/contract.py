@@ -1,0 +1,378 @@
+"""The job/event contract between the bot and the trainer process.
+
+This module is the one bridge between ``bot`` and ``trainer``: the bot writes a
+job file that validates here, starts ``python -m trainer train --job FILE`` and
+reads back JSON-line events that parse here. It imports no torch, so the bot
+can import it cheaply.
+
+Versioning: ``SCHEMA_VERSION`` is written into every event (``schema``) and may
+be given in a job file (``schema``). A job that names a newer schema than this
+trainer knows is refused instead of half-understood.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SCHEMA_VERSION = 1
+
+# Process exit codes of ``python -m trainer train|generate``.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID_JOB = 2
+EXIT_CANCELLED = 3
+
+Family = Literal["sd15", "sdxl"]
+Precision = Literal["fp16", "bf16", "no"]
+SavePrecision = Literal["fp16", "bf16", "fp32"]
+SchedulerName = Literal[
+    "cosine_with_restarts", "cosine", "linear", "polynomial", "constant_with_warmup", "constant"
+]
+OptimizerName = Literal["AdamW", "AdamW8bit", "Adafactor", "Lion", "DAdaptation", "DAdaptAdam", "Prodigy"]
+SamplerName = Literal["euler_a", "euler", "dpmpp_2m", "dpmpp_2m_karras", "ddim", "pndm", "lms", "heun"]
+
+#: Optimizers that estimate their own step size: the guide (and sd-scripts) run them at lr 1.0.
+ADAPTIVE_OPTIMIZERS = frozenset({"DAdaptation", "DAdaptAdam", "Prodigy"})
+DEFAULT_LEARNING_RATE = 1e-4
+DEFAULT_PREVIEW_NEGATIVE = "lowres, bad anatomy, bad hands, worst quality, low quality, blurry"
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class JobError(ValueError):
+    """A job file that cannot run; ``problems`` are short lines a person can act on."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def total_steps(images: int, repeats: int, batch_size: int, epochs: int) -> int:
+    """Optimizer steps of a job: ceil(images x repeats / batch_size) x epochs (the guide's rule)."""
+    return steps_per_epoch(images, repeats, batch_size) * epochs
+
+
+def steps_per_epoch(images: int, repeats: int, batch_size: int) -> int:
+    if images < 0 or repeats < 1 or batch_size < 1:
+        raise ValueError("images >= 0, repeats >= 1 and batch_size >= 1 are required")
+    return math.ceil(images * repeats / batch_size)
+
+
+def warmup_steps(total: int, warmup_percent: float) -> int:
+    """Warmup steps for ``lr_warmup_percent`` (a percent of all steps, as in the guide's 10%)."""
+    return int(round(total * warmup_percent / 100.0))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSource(_Strict):
+    """Where the base model comes from; shared by training and rendering jobs."""
+
+    base_model: str = Field(description="diffusers folder, single-file .safetensors checkpoint, or hub id")
+    model_family: Family | None = Field(None, description="sd15 or sdxl; detected when left out")
+    base_model_config: str | None = Field(
+        None, description="diffusers config folder for a single-file checkpoint (offline loading)"
+    )
+    device: str | None = Field(None, description="torch device; default cuda when available, else cpu")
+    mixed_precision: Precision | None = Field(None, description="default fp16 on GPU, bf16 on CPU")
+    schema_: int = Field(SCHEMA_VERSION, alias="schema", ge=1)
+
+    @field_validator("schema_")
+    @classmethod
+    def _known_schema(cls, v: int) -> int:
+        if v > SCHEMA_VERSION:
+            raise ValueError(f"schema {v} is newer than this trainer understands ({SCHEMA_VERSION}); update it")
+        return v
+
+
+class PreviewOptions(_Strict):
+    previews: bool = True
+    preview_prompt: str | None = Field(None, description="default: the trigger word and the top tags")
+    preview_negative: str = DEFAULT_PREVIEW_NEGATIVE
+    preview_steps: int = Field(20, ge=1, le=150)
+    preview_cfg: float = Field(7.0, ge=1.0, le=30.0)
+    preview_sampler: SamplerName = "euler_a"
+    preview_size: int | None = Field(None, ge=64, le=2048, description="square side; default resolution")
+    preview_seed: int | None = Field(None, ge=0, description="default: the job's seed")
+    preview_weights: list[Annotated[float, Field(ge=0.0, le=2.0)]] = Field(
+        default_factory=lambda: [0.7, 0.8, 1.0], min_length=1, max_length=8
+    )
+
+    @field_validator("preview_size")
+    @classmethod
+    def _multiple_of_8(cls, v: int | None) -> int | None:
+        if v is not None and v % 8:
+            raise ValueError("must be a multiple of 8")
+        return v
+
+
+class TrainJob(ModelSource, PreviewOptions):
+    """One training job. Every key of a job file is a field here; unknown keys are errors."""
+
+    dataset_dir: str
+    output_dir: str
+    output_name: str = "lora"
+
+    repeats: int = Field(10, ge=1, le=1000)
+    epochs: int = Field(10, ge=1, le=1000)
+    batch_size: int = Field(1, ge=1, le=64)
+    save_every_n_epochs: int = Field(1, ge=1, le=1000)
+    save_precision: SavePrecision = "fp16"
+
+    learning_rate: float | None = Field(None, gt=0.0, le=10.0, description="default 1e-4; 1.0 for D-Adapt/Prodigy")
+    unet_lr: float | None = Field(None, ge=0.0, le=10.0)
+    text_encoder_lr: float | None = Field(None, ge=0.0, le=10.0)
+    lr_warmup_percent: float = Field(0.0, ge=0.0, lt=100.0)
+    lr_scheduler: SchedulerName = "cosine_with_restarts"
+    lr_restart_cycles: int = Field(1, ge=1, le=100)
+    optimizer: OptimizerName | None = Field(None, description="default AdamW8bit where available, else AdamW")
+
+    unet_only: bool = False
+    text_encoder_only: bool = False
+    network_dim: int = Field(32, ge=1, le=1024)
+    network_alpha: float = Field(16.0, gt=0.0, le=1024.0)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="random when left out")
+    clip_skip: int | None = Field(None, ge=1, le=12, description="default 2 for SD1.5, 1 for SDXL")
+    shuffle_tags: bool = True
+    keep_tokens: int = Field(1, ge=0, le=75)
+    resolution: int | None = Field(None, ge=64, le=4096, description="default 512 (SD1.5) / 1024 (SDXL)")
+
+    event_every_n_steps: int | None = Field(None, ge=1, description="default: about one step event a second")
+    resume: bool = False
+    init_weights: str | None = Field(None, description="a LoRA .safetensors to continue from (train further)")
+
+    @field_validator("output_name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not _SAFE_NAME.match(v):
+            raise ValueError("use letters, digits, '.', '_' or '-' (at most 100), starting with a letter or digit")
+        return v
+
+    @field_validator("resolution")
+    @classmethod
+    def _multiple_of_64(cls, v: int | None) -> int | None:
+        if v is not None and v % 64:
+            raise ValueError("must be a multiple of 64 (buckets step by 64 pixels)")
+        return v
+
+    @model_validator(mode="after")
+    def _rules(self) -> TrainJob:
+        problems = _incompatible_pairs(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # Resolved values -------------------------------------------------------------
+    def resolved_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 1.0 if self.optimizer in ADAPTIVE_OPTIMIZERS else DEFAULT_LEARNING_RATE
+
+    def resolved_unet_lr(self) -> float:
+        """The UNet's lr (0 when the UNet is not trained); unet_lr overrides learning_rate."""
+        if self.text_encoder_only:
+            return 0.0
+        return self.unet_lr if self.unet_lr is not None else self.resolved_learning_rate()
+
+    def resolved_text_encoder_lr(self) -> float:
+        """The text encoders' lr (0 when they are not trained); text_encoder_lr overrides learning_rate."""
+        if self.unet_only:
+            return 0.0
+        return self.text_encoder_lr if self.text_encoder_lr is not None else self.resolved_learning_rate()
+
+    def trains_unet(self) -> bool:
+        return self.resolved_unet_lr() > 0
+
+    def trains_text_encoder(self) -> bool:
+        return self.resolved_text_encoder_lr() > 0
+
+    def resolved_clip_skip(self, family: str) -> int:
+        return self.clip_skip if self.clip_skip is not None else (2 if family == "sd15" else 1)
+
+    def resolved_resolution(self, family: str) -> int:
+        return self.resolution if self.resolution is not None else (512 if family == "sd15" else 1024)
+
+
+def _incompatible_pairs(job: TrainJob) -> list[str]:
+    problems = []
+    if job.unet_only and job.text_encoder_only:
+        problems.append("unet_only and text_encoder_only exclude each other: pick at most one")
+    if job.lr_scheduler == "constant" and job.lr_warmup_percent > 0:
+        problems.append("lr_scheduler 'constant' takes no warmup: set lr_warmup_percent = 0 or use constant_with_warmup")
+    if job.optimizer in ADAPTIVE_OPTIMIZERS:
+        for key in ("learning_rate", "unet_lr", "text_encoder_lr"):
+            value = getattr(job, key)
+            if value is not None and value not in (0.0, 1.0):
+                problems.append(
+                    f"{job.optimizer} finds its own step size and wants {key} = 1.0 (got {value:g}); "
+                    "set it to 1.0 or leave it out"
+                )
+    if job.unet_only and job.unet_lr == 0:
+        problems.append("unet_only with unet_lr = 0 trains nothing: raise unet_lr")
+    if job.text_encoder_only and job.text_encoder_lr == 0:
+        problems.append("text_encoder_only with text_encoder_lr = 0 trains nothing: raise text_encoder_lr")
+    if job.unet_lr == 0 and job.text_encoder_lr == 0:
+        problems.append("unet_lr and text_encoder_lr are both 0: nothing would be trained")
+    if job.resume and job.init_weights:
+        problems.append(
+            "resume continues a stopped job from its saved state; init_weights starts a new job from a "
+            "LoRA file: use one of them"
+        )
+    if job.save_every_n_epochs > job.epochs:
+        problems.append(
+            f"save_every_n_epochs ({job.save_every_n_epochs}) is more than epochs ({job.epochs}): "
+            "only the last epoch would be saved; lower it"
+        )
+    return problems
+
+
+class LoraRef(_Strict):
+    path: str
+    weight: float = Field(1.0, ge=-2.0, le=2.0)
+
+
+class GenerateJob(ModelSource):
+    """A rendering job: prompts with a base model and zero or more LoRAs at given weights."""
+
+    output_dir: str
+    output_name: str = "image"
+    prompt: str = Field(min_length=1)
+    negative: str = ""
+    loras: list[LoraRef] = Field(default_factory=list, max_length=8)
+    compare_weights: list[Annotated[float, Field(ge=-2.0, le=2.0)]] | None = Field(
+        None, min_length=1, max_length=8, description="render the first LoRA at each weight into one grid"
+    )
+    steps: int = Field(25, ge=1, le=150)
+    cfg: float = Field(7.0, ge=1.0, le=30.0)
+    width: int = Field(512, ge=64, le=2048)
+    height: int = Field(512, ge=64, le=2048)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    count: int = Field(1, ge=1, le=16)
+    sampler: SamplerName = "euler_a"
+    clip_skip: int | None = Field(None, ge=1, le=12)
+    grid_title: str | None = None
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_8(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError("must be a multiple of 8")
+        return v
+
+    @field_validator("output_name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        return TrainJob._safe_name(v)
+
+    @model_validator(mode="after")
+    def _compare_needs_lora(self) -> GenerateJob:
+        if self.compare_weights and not self.loras:
+            raise ValueError("compare_weights needs a LoRA in loras")
+        return self
+
+
+# Loading ---------------------------------------------------------------------------------------
+
+
+def read_job_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON job file into a dict (by extension; TOML otherwise)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise JobError([f"cannot read job file {p}: {exc.strerror or exc}"]) from exc
+    try:
+        data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise JobError([f"job file {p.name} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise JobError(["a job file holds one table of key = value options"])
+    return data
+
+
+def parse_job(data: dict[str, Any], kind: type[_Strict] = TrainJob):
+    """Validate a job dict; raise :class:`JobError` with one readable line per problem."""
+    try:
+        return kind.model_validate(data)
+    except ValidationError as exc:
+        raise JobError(_describe(exc, kind)) from None
+
+
+def load_job(path: str | Path, kind: type[_Strict] = TrainJob):
+    return parse_job(read_job_file(path), kind)
+
+
+def _describe(exc: ValidationError, kind: type[_Strict]) -> list[str]:
+    known = sorted({f.alias or name for name, f in kind.model_fields.items()})
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            lines.append(f"unknown option '{loc}'{hint}")
+        elif err["type"] == "missing":
+            lines.append(f"missing required option '{loc}'")
+        elif not loc:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.extend(msg.split("; "))
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg} (got {err.get('input')!r})")
+    return lines
+
+
+# Events ----------------------------------------------------------------------------------------
+
+EventKind = Literal[
+    "started", "step", "epoch_saved", "preview_ready", "image_ready", "done", "cancelled", "failed"
+]
+EVENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "started": ("total_steps", "total_epochs"),
+    "step": ("step", "total_steps", "epoch", "loss", "lr"),
+    "epoch_saved": ("epoch", "path"),
+    "preview_ready": ("epoch", "path"),
+    "image_ready": ("index", "path"),
+    "done": ("files",),
+    "cancelled": ("step",),
+    "failed": ("message",),
+}
+
+
+def make_event(kind: str, **fields: Any) -> dict[str, Any]:
+    """Build an event dict with the common keys; checks the kind's required fields are there."""
+    missing = [f for f in EVENT_FIELDS[kind] if f not in fields]
+    if missing:
+        raise ValueError(f"event {kind} lacks {missing}")
+    return {"event": kind, "schema": SCHEMA_VERSION, "time": round(time.time(), 3), **fields}
+
+
+def parse_event(line: str) -> dict[str, Any] | None:
+    """Parse one stdout line of the trainer; None for lines that are not events."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or obj.get("event") not in EVENT_FIELDS:
+        return None
+    if any(f not in obj for f in EVENT_FIELDS[obj["event"]]):
+        return None
+    return obj

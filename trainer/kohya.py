@@ -1,0 +1,131 @@
+"""sd-scripts ("kohya") LoRA key names, and conversion between them and our peft layers.
+
+We do not use diffusers' ``convert_state_dict_to_kohya``: it writes alpha = rank, uses
+``lora_te1_`` even for SD1.5 and keeps diffusers UNet names for SDXL. sd-scripts names:
+
+- SD1.5 UNet: ``lora_unet_`` + the diffusers module path with ``.`` -> ``_``.
+- SDXL UNet: ``lora_unet_`` + the original (SGM) path: ``down_blocks.i.attentions.j`` is
+  ``input_blocks.{1 + i*(L+1) + j}.1``, ``mid_block.attentions.0`` is ``middle_block.1``,
+  ``up_blocks.i.attentions.j`` is ``output_blocks.{i*(L+1) + j}.1`` (L = layers_per_block).
+- Text encoders: ``lora_te_`` (SD1.5) or ``lora_te1_``/``lora_te2_`` (SDXL) + ``text_model_`` +
+  the module path. transformers 5 dropped ``.text_model`` from ``CLIPTextModel``, so it is
+  added back here.
+- Tensors: ``.lora_down.weight``, ``.lora_up.weight`` and ``.alpha`` (the network alpha).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+from .lora import lora_down_up, lora_layers
+
+_SDXL_UNET = [
+    (re.compile(r"^down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)$"), "input_blocks"),
+    (re.compile(r"^mid_block\.attentions\.0\.(.*)$"), "middle_block"),
+    (re.compile(r"^up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)$"), "output_blocks"),
+]
+
+
+def sdxl_unet_original_path(name: str, layers_per_block: int) -> str:
+    """Map a diffusers SDXL UNet module path to the original SGM path sd-scripts uses."""
+    per_level = layers_per_block + 1
+    for pattern, kind in _SDXL_UNET:
+        m = pattern.match(name)
+        if not m:
+            continue
+        if kind == "middle_block":
+            return f"middle_block.1.{m.group(1)}"
+        level, index, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+        if kind == "input_blocks":
+            return f"input_blocks.{1 + level * per_level + index}.1.{rest}"
+        return f"output_blocks.{level * per_level + index}.1.{rest}"
+    raise ValueError(f"no SDXL original name for UNet module {name!r}")
+
+
+def unet_key(name: str, family: str, layers_per_block: int) -> str:
+    path = sdxl_unet_original_path(name, layers_per_block) if family == "sdxl" else name
+    return "lora_unet_" + path.replace(".", "_")
+
+
+def text_encoder_prefix(family: str, index: int) -> str:
+    if family == "sd15":
+        return "lora_te_"
+    return f"lora_te{index + 1}_"
+
+
+def text_encoder_key(name: str, family: str, index: int) -> str:
+    path = name.removeprefix("text_model.")
+    return text_encoder_prefix(family, index) + "text_model_" + path.replace(".", "_")
+
+
+def _layers_per_block(unet: nn.Module) -> int:
+    lpb = unet.config.layers_per_block
+    if not isinstance(lpb, int):
+        raise ValueError("sd-scripts' SDXL names need an integer layers_per_block")
+    return lpb
+
+
+def module_keys(unet: nn.Module | None, text_encoders: list[nn.Module], family: str) -> dict[str, nn.Module]:
+    """kohya key prefix -> LoRA layer, for every LoRA layer of the UNet and text encoders."""
+    keys: dict[str, nn.Module] = {}
+    if unet is not None:
+        lpb = _layers_per_block(unet) if family == "sdxl" else 0
+        for name, layer in lora_layers(unet):
+            keys[unet_key(name, family, lpb)] = layer
+    for index, te in enumerate(text_encoders):
+        for name, layer in lora_layers(te):
+            keys[text_encoder_key(name, family, index)] = layer
+    return keys
+
+
+def export_state_dict(
+    unet: nn.Module | None,
+    text_encoders: list[nn.Module],
+    family: str,
+    alpha: float,
+    dtype: torch.dtype,
+) -> dict[str, torch.Tensor]:
+    """The LoRA as sd-scripts writes it: down/up weights and the alpha per module, in ``dtype``."""
+    out: dict[str, torch.Tensor] = {}
+    for key, layer in module_keys(unet, text_encoders, family).items():
+        down, up = lora_down_up(layer)
+        out[f"{key}.lora_down.weight"] = down.detach().to("cpu", dtype).contiguous()
+        out[f"{key}.lora_up.weight"] = up.detach().to("cpu", dtype).contiguous()
+        out[f"{key}.alpha"] = torch.tensor(float(alpha), dtype=dtype)
+    return out
+
+
+def import_state_dict(
+    state: dict[str, torch.Tensor],
+    unet: nn.Module | None,
+    text_encoders: list[nn.Module],
+    family: str,
+) -> list[str]:
+    """Copy a kohya LoRA into our layers (train further). Returns problems; empty when all fit.
+
+    Every module of the file must exist in the model with the same rank. A file whose alpha
+    differs from the job's network_alpha has its up weights rescaled so the LoRA's effect is
+    unchanged.
+    """
+    targets = module_keys(unet, text_encoders, family)
+    prefixes = {k.rsplit(".lora_down.weight", 1)[0] for k in state if k.endswith(".lora_down.weight")}
+    problems = [f"{p} is not a module of this model/job" for p in sorted(prefixes - set(targets))]
+    if problems:
+        return problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else [])
+    with torch.no_grad():
+        for prefix in prefixes:
+            down, up = lora_down_up(targets[prefix])
+            src_down, src_up = state[f"{prefix}.lora_down.weight"], state[f"{prefix}.lora_up.weight"]
+            if src_down.shape != down.shape or src_up.shape != up.shape:
+                problems.append(f"{prefix}: rank {src_down.shape[0]} in the file, {down.shape[0]} in the job")
+                continue
+            rank = src_down.shape[0]
+            file_alpha = float(state.get(f"{prefix}.alpha", torch.tensor(float(rank))))
+            layer = targets[prefix]
+            job_scale = layer.scaling["default"]
+            down.copy_(src_down.to(down.dtype))
+            up.copy_((src_up.float() * (file_alpha / rank) / job_scale).to(up.dtype))
+    return problems

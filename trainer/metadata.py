@@ -1,0 +1,117 @@
+"""sd-scripts' ``ss_*`` metadata, the SAI ``modelspec.*`` keys and the ``sshs_*`` hashes.
+
+Values are strings, as sd-scripts writes them (``str()`` of the value). The two
+hashes are the ones sd-webui-additional-networks reads, computed the way
+sd-scripts computes them: over the file as it would be with only the ``ss_*``
+metadata; the model hash is the SHA-256 of the tensor data after the header, the
+legacy hash the first 8 hex digits of the SHA-256 of the 64 KiB at offset 1 MiB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors.torch import save, save_file
+
+from .data import tag_frequency
+from .models import resolved_precision
+from .optim import optimizer_description
+
+if TYPE_CHECKING:
+    from .train import Run
+
+BASE_MODEL_VERSION = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
+ARCHITECTURE = {"sd15": "stable-diffusion-v1/lora", "sdxl": "stable-diffusion-xl-v1-base/lora"}
+IMPLEMENTATION = {"sd15": "diffusers", "sdxl": "https://github.com/Stability-AI/generative-models"}
+
+
+def build(run: Run, epoch: int, title: str) -> dict[str, str]:
+    """The metadata of the file saved after ``epoch``."""
+    job = run.job
+    now = time.time()
+    res = run.resolution
+    lr = job.resolved_learning_rate()
+    meta = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": job.network_dim,
+        "ss_network_alpha": float(job.network_alpha),
+        "ss_base_model_version": BASE_MODEL_VERSION[run.model.family],
+        "ss_v2": False,
+        "ss_sd_model_name": run.model.name,
+        "ss_output_name": job.output_name,
+        "ss_learning_rate": lr,
+        "ss_unet_lr": job.resolved_unet_lr(),
+        "ss_text_encoder_lr": job.resolved_text_encoder_lr(),
+        "ss_optimizer": optimizer_description(run.optimizer),
+        "ss_lr_scheduler": job.lr_scheduler,
+        "ss_lr_warmup_steps": round(run.total_steps * job.lr_warmup_percent / 100),
+        "ss_num_epochs": job.epochs,
+        "ss_epoch": epoch,
+        "ss_max_train_steps": run.total_steps,
+        "ss_steps": run.step,
+        "ss_num_batches_per_epoch": run.steps_per_epoch,
+        "ss_num_train_images": len(run.items) * job.repeats,
+        "ss_batch_size_per_device": job.batch_size,
+        "ss_total_batch_size": job.batch_size,
+        "ss_resolution": (res, res),
+        "ss_enable_bucket": True,
+        "ss_clip_skip": run.clip_skip,
+        "ss_seed": run.seed,
+        "ss_mixed_precision": resolved_precision(job.mixed_precision, run.device),
+        "ss_save_precision": job.save_precision,
+        "ss_shuffle_caption": job.shuffle_tags,
+        "ss_keep_tokens": job.keep_tokens,
+        "ss_cache_latents": True,
+        "ss_max_grad_norm": 1.0,
+        "ss_max_token_length": None,
+        "ss_network_train_unet_only": not job.trains_text_encoder(),
+        "ss_network_train_text_encoder_only": not job.trains_unet(),
+        "ss_tag_frequency": json.dumps({Path(job.dataset_dir).name: tag_frequency(run.items)}),
+        "ss_dataset_dirs": json.dumps(
+            {Path(job.dataset_dir).name: {"n_repeats": job.repeats, "img_count": len(run.items)}}
+        ),
+        "ss_training_started_at": run.started_at,
+        "ss_training_finished_at": now,
+    }
+    out = {k: str(v) for k, v in meta.items()}
+    out.update(modelspec(run.model.family, title, res, run.model.prediction_type, run.clip_skip, now))
+    return out
+
+
+def modelspec(family: str, title: str, resolution: int, prediction: str, clip_skip: int, ts: float) -> dict[str, str]:
+    return {
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": ARCHITECTURE[family],
+        "modelspec.implementation": IMPLEMENTATION[family],
+        "modelspec.title": title,
+        "modelspec.resolution": f"{resolution}x{resolution}",
+        "modelspec.date": datetime.fromtimestamp(int(ts)).isoformat(),
+        "modelspec.prediction_type": "v" if prediction == "v_prediction" else "epsilon",
+        "modelspec.encoder_layer": str(clip_skip),
+    }
+
+
+def addnet_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:
+    """(sshs_model_hash, sshs_legacy_hash) as sd-scripts precomputes them."""
+    training_only = {k: v for k, v in metadata.items() if k.startswith("ss_")}
+    blob = save(tensors, training_only)
+    header_len = int.from_bytes(blob[:8], "little")
+    model_hash = hashlib.sha256(blob[8 + header_len :]).hexdigest()
+    legacy_hash = hashlib.sha256(blob[0x100000 : 0x100000 + 0x10000]).hexdigest()[:8]
+    return model_hash, legacy_hash
+
+
+def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Write the file with its hashes; through a temp name, so a reader never sees half a file."""
+    model_hash, legacy_hash = addnet_hashes(tensors, metadata)
+    full = {**metadata, "sshs_model_hash": model_hash, "sshs_legacy_hash": legacy_hash}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=full)
+    os.replace(tmp, path)

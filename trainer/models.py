@@ -1,0 +1,150 @@
+"""Loading base models: a diffusers folder, a single-file checkpoint, or a hub id.
+
+Tiny test models and real ones load through this same code. Family (sd15 / sdxl)
+is detected from the folder's ``model_index.json`` or the checkpoint's keys, or
+given by the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+_SDXL_CKPT_MARKERS = ("conditioner.embedders.1.", "conditioner.embedders.0.transformer.")
+_SD15_CKPT_MARKERS = ("cond_stage_model.transformer.", "cond_stage_model.model.")
+
+
+class ModelLoadError(RuntimeError):
+    """The base model cannot be found or loaded; the message says what to fix."""
+
+
+@dataclass
+class BaseModel:
+    """The parts of a Stable Diffusion model the trainer and the renderer use."""
+
+    family: str
+    name: str
+    unet: nn.Module
+    vae: nn.Module
+    text_encoders: list[nn.Module]
+    tokenizers: list[Any]
+    scheduler_config: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "epsilon")
+
+    def modules(self) -> list[nn.Module]:
+        return [self.unet, self.vae, *self.text_encoders]
+
+
+def detect_family(source: str) -> str:
+    """sd15 or sdxl, from a diffusers folder's model_index.json or a checkpoint's tensor names."""
+    path = Path(source)
+    if path.is_dir():
+        index = path / "model_index.json"
+        if not index.is_file():
+            raise ModelLoadError(f"{path} is a folder without model_index.json: not a diffusers model")
+        data = json.loads(index.read_text())
+        return "sdxl" if "text_encoder_2" in data or "XL" in data.get("_class_name", "") else "sd15"
+    if path.is_file() and path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+        if any(k.startswith(_SDXL_CKPT_MARKERS) for k in keys):
+            return "sdxl"
+        if any(k.startswith(_SD15_CKPT_MARKERS) for k in keys):
+            return "sd15"
+        raise ModelLoadError(f"{path.name}: cannot tell SD1.5 from SDXL by its keys; set model_family")
+    raise ModelLoadError(
+        f"cannot detect the family of {source!r} (not a local folder or .safetensors); set model_family"
+    )
+
+
+def _pipeline_class(family: str):
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    return StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+
+
+def load_pipeline(source: str, family: str | None = None, config: str | None = None):
+    """Load a diffusers pipeline (fp32, CPU) from a folder, a single file, or a hub id."""
+    path = Path(source)
+    local = path.exists()
+    if not local and source.endswith((".safetensors", ".ckpt")):
+        raise ModelLoadError(f"base model file {source} does not exist")
+    if family is None:
+        if not local:
+            raise ModelLoadError(f"set model_family for the hub model {source!r}")
+        family = detect_family(source)
+    cls = _pipeline_class(family)
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+    kwargs: dict[str, Any] = {}  # fp32 on the CPU; place() moves and casts
+    if family == "sd15":
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    try:
+        if local and path.is_file():
+            if config is not None:
+                kwargs.update(config=config, local_files_only=True)
+            pipe = cls.from_single_file(str(path), **kwargs)
+        else:
+            pipe = cls.from_pretrained(source, local_files_only=local or offline, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"cannot load base model {source}: {exc}") from exc
+    return pipe, family
+
+
+def load_base_model(source: str, family: str | None = None, config: str | None = None) -> BaseModel:
+    pipe, family = load_pipeline(source, family, config)
+    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family == "sdxl" else [])
+    tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if family == "sdxl" else [])
+    return BaseModel(
+        family=family,
+        name=Path(source).name if Path(source).exists() else source,
+        unet=pipe.unet,
+        vae=pipe.vae,
+        text_encoders=encoders,
+        tokenizers=tokenizers,
+        scheduler_config=dict(pipe.scheduler.config),
+    )
+
+
+def pick_device(requested: str | None) -> torch.device:
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def weight_dtype(mixed_precision: str | None, device: torch.device) -> torch.dtype:
+    """The frozen base weights' dtype. Default fp16 on GPU, bf16 on CPU (the spec's defaults)."""
+    mp = mixed_precision or ("fp16" if device.type == "cuda" else "bf16")
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "no": torch.float32}[mp]
+
+
+def resolved_precision(mixed_precision: str | None, device: torch.device) -> str:
+    return mixed_precision or ("fp16" if device.type == "cuda" else "bf16")
+
+
+def place(model: BaseModel, device: torch.device, dtype: torch.dtype) -> None:
+    """Move the model to ``device``: UNet and text encoders in ``dtype``, the VAE kept out of fp16
+    where it overflows (SDXL's VAE in fp16 produces NaNs; it runs in fp32 there)."""
+    model.unet.to(device, dtype)
+    for te in model.text_encoders:
+        te.to(device, dtype)
+    vae_dtype = dtype
+    if dtype == torch.float16 and (model.family == "sdxl" or model.vae.config.get("force_upcast", False)):
+        vae_dtype = torch.float32
+    model.vae.to(device, vae_dtype)
+    for m in model.modules():
+        m.requires_grad_(False)

@@ -1,0 +1,171 @@
+"""Rendering: samplers by name, prompt embeddings with our clip skip, labelled grids.
+
+This is the engine of the per-epoch previews, ``/generate`` and the compare grids.
+The text is encoded by :func:`trainer.text.encode_texts` (diffusers' ``clip_skip``
+crashes on transformers 5) and handed to the pipeline as embeddings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from .models import BaseModel
+from .text import encode_texts
+
+SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+    "dpmpp_2m_karras": (
+        "DPMSolverMultistepScheduler",
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+}
+
+
+MIN_CELL = 192
+
+
+def make_sampler(name: str, scheduler_config: dict[str, Any]):
+    import diffusers
+
+    cls_name, overrides = SAMPLERS[name]
+    return getattr(diffusers, cls_name).from_config(scheduler_config, **overrides)
+
+
+def build_pipeline(model: BaseModel, sampler: str):
+    """A diffusers pipeline over the model's (possibly LoRA-wrapped) modules; no copies."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    scheduler = make_sampler(sampler, model.scheduler_config)
+    common = dict(vae=model.vae, unet=model.unet, scheduler=scheduler)
+    if model.family == "sdxl":
+        pipe = StableDiffusionXLPipeline(
+            text_encoder=model.text_encoders[0],
+            text_encoder_2=model.text_encoders[1],
+            tokenizer=model.tokenizers[0],
+            tokenizer_2=model.tokenizers[1],
+            **common,
+        )
+    else:
+        pipe = StableDiffusionPipeline(
+            text_encoder=model.text_encoders[0],
+            tokenizer=model.tokenizers[0],
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            **common,
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def render(
+    pipe,
+    model: BaseModel,
+    prompt: str,
+    negative: str,
+    *,
+    steps: int,
+    cfg: float,
+    width: int,
+    height: int,
+    seed: int,
+    clip_skip: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Image.Image:
+    """One image; the same seed gives the same starting noise on any device (CPU generator)."""
+    with _autocast(device, dtype):
+        cond = encode_texts(model.family, model.text_encoders, model.tokenizers, [prompt], clip_skip, device)
+        uncond = encode_texts(model.family, model.text_encoders, model.tokenizers, [negative], clip_skip, device)
+        kwargs: dict[str, Any] = dict(prompt_embeds=cond.embeds, negative_prompt_embeds=uncond.embeds)
+        if model.family == "sdxl":
+            kwargs.update(pooled_prompt_embeds=cond.pooled, negative_pooled_prompt_embeds=uncond.pooled)
+        image = pipe(
+            num_inference_steps=steps,
+            guidance_scale=cfg,
+            width=width,
+            height=height,
+            generator=torch.Generator("cpu").manual_seed(seed),
+            output_type="pil",
+            **kwargs,
+        ).images[0]
+    return image
+
+
+def release_memory(device: torch.device) -> None:
+    """Drop sampling buffers so memory stays flat from epoch to epoch."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def make_grid(
+    rows: Sequence[Sequence[Image.Image]],
+    col_labels: Sequence[str],
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Image.Image:
+    """Images in a labelled grid: a title line, a label above each column, one left of each row."""
+    factor = max(1, -(-MIN_CELL // max(img.width for row in rows for img in row)))
+    if factor > 1:  # tiny renders are enlarged so the labels fit and a person can see them
+        rows = [[img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST) for img in row]
+                for row in rows]
+    cell_w = max(img.width for row in rows for img in row)
+    cell_h = max(img.height for row in rows for img in row)
+    font_size = max(12, min(32, cell_w // 12))
+    font = _font(font_size)
+    label_h = font_size + 10
+    title_h = label_h if title else 0
+    left = (max(len(r) for r in row_labels) * font_size * 6 // 10 + 16) if row_labels else 0
+    grid = Image.new("RGB", (left + cell_w * len(col_labels), title_h + label_h + cell_h * len(rows)), "white")
+    draw = ImageDraw.Draw(grid)
+    if title:
+        draw.text((8, 4), _fit(draw, title, font, grid.width - 16), fill="black", font=font)
+    for c, label in enumerate(col_labels):
+        draw.text((left + c * cell_w + 6, title_h + 4), label, fill="black", font=font)
+    for r, row in enumerate(rows):
+        top = title_h + label_h + r * cell_h
+        if row_labels:
+            draw.text((6, top + cell_h // 2 - font_size // 2), row_labels[r], fill="black", font=font)
+        for c, img in enumerate(row):
+            grid.paste(img, (left + c * cell_w, top))
+    return grid
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """``text`` cut with an ellipsis to fit ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def weight_label(weight: float) -> str:
+    return f"weight {weight:g}"

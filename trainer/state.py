@@ -1,0 +1,46 @@
+"""Training state for resume: LoRA weights, optimizer, scheduler, RNGs and the step.
+
+One file per job (``{output_name}-state.pt`` in the output folder), rewritten
+atomically at every saved epoch, so a job killed at any moment resumes from its
+latest saved epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .contract import TrainJob
+
+# Options that do not change what is trained: a resumed job may differ in these.
+_NOT_TRAINING = {
+    "resume", "event_every_n_steps", "device", "previews", "preview_prompt", "preview_negative",
+    "preview_steps", "preview_cfg", "preview_sampler", "preview_size", "preview_seed", "preview_weights",
+}
+
+
+def state_path(job: TrainJob) -> Path:
+    return Path(job.output_dir) / f"{job.output_name}-state.pt"
+
+
+def job_fingerprint(job: TrainJob, seed: int) -> str:
+    data = {k: v for k, v in job.model_dump(by_alias=True).items() if k not in _NOT_TRAINING}
+    data["seed"] = seed
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)

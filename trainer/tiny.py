@@ -1,0 +1,183 @@
+"""Tiny SD1.5- and SDXL-shaped models built from config with seeded random weights.
+
+Nothing on this project's machines can download weights, so tests and the offline
+demo build these and then load them through exactly the code that loads a real
+model (a diffusers folder). They keep the real architectures' module layout and
+naming (cross-attention transformer blocks, conv or linear proj_in, two text
+encoders and "text_time" conditioning for SDXL) at a tiny width.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+# levels x (layers_per_block + 1) <= 10 keeps diffusers' mapping of sd-scripts' SDXL
+# names (input_blocks_N_1 ...) back to diffusers names unambiguous.
+SDXL_LEVELS = 3
+SDXL_LAYERS_PER_BLOCK = 2
+assert SDXL_LEVELS * (SDXL_LAYERS_PER_BLOCK + 1) <= 10
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible map from the 256 byte values to printable unicode characters."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars), strict=True))
+
+
+def write_byte_level_tokenizer(out_dir: Path) -> int:
+    """Write a CLIP tokenizer whose vocabulary is the 256 byte symbols (and their word-final forms).
+
+    Without merges every character is one token; that is all a tiny model needs, and it
+    exercises the same CLIPTokenizer code (BOS/EOS, padding to 77) as the real vocabulary.
+    Returns the vocabulary size.
+    """
+    from transformers import CLIPTokenizer
+
+    symbols = list(bytes_to_unicode().values())
+    vocab = {s: i for i, s in enumerate(symbols)}
+    vocab.update({s + "</w>": i + len(symbols) for i, s in enumerate(symbols)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    (out_dir / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
+    tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    tok.save_pretrained(out_dir)
+    return len(vocab)
+
+
+def _text_config(vocab_size: int, with_projection: bool):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        projection_dim=32,
+        hidden_act="quick_gelu",
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+
+
+def _vae(scaling_factor: float, force_upcast: bool):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16),
+        layers_per_block=1,
+        norm_num_groups=8,
+        latent_channels=4,
+        sample_size=64,
+        scaling_factor=scaling_factor,
+        force_upcast=force_upcast,
+    )
+
+
+def _scheduler():
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+        prediction_type="epsilon",
+    )
+
+
+def build_tiny_sd15(tok_dir: Path):
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    vocab_size = write_byte_level_tokenizer(tok_dir)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=1,
+        attention_head_dim=4,
+        cross_attention_dim=32,
+        use_linear_projection=False,
+    )
+    return StableDiffusionPipeline(
+        vae=_vae(0.18215, force_upcast=False),
+        text_encoder=CLIPTextModel(_text_config(vocab_size, False)),
+        tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
+        unet=unet,
+        scheduler=_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_tiny_sdxl(tok_dir: Path):
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    vocab_size = write_byte_level_tokenizer(tok_dir)
+    time_dim = 8
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        layers_per_block=SDXL_LAYERS_PER_BLOCK,
+        transformer_layers_per_block=(1, 1, 2),
+        attention_head_dim=(2, 4, 4),
+        cross_attention_dim=64,  # text_encoder (32) + text_encoder_2 (32), concatenated
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=time_dim * 6 + 32,
+    )
+    tok = CLIPTokenizer.from_pretrained(tok_dir)
+    return StableDiffusionXLPipeline(
+        vae=_vae(0.13025, force_upcast=True),
+        text_encoder=CLIPTextModel(_text_config(vocab_size, False)),
+        text_encoder_2=CLIPTextModelWithProjection(_text_config(vocab_size, True)),
+        tokenizer=tok,
+        tokenizer_2=tok,
+        unet=unet,
+        scheduler=_scheduler(),
+    )
+
+
+def make_tiny(family: str, out: str | Path, seed: int = 0) -> Path:
+    """Build the tiny model of ``family`` (sd15 | sdxl) and save it in diffusers layout."""
+    out = Path(out)
+    torch.manual_seed(seed)
+    tok_dir = out / "_tokenizer_src"
+    pipe = build_tiny_sd15(tok_dir) if family == "sd15" else build_tiny_sdxl(tok_dir)
+    pipe.save_pretrained(out, safe_serialization=True)
+    for f in tok_dir.iterdir():
+        f.unlink()
+    tok_dir.rmdir()
+    return out

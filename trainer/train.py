@@ -1,0 +1,386 @@
+"""The training loop: load, freeze, add LoRA, cache latents, optimize, save, preview.
+
+One linear pass in the order of diffusers' training examples. The host (the bot's
+worker, or a person at a shell) sees only JSON-line events on stdout and the files
+in ``output_dir``; SIGTERM stops the loop between steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from . import data, kohya, lora, metadata, optim, render, state
+from .contract import EXIT_CANCELLED, EXIT_OK, TrainJob, steps_per_epoch, warmup_steps
+from .events import EventWriter, StopFlag
+from .models import BaseModel, load_base_model, pick_device, place, resolved_precision, weight_dtype
+from .text import Conditioning, encode_texts, process_caption, sdxl_time_ids
+
+log = logging.getLogger(__name__)
+MAX_GRAD_NORM = 1.0  # sd-scripts' default max_grad_norm
+TEXT_CACHE_LIMIT = 4096
+
+
+class TrainError(RuntimeError):
+    """A job that cannot continue; the message is for the user."""
+
+
+@dataclass
+class Run:
+    """Everything one job needs while it trains."""
+
+    job: TrainJob
+    model: BaseModel
+    device: torch.device
+    dtype: torch.dtype
+    seed: int
+    clip_skip: int
+    resolution: int
+    items: list[data.TrainItem]
+    steps_per_epoch: int
+    total_steps: int
+    optimizer_name: str
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    scaler: torch.amp.GradScaler | None = None
+    noise_scheduler: object = None
+    noise_gen: torch.Generator | None = None
+    caption_rng: random.Random = field(default_factory=random.Random)
+    step: int = 0
+    epoch: int = 0
+    started_at: float = field(default_factory=time.time)
+    files: list[str] = field(default_factory=list)
+    text_cache: dict[str, Conditioning] = field(default_factory=dict)
+    trainable: list[torch.nn.Parameter] = field(default_factory=list)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.job.output_dir)
+
+    def lora_unet(self):
+        return self.model.unet if self.job.trains_unet() else None
+
+    def lora_text_encoders(self):
+        return self.model.text_encoders if self.job.trains_text_encoder() else []
+
+
+# 1. Load, freeze, data --------------------------------------------------------------------------
+
+
+def prepare(job: TrainJob) -> Run:
+    device = pick_device(job.device)
+    seed = job.seed if job.seed is not None else random.SystemRandom().randrange(2**32)
+    items = data.scan_dataset(job.dataset_dir)
+    log.info("loading base model %s", job.base_model)
+    model = load_base_model(job.base_model, job.model_family, job.base_model_config)
+    dtype = weight_dtype(job.mixed_precision, device)
+    place(model, device, dtype)
+    per_epoch = steps_per_epoch(len(items), job.repeats, job.batch_size)
+    run = Run(
+        job=job,
+        model=model,
+        device=device,
+        dtype=dtype,
+        seed=seed,
+        clip_skip=job.resolved_clip_skip(model.family),
+        resolution=job.resolved_resolution(model.family),
+        items=items,
+        steps_per_epoch=per_epoch,
+        total_steps=per_epoch * job.epochs,
+        optimizer_name=job.optimizer or optim.default_optimizer(),
+    )
+    from diffusers import DDPMScheduler
+
+    run.noise_scheduler = DDPMScheduler.from_config(model.scheduler_config)
+    run.noise_gen = torch.Generator(device).manual_seed(seed + 1)
+    run.caption_rng = random.Random(seed + 2)
+    return run
+
+
+def cache_latents(run: Run) -> None:
+    counts = data.assign_buckets(run.items, run.resolution)
+    log.info("buckets (w x h: images): %s", ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(counts.items())))
+    gen = torch.Generator("cpu").manual_seed(run.seed)
+    data.cache_latents(
+        run.items, run.model.vae, run.device, gen,
+        progress=lambda done, total: log.info("cached latents %d/%d", done, total),
+    )
+
+
+# 2. LoRA, optimizer, schedule ---------------------------------------------------------------------
+
+
+def add_networks(run: Run) -> None:
+    job, model = run.job, run.model
+    torch.manual_seed(run.seed)  # LoRA init is part of what a fixed seed reproduces
+    groups = []
+    if job.trains_unet():
+        lora.add_lora(model.unet, lora.unet_target_modules(model.unet), job.network_dim, job.network_alpha)
+        groups.append({"params": lora.lora_parameters(model.unet), "lr": job.resolved_unet_lr()})
+    if job.trains_text_encoder():
+        params = []
+        for te in model.text_encoders:
+            lora.add_lora(te, lora.text_encoder_target_modules(te), job.network_dim, job.network_alpha)
+            params += lora.lora_parameters(te)
+        groups.append({"params": params, "lr": job.resolved_text_encoder_lr()})
+    lora.cast_lora_to_fp32([model.unet, *model.text_encoders])
+    if job.init_weights:
+        load_init_weights(run, job.init_weights)
+    run.trainable = [p for g in groups for p in g["params"]]
+    run.optimizer = optim.build_optimizer(run.optimizer_name, groups, job.resolved_learning_rate())
+    run.scheduler = optim.build_scheduler(
+        job.lr_scheduler, run.optimizer, warmup_steps(run.total_steps, job.lr_warmup_percent),
+        run.total_steps, job.lr_restart_cycles,
+    )
+    if run.device.type == "cuda" and run.dtype == torch.float16:
+        run.scaler = torch.amp.GradScaler("cuda")
+
+
+def load_init_weights(run: Run, path: str) -> None:
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise TrainError(f"init_weights file {path} does not exist")
+    problems = kohya.import_state_dict(load_file(path), run.lora_unet(), run.lora_text_encoders(), run.model.family)
+    if problems:
+        raise TrainError(f"init_weights {Path(path).name} does not fit this job: " + "; ".join(problems))
+
+
+# 3. One step -----------------------------------------------------------------------------------
+
+
+def _autocast(run: Run):
+    if run.dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=run.device.type, dtype=run.dtype)
+
+
+def conditioning(run: Run, captions: list[str]) -> Conditioning:
+    """Text embeddings; memoized per caption while the text encoders are frozen."""
+    model = run.model
+    if run.job.trains_text_encoder():
+        return encode_texts(model.family, model.text_encoders, model.tokenizers, captions, run.clip_skip, run.device)
+    missing = [c for c in dict.fromkeys(captions) if c not in run.text_cache]
+    if missing:
+        with torch.no_grad():
+            enc = encode_texts(model.family, model.text_encoders, model.tokenizers, missing, run.clip_skip, run.device)
+        if len(run.text_cache) + len(missing) > TEXT_CACHE_LIMIT:
+            run.text_cache.clear()
+        for i, caption in enumerate(missing):
+            pooled = enc.pooled[i : i + 1] if enc.pooled is not None else None
+            run.text_cache[caption] = Conditioning(enc.embeds[i : i + 1], pooled)
+    return Conditioning.cat([run.text_cache[c] for c in captions])
+
+
+def train_step(run: Run, batch: list[int]) -> float:
+    items = [run.items[i] for i in batch]
+    latents = torch.stack([it.latent for it in items])
+    noise = torch.randn(latents.shape, generator=run.noise_gen, device=run.device)
+    steps = run.noise_scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (len(items),), generator=run.noise_gen, device=run.device)
+    noisy = run.noise_scheduler.add_noise(latents, noise, timesteps)
+    captions = [process_caption(it.caption, run.job.shuffle_tags, run.job.keep_tokens, run.caption_rng) for it in items]
+    with _autocast(run):
+        cond = conditioning(run, captions)
+        added = None
+        if run.model.family == "sdxl":
+            ids = [sdxl_time_ids(it.original_size, it.crop_top_left, it.bucket[::-1]) for it in items]
+            added = {"text_embeds": cond.pooled, "time_ids": torch.stack(ids).to(run.device)}
+        pred = run.model.unet(noisy.to(run.dtype), timesteps, cond.embeds, added_cond_kwargs=added).sample
+    if run.model.prediction_type == "v_prediction":
+        target = run.noise_scheduler.get_velocity(latents, noise, timesteps)
+    else:
+        target = noise
+    loss = F.mse_loss(pred.float(), target.float())
+    optimizer_step(run, loss)
+    return loss.item()
+
+
+def optimizer_step(run: Run, loss: torch.Tensor) -> None:
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.trainable, MAX_GRAD_NORM)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.trainable, MAX_GRAD_NORM)
+        run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+
+
+# 4. Save, preview, resume ---------------------------------------------------------------------------
+
+SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def save_epoch(run: Run, epoch: int) -> Path:
+    job = run.job
+    tensors = kohya.export_state_dict(
+        run.lora_unet(), run.lora_text_encoders(), run.model.family, job.network_alpha, SAVE_DTYPES[job.save_precision]
+    )
+    name = f"{job.output_name}-{epoch:06d}"
+    meta = metadata.build(run, epoch, title=name)
+    path = run.out_dir / f"{name}.safetensors"
+    metadata.save_lora(path, tensors, meta)
+    run.files.append(str(path))
+    if epoch == job.epochs:
+        final = run.out_dir / f"{job.output_name}.safetensors"
+        shutil.copyfile(path, final)
+        run.files.append(str(final))
+    return path
+
+
+def save_training_state(run: Run) -> None:
+    lora_fp32 = kohya.export_state_dict(
+        run.lora_unet(), run.lora_text_encoders(), run.model.family, run.job.network_alpha, torch.float32
+    )
+    state.save_state(state.state_path(run.job), {
+        "fingerprint": state.job_fingerprint(run.job, run.seed),
+        "seed": run.seed,
+        "step": run.step,
+        "epoch": run.epoch,
+        "started_at": run.started_at,
+        "files": run.files,
+        "lora": lora_fp32,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict() if run.scaler else None,
+        "noise_gen": run.noise_gen.get_state(),
+        "caption_rng": run.caption_rng.getstate(),
+    })
+
+
+def restore_training_state(run: Run, saved: dict) -> None:
+    if saved["fingerprint"] != state.job_fingerprint(run.job, saved["seed"]):
+        raise TrainError("the saved state belongs to a job with other settings; resume with the same job file")
+    problems = kohya.import_state_dict(saved["lora"], run.lora_unet(), run.lora_text_encoders(), run.model.family)
+    if problems:
+        raise TrainError("the saved state does not fit this model: " + "; ".join(problems))
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    if run.scaler is not None and saved["scaler"]:
+        run.scaler.load_state_dict(saved["scaler"])
+    run.noise_gen.set_state(saved["noise_gen"])
+    run.caption_rng.setstate(saved["caption_rng"])
+    run.step, run.epoch = saved["step"], saved["epoch"]
+    run.started_at, run.files = saved["started_at"], list(saved["files"])
+
+
+def preview_epoch(run: Run, epoch: int) -> Path:
+    """A grid of the preview prompt at each preview weight, same seed; nothing kept afterwards."""
+    job, model = run.job, run.model
+    prompt = job.preview_prompt or data.default_preview_prompt(run.items)
+    size = job.preview_size or run.resolution
+    seed = job.preview_seed if job.preview_seed is not None else run.seed
+    pipe = render.build_pipeline(model, job.preview_sampler)
+    wrapped = [model.unet, *model.text_encoders]
+    images = []
+    for m in wrapped:
+        m.eval()
+    try:
+        for weight in job.preview_weights:
+            lora.set_lora_weight(wrapped, weight)
+            images.append(render.render(
+                pipe, model, prompt, job.preview_negative, steps=job.preview_steps, cfg=job.preview_cfg,
+                width=size, height=size, seed=seed, clip_skip=run.clip_skip, device=run.device, dtype=run.dtype,
+            ))
+    finally:
+        lora.set_lora_weight(wrapped, 1.0)
+        for m in wrapped:
+            m.train()
+        del pipe
+    grid = render.make_grid(
+        [images], [render.weight_label(w) for w in job.preview_weights],
+        title=f"{job.output_name} epoch {epoch} - {prompt[:60]}",
+    )
+    path = run.out_dir / f"{job.output_name}-{epoch:06d}-preview.png"
+    grid.save(path)
+    render.release_memory(run.device)
+    return path
+
+
+# 5. The loop ------------------------------------------------------------------------------------
+
+
+def run_training(job: TrainJob, events: EventWriter, stop: StopFlag) -> int:
+    """Train ``job``; returns the process exit code. Raises on failure (the CLI reports it)."""
+    Path(job.output_dir).mkdir(parents=True, exist_ok=True)
+    run = prepare(job)
+    add_networks(run)
+    saved = state.load_state(state.state_path(job)) if job.resume else None
+    if job.resume and saved is None:
+        log.warning("resume: no saved state in %s; starting from the beginning", job.output_dir)
+    if saved is not None:
+        run.seed = saved["seed"]
+        restore_training_state(run, saved)
+        log.info("resuming after epoch %d (step %d)", run.epoch, run.step)
+    cache_latents(run)
+    if stop.requested:
+        events.emit("cancelled", step=run.step, epoch=run.epoch, files=run.files)
+        return EXIT_CANCELLED
+    events.emit(
+        "started", total_steps=run.total_steps, total_epochs=job.epochs, steps_per_epoch=run.steps_per_epoch,
+        images=len(run.items), seed=run.seed, family=run.model.family, optimizer=run.optimizer_name,
+        precision=resolved_precision(job.mixed_precision, run.device), device=str(run.device),
+        resumed_from_step=run.step,
+    )
+    progress = _progress_bar(run)
+    for epoch in range(run.epoch + 1, job.epochs + 1):
+        if not train_epoch(run, epoch, events, stop, progress):
+            events.emit("cancelled", step=run.step, epoch=run.epoch, files=run.files)
+            return EXIT_CANCELLED
+        run.epoch = epoch
+        if epoch % job.save_every_n_epochs == 0 or epoch == job.epochs:
+            path = save_epoch(run, epoch)
+            save_training_state(run)
+            events.emit("epoch_saved", epoch=epoch, path=str(path), step=run.step)
+            if job.previews:
+                events.emit("preview_ready", epoch=epoch, path=str(preview_epoch(run, epoch)))
+    if progress is not None:
+        progress.close()
+    events.emit("done", files=run.files, steps=run.step, seconds=round(time.time() - run.started_at, 1))
+    return EXIT_OK
+
+
+def train_epoch(run: Run, epoch: int, events: EventWriter, stop: StopFlag, progress) -> bool:
+    """One epoch; False when a stop was requested (between two steps)."""
+    order_rng = random.Random(f"{run.seed}-{epoch}")
+    batches = data.epoch_batches(run.items, run.job.repeats, run.job.batch_size, run.steps_per_epoch, order_rng)
+    for m in (run.model.unet, *run.model.text_encoders):
+        m.train()
+    loss_sum = 0.0
+    for index, batch in enumerate(batches, start=1):
+        if stop.requested:
+            return False
+        lr = run.scheduler.get_last_lr()[0]
+        loss = train_step(run, batch)
+        run.step += 1
+        loss_sum += loss
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
+        events.step(
+            run.step, run.total_steps, epoch=epoch, loss=round(loss, 6), lr=lr,
+            avg_loss=round(loss_sum / index, 6),
+        )
+    return not stop.requested or True
+
+
+def _progress_bar(run: Run):
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=run.total_steps, initial=run.step, file=sys.stderr, unit="step", desc=run.job.output_name)
