@@ -1,0 +1,86 @@
+"""Killed jobs resume to the same result; SIGTERM cancels cleanly between steps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from .conftest import ROOT, base_job, parse_events, run_trainer, trainer_cmd, write_dataset, write_job
+
+pytestmark = pytest.mark.slow
+
+
+def start_and_wait_for(job_path, kind: str, timeout: float = 300):
+    """Start the trainer; return (process, events so far) once an event of ``kind`` has arrived."""
+    proc = subprocess.Popen(
+        trainer_cmd("train", "--job", str(job_path)), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    events, deadline = [], time.monotonic() + timeout
+    for line in proc.stdout:
+        events += parse_events(line)
+        if events and events[-1]["event"] == kind:
+            return proc, events
+        assert time.monotonic() < deadline, "no such event in time"
+    raise AssertionError(f"the trainer ended before a {kind} event: {events[-1:]}")
+
+
+def _job(model, tmp_path, out, **extra):
+    data = tmp_path / "data"
+    if not data.exists():
+        write_dataset(data, count=3)
+    options = {"epochs": 3, "repeats": 4, "learning_rate": 1e-3, **extra}
+    return base_job(model, data, out, **options)
+
+
+def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tiny_sd15, tmp_path):
+    full = run_trainer("train", "--job", str(write_job(tmp_path / "full.json", _job(tiny_sd15, tmp_path, tmp_path / "full"))))
+    assert full.returncode == 0, full.stderr[-2000:]
+    full_done = parse_events(full.stdout)[-1]
+
+    job = _job(tiny_sd15, tmp_path, tmp_path / "killed")
+    proc, _ = start_and_wait_for(write_job(tmp_path / "k.json", job), "epoch_saved")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (tmp_path / "killed" / "test.safetensors").exists()
+
+    resumed = run_trainer("train", "--job", str(write_job(tmp_path / "r.json", {**job, "resume": True})))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    events = parse_events(resumed.stdout)
+    assert events[0]["resumed_from_step"] >= 12  # at least the first epoch (3 images x 4 repeats)
+    done = events[-1]
+    assert done["event"] == "done" and done["steps"] == full_done["steps"] == 36
+    names = lambda folder: sorted(p.name for p in folder.glob("*.safetensors"))  # noqa: E731
+    assert names(tmp_path / "killed") == names(tmp_path / "full")
+    a, b = load_file(tmp_path / "full" / "test.safetensors"), load_file(tmp_path / "killed" / "test.safetensors")
+    for key in a:  # same seed and restored RNG/optimizer state: the same weights
+        torch.testing.assert_close(a[key], b[key], atol=1e-3, rtol=1e-2)
+
+
+def test_resume_with_other_settings_is_refused(tiny_sd15, tmp_path):
+    job = _job(tiny_sd15, tmp_path, tmp_path / "out", epochs=1)
+    assert run_trainer("train", "--job", str(write_job(tmp_path / "a.json", job))).returncode == 0
+    other = {**job, "resume": True, "network_dim": 8}
+    proc = run_trainer("train", "--job", str(write_job(tmp_path / "b.json", other)))
+    assert proc.returncode == 1
+    assert "other settings" in parse_events(proc.stdout)[-1]["message"]
+
+
+def test_sigterm_cancels_between_steps_and_keeps_saved_epochs(tiny_sd15, tmp_path):
+    job = _job(tiny_sd15, tmp_path, tmp_path / "out", epochs=50, event_every_n_steps=1)
+    proc, events = start_and_wait_for(write_job(tmp_path / "job.json", job), "epoch_saved")
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    events += parse_events(rest)
+    assert proc.returncode == 3
+    assert events[-1]["event"] == "cancelled"
+    assert events[-1]["step"] < 50 * 12
+    saved = [e["path"] for e in events if e["event"] == "epoch_saved"]
+    assert saved and all(load_file(p) for p in saved)
+    assert not list((tmp_path / "out").glob("*.tmp"))
