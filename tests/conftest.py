@@ -93,7 +93,9 @@ def trainer_cmd(*args: str) -> list[str]:
 
 def run_trainer(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(trainer_cmd(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env)
+    return subprocess.run(
+        trainer_cmd(*args), capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env
+    )
 
 
 def parse_events(stdout: str) -> list[dict]:

@@ -45,7 +45,13 @@ def test_total_steps_is_the_guides_rule():
 
 def test_defaults_follow_the_spec():
     job = parse_job(dict(BASE))
-    assert (job.repeats, job.epochs, job.batch_size, job.network_dim, job.network_alpha) == (10, 10, 1, 32, 16)
+    assert (job.repeats, job.epochs, job.batch_size, job.network_dim, job.network_alpha) == (
+        10,
+        10,
+        1,
+        32,
+        16,
+    )
     assert job.lr_scheduler == "cosine_with_restarts" and job.save_precision == "fp16"
     assert job.resolved_learning_rate() == 1e-4
     assert job.resolved_clip_skip("sd15") == 2 and job.resolved_clip_skip("sdxl") == 1

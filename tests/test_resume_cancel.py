@@ -19,8 +19,12 @@ pytestmark = pytest.mark.slow
 def start_and_wait_for(job_path, kind: str, timeout: float = 300):
     """Start the trainer; return (process, events so far) once an event of ``kind`` has arrived."""
     proc = subprocess.Popen(
-        trainer_cmd("train", "--job", str(job_path)), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True, cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        trainer_cmd("train", "--job", str(job_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     events, deadline = [], time.monotonic() + timeout
     for line in proc.stdout:
@@ -40,7 +44,9 @@ def _job(model, tmp_path, out, **extra):
 
 
 def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tiny_sd15, tmp_path):
-    full = run_trainer("train", "--job", str(write_job(tmp_path / "full.json", _job(tiny_sd15, tmp_path, tmp_path / "full"))))
+    full = run_trainer(
+        "train", "--job", str(write_job(tmp_path / "full.json", _job(tiny_sd15, tmp_path, tmp_path / "full")))
+    )
     assert full.returncode == 0, full.stderr[-2000:]
     full_done = parse_events(full.stdout)[-1]
 
@@ -58,7 +64,10 @@ def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tiny_sd
     assert done["event"] == "done" and done["steps"] == full_done["steps"] == 36
     names = lambda folder: sorted(p.name for p in folder.glob("*.safetensors"))  # noqa: E731
     assert names(tmp_path / "killed") == names(tmp_path / "full")
-    a, b = load_file(tmp_path / "full" / "test.safetensors"), load_file(tmp_path / "killed" / "test.safetensors")
+    a, b = (
+        load_file(tmp_path / "full" / "test.safetensors"),
+        load_file(tmp_path / "killed" / "test.safetensors"),
+    )
     for key in a:  # same seed and restored RNG/optimizer state: the same weights
         torch.testing.assert_close(a[key], b[key], atol=1e-3, rtol=1e-2)
 

@@ -16,12 +16,35 @@ pytestmark = pytest.mark.slow
 
 SUFFIXES = (".lora_down.weight", ".lora_up.weight", ".alpha")
 REQUIRED_METADATA = (
-    "ss_network_dim", "ss_network_alpha", "ss_network_module", "ss_base_model_version", "ss_sd_model_name",
-    "ss_output_name", "ss_learning_rate", "ss_unet_lr", "ss_text_encoder_lr", "ss_optimizer", "ss_lr_scheduler",
-    "ss_num_epochs", "ss_epoch", "ss_max_train_steps", "ss_steps", "ss_resolution", "ss_clip_skip", "ss_seed",
-    "ss_tag_frequency", "ss_training_started_at", "ss_training_finished_at", "sshs_model_hash", "sshs_legacy_hash",
-    "modelspec.sai_model_spec", "modelspec.architecture", "modelspec.implementation", "modelspec.title",
-    "modelspec.resolution", "modelspec.date",
+    "ss_network_dim",
+    "ss_network_alpha",
+    "ss_network_module",
+    "ss_base_model_version",
+    "ss_sd_model_name",
+    "ss_output_name",
+    "ss_learning_rate",
+    "ss_unet_lr",
+    "ss_text_encoder_lr",
+    "ss_optimizer",
+    "ss_lr_scheduler",
+    "ss_num_epochs",
+    "ss_epoch",
+    "ss_max_train_steps",
+    "ss_steps",
+    "ss_resolution",
+    "ss_clip_skip",
+    "ss_seed",
+    "ss_tag_frequency",
+    "ss_training_started_at",
+    "ss_training_finished_at",
+    "sshs_model_hash",
+    "sshs_legacy_hash",
+    "modelspec.sai_model_spec",
+    "modelspec.architecture",
+    "modelspec.implementation",
+    "modelspec.title",
+    "modelspec.resolution",
+    "modelspec.date",
 )
 
 
@@ -47,16 +70,24 @@ def expected_sd15_modules(pipe) -> set[str]:
 def expected_sdxl_modules(pipe) -> set[str]:
     """sd-scripts' SDXL names: the original input/middle/output block numbering, by hand."""
     sgm = {  # tiny SDXL: 3 levels, 2 layers per block, like the real SDXL's block layout
-        "down_blocks.1.attentions.0": "input_blocks.4.1", "down_blocks.1.attentions.1": "input_blocks.5.1",
-        "down_blocks.2.attentions.0": "input_blocks.7.1", "down_blocks.2.attentions.1": "input_blocks.8.1",
+        "down_blocks.1.attentions.0": "input_blocks.4.1",
+        "down_blocks.1.attentions.1": "input_blocks.5.1",
+        "down_blocks.2.attentions.0": "input_blocks.7.1",
+        "down_blocks.2.attentions.1": "input_blocks.8.1",
         "mid_block.attentions.0": "middle_block.1",
-        **{f"up_blocks.{i}.attentions.{j}": f"output_blocks.{3 * i + j}.1" for i in range(2) for j in range(3)},
+        **{
+            f"up_blocks.{i}.attentions.{j}": f"output_blocks.{3 * i + j}.1"
+            for i in range(2)
+            for j in range(3)
+        },
     }
     names = set()
     for name, module in pipe.unet.named_modules():
         if ".attentions." not in name or not _linear_or_1x1(module):
             continue
-        prefix = ".".join(name.split(".")[:4]) if name.startswith(("down", "up")) else "mid_block.attentions.0"
+        prefix = (
+            ".".join(name.split(".")[:4]) if name.startswith(("down", "up")) else "mid_block.attentions.0"
+        )
         rest = name[len(prefix) + 1 :]
         names.add("lora_unet_" + f"{sgm[prefix]}.{rest}".replace(".", "_"))
     te_re = re.compile(r"^(text_model\.)?encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc[12])$")
@@ -78,8 +109,13 @@ def _load_pipeline(family, path):
 
 def _render(pipe) -> np.ndarray:
     return pipe(
-        "tkchar, yellow_disc", num_inference_steps=3, height=64, width=64, output_type="np",
-        generator=torch.Generator("cpu").manual_seed(7), guidance_scale=1.0,
+        "tkchar, yellow_disc",
+        num_inference_steps=3,
+        height=64,
+        width=64,
+        output_type="np",
+        generator=torch.Generator("cpu").manual_seed(7),
+        guidance_scale=1.0,
     ).images[0]
 
 
@@ -89,8 +125,17 @@ def test_train_two_epochs_and_load_in_diffusers(family, request, tmp_path):
     data = write_dataset(tmp_path / "data", count=3, sizes=[(64, 64), (96, 64), (64, 80)])
     out = tmp_path / "out"
     job = base_job(
-        model, data, out, output_name="char", epochs=2, repeats=2, learning_rate=2e-2, previews=True,
-        preview_weights=[0.7, 0.8, 1.0], optimizer="AdamW", lr_scheduler="constant",
+        model,
+        data,
+        out,
+        output_name="char",
+        epochs=2,
+        repeats=2,
+        learning_rate=2e-2,
+        previews=True,
+        preview_weights=[0.7, 0.8, 1.0],
+        optimizer="AdamW",
+        lr_scheduler="constant",
     )
     proc = run_trainer("train", "--job", str(write_job(tmp_path / "job.json", job)))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -127,7 +172,8 @@ def test_train_two_epochs_and_load_in_diffusers(family, request, tmp_path):
     pipe.load_lora_weights(str(files[-1]), adapter_name="char")
     injected = sum(
         isinstance(m, LoraLayer)
-        for part in (pipe.unet, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if part is not None
+        for part in (pipe.unet, pipe.text_encoder, getattr(pipe, "text_encoder_2", None))
+        if part is not None
         for m in part.modules()
     )
     assert injected == len(expected)
@@ -145,10 +191,18 @@ def test_generate_compare_grid(tiny_sd15, tmp_path):
     job = base_job(tiny_sd15, data, out, output_name="g", learning_rate=1e-2, repeats=2)
     assert run_trainer("train", "--job", str(write_job(tmp_path / "job.json", job))).returncode == 0
     gen = {
-        "base_model": str(tiny_sd15), "output_dir": str(tmp_path / "gen"), "output_name": "cmp",
-        "prompt": "tkchar, yellow_disc", "loras": [{"path": str(out / "g.safetensors")}],
-        "compare_weights": [0.7, 0.8, 1.0], "steps": 3, "width": 64, "height": 64, "seed": 5,
-        "mixed_precision": "no", "sampler": "dpmpp_2m",
+        "base_model": str(tiny_sd15),
+        "output_dir": str(tmp_path / "gen"),
+        "output_name": "cmp",
+        "prompt": "tkchar, yellow_disc",
+        "loras": [{"path": str(out / "g.safetensors")}],
+        "compare_weights": [0.7, 0.8, 1.0],
+        "steps": 3,
+        "width": 64,
+        "height": 64,
+        "seed": 5,
+        "mixed_precision": "no",
+        "sampler": "dpmpp_2m",
     }
     proc = run_trainer("generate", "--job", str(write_job(tmp_path / "gen.json", gen)))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -161,7 +215,9 @@ def test_generate_compare_grid(tiny_sd15, tmp_path):
 
 
 def test_invalid_job_exits_2_with_a_failed_event(tmp_path):
-    path = write_job(tmp_path / "job.json", {"dataset_dir": "d", "base_model": "m", "output_dir": "o", "epoch": 3})
+    path = write_job(
+        tmp_path / "job.json", {"dataset_dir": "d", "base_model": "m", "output_dir": "o", "epoch": 3}
+    )
     proc = run_trainer("train", "--job", str(path))
     assert proc.returncode == 2
     events = parse_events(proc.stdout)

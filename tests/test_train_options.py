@@ -22,7 +22,9 @@ def reference_lrs(name: str, base_lr: float, warmup: int, total: int, cycles: in
 
     param = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([param], lr=base_lr)
-    sched = get_scheduler(name, opt, num_warmup_steps=warmup, num_training_steps=total, num_cycles=cycles, power=1.0)
+    sched = get_scheduler(
+        name, opt, num_warmup_steps=warmup, num_training_steps=total, num_cycles=cycles, power=1.0
+    )
     lrs = []
     for _ in range(total):
         lrs.append(sched.get_last_lr()[0])
@@ -35,8 +37,16 @@ def reference_lrs(name: str, base_lr: float, warmup: int, total: int, cycles: in
 def test_lr_follows_diffusers_schedule(scheduler, tiny_sd15, dataset, tmp_path):
     warmup_percent = 0 if scheduler == "constant" else 20
     job = base_job(
-        tiny_sd15, dataset, tmp_path / "out", repeats=5, lr_scheduler=scheduler, lr_warmup_percent=warmup_percent,
-        lr_restart_cycles=2, learning_rate=3e-4, event_every_n_steps=1, unet_only=True,
+        tiny_sd15,
+        dataset,
+        tmp_path / "out",
+        repeats=5,
+        lr_scheduler=scheduler,
+        lr_warmup_percent=warmup_percent,
+        lr_restart_cycles=2,
+        learning_rate=3e-4,
+        event_every_n_steps=1,
+        unet_only=True,
     )
     events, code = train_in_process(job)
     assert code == 0
@@ -47,7 +57,9 @@ def test_lr_follows_diffusers_schedule(scheduler, tiny_sd15, dataset, tmp_path):
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_each_optimizer_steps_and_is_recorded(optimizer, tiny_sd15, dataset, tmp_path):
-    job = base_job(tiny_sd15, dataset, tmp_path / "out", optimizer=optimizer, save_precision="fp32", unet_only=True)
+    job = base_job(
+        tiny_sd15, dataset, tmp_path / "out", optimizer=optimizer, save_precision="fp32", unet_only=True
+    )
     if optimizer not in ("DAdaptation", "DAdaptAdam", "Prodigy"):
         job["learning_rate"] = 1e-3
     events, code = train_in_process(job)
@@ -107,7 +119,9 @@ def test_fixed_seed_gives_identical_files(tiny_sd15, dataset, tmp_path):
     assert all(torch.equal(files[0][k], files[1][k]) for k in files[0])
 
 
-@pytest.mark.parametrize(("precision", "dtype"), [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)])
+@pytest.mark.parametrize(
+    ("precision", "dtype"), [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)]
+)
 def test_save_precision(precision, dtype, tiny_sd15, dataset, tmp_path):
     job = base_job(tiny_sd15, dataset, tmp_path / "out", save_precision=precision, unet_only=True)
     assert train_in_process(job)[1] == 0
@@ -126,7 +140,9 @@ def test_save_every_n_epochs_and_final_copy(tiny_sd15, dataset, tmp_path):
 def test_bf16_mixed_precision_trains(tiny_sd15, dataset, tmp_path):
     events, code = train_in_process(base_job(tiny_sd15, dataset, tmp_path / "out", mixed_precision="bf16"))
     assert code == 0 and events[0]["precision"] == "bf16"
-    assert all(torch.isfinite(t.float()).all() for t in load_file(tmp_path / "out" / "test.safetensors").values())
+    assert all(
+        torch.isfinite(t.float()).all() for t in load_file(tmp_path / "out" / "test.safetensors").values()
+    )
 
 
 def test_init_weights_starts_from_an_earlier_lora(tiny_sd15, dataset, tmp_path):
@@ -134,8 +150,13 @@ def test_init_weights_starts_from_an_earlier_lora(tiny_sd15, dataset, tmp_path):
     assert train_in_process(first)[1] == 0
     source = tmp_path / "a" / "test.safetensors"
     further = base_job(
-        tiny_sd15, dataset, tmp_path / "b", learning_rate=1e-12, save_precision="fp32",
-        init_weights=str(source), network_alpha=8,  # another alpha: the effect must be kept
+        tiny_sd15,
+        dataset,
+        tmp_path / "b",
+        learning_rate=1e-12,
+        save_precision="fp32",
+        init_weights=str(source),
+        network_alpha=8,  # another alpha: the effect must be kept
     )
     assert train_in_process(further)[1] == 0
     a, b = load_file(source), load_file(tmp_path / "b" / "test.safetensors")
@@ -157,8 +178,14 @@ def test_init_weights_of_another_rank_is_refused(tiny_sd15, dataset, tmp_path):
 def test_loss_goes_down_on_a_learnable_dataset(tiny_sd15, tmp_path):
     data = write_dataset(tmp_path / "data", count=4, caption="tkchar, yellow_disc")
     job = base_job(
-        tiny_sd15, data, tmp_path / "out", repeats=75, learning_rate=2e-3, lr_scheduler="constant",
-        event_every_n_steps=1, unet_only=True,
+        tiny_sd15,
+        data,
+        tmp_path / "out",
+        repeats=75,
+        learning_rate=2e-3,
+        lr_scheduler="constant",
+        event_every_n_steps=1,
+        unet_only=True,
     )
     events, code = train_in_process(job)
     losses = [e["loss"] for e in events if e["event"] == "step"]

@@ -21,7 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("--family", choices=["sd15", "sdxl"], required=True)
     tiny.add_argument("--out", required=True, help="folder to write the diffusers model to")
     tiny.add_argument("--seed", type=int, default=0)
-    for name, what in (("train", "train a LoRA from a job file"), ("generate", "render images from a job file")):
+    for name, what in (
+        ("train", "train a LoRA from a job file"),
+        ("generate", "render images from a job file"),
+    ):
         cmd = sub.add_parser(name, help=what)
         cmd.add_argument("--job", required=True, help="job file (.toml or .json)")
         cmd.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
@@ -80,7 +83,9 @@ def _run_job(command: str, job_path: str) -> int:
 def user_message(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if "out of memory" in text.lower():
-        return "out of GPU memory: lower batch_size or resolution, or use network_dim <= 32 (" + text[:200] + ")"
+        return (
+            "out of GPU memory: lower batch_size or resolution, or use network_dim <= 32 (" + text[:200] + ")"
+        )
     known = ("TrainError", "DatasetError", "ModelLoadError", "OptimizerUnavailable", "GenerateError")
     if type(exc).__name__ in known:
         return text

@@ -96,7 +96,9 @@ class ModelSource(_Strict):
     @classmethod
     def _known_schema(cls, v: int) -> int:
         if v > SCHEMA_VERSION:
-            raise ValueError(f"schema {v} is newer than this trainer understands ({SCHEMA_VERSION}); update it")
+            raise ValueError(
+                f"schema {v} is newer than this trainer understands ({SCHEMA_VERSION}); update it"
+            )
         return v
 
 
@@ -134,7 +136,9 @@ class TrainJob(ModelSource, PreviewOptions):
     save_every_n_epochs: int = Field(1, ge=1, le=1000)
     save_precision: SavePrecision = "fp16"
 
-    learning_rate: float | None = Field(None, gt=0.0, le=10.0, description="default 1e-4; 1.0 for D-Adapt/Prodigy")
+    learning_rate: float | None = Field(
+        None, gt=0.0, le=10.0, description="default 1e-4; 1.0 for D-Adapt/Prodigy"
+    )
     unet_lr: float | None = Field(None, ge=0.0, le=10.0)
     text_encoder_lr: float | None = Field(None, ge=0.0, le=10.0)
     lr_warmup_percent: float = Field(0.0, ge=0.0, lt=100.0)
@@ -160,7 +164,9 @@ class TrainJob(ModelSource, PreviewOptions):
     @classmethod
     def _safe_name(cls, v: str) -> str:
         if not _SAFE_NAME.match(v):
-            raise ValueError("use letters, digits, '.', '_' or '-' (at most 100), starting with a letter or digit")
+            raise ValueError(
+                "use letters, digits, '.', '_' or '-' (at most 100), starting with a letter or digit"
+            )
         return v
 
     @field_validator("resolution")
@@ -213,7 +219,9 @@ def _incompatible_pairs(job: TrainJob) -> list[str]:
     if job.unet_only and job.text_encoder_only:
         problems.append("unet_only and text_encoder_only exclude each other: pick at most one")
     if job.lr_scheduler == "constant" and job.lr_warmup_percent > 0:
-        problems.append("lr_scheduler 'constant' takes no warmup: set lr_warmup_percent = 0 or use constant_with_warmup")
+        problems.append(
+            "lr_scheduler 'constant' takes no warmup: set lr_warmup_percent = 0 or use constant_with_warmup"
+        )
     if job.optimizer in ADAPTIVE_OPTIMIZERS:
         for key in ("learning_rate", "unet_lr", "text_encoder_lr"):
             value = getattr(job, key)
@@ -299,7 +307,9 @@ def read_job_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise JobError([f"job file {p.name} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {exc}"]) from exc
+        raise JobError(
+            [f"job file {p.name} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {exc}"]
+        ) from exc
     if not isinstance(data, dict):
         raise JobError(["a job file holds one table of key = value options"])
     return data

@@ -19,7 +19,9 @@ class EventWriter:
     ``every_n_steps`` steps when the job sets ``event_every_n_steps``.
     """
 
-    def __init__(self, stream: IO[str] | None = None, every_n_steps: int | None = None, interval: float = 1.0):
+    def __init__(
+        self, stream: IO[str] | None = None, every_n_steps: int | None = None, interval: float = 1.0
+    ):
         self.stream = stream if stream is not None else sys.stdout
         self.every_n_steps = every_n_steps
         self.interval = interval

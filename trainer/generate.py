@@ -44,7 +44,9 @@ def run_generate(job: GenerateJob, events: EventWriter, stop: StopFlag) -> int:
     names = _load_loras(pipe, job)
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family == "sdxl" else [])
     tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if family == "sdxl" else [])
-    model = BaseModel(family, job.base_model, pipe.unet, pipe.vae, encoders, tokenizers, dict(pipe.scheduler.config))
+    model = BaseModel(
+        family, job.base_model, pipe.unet, pipe.vae, encoders, tokenizers, dict(pipe.scheduler.config)
+    )
     place(model, device, dtype)
     pipe.scheduler = render.make_sampler(job.sampler, model.scheduler_config)
     pipe.set_progress_bar_config(disable=True)
@@ -66,8 +68,18 @@ def run_generate(job: GenerateJob, events: EventWriter, stop: StopFlag) -> int:
             if names:
                 pipe.set_adapters(names, adapter_weights=weights)
             image = render.render(
-                pipe, model, job.prompt, job.negative, steps=job.steps, cfg=job.cfg, width=job.width,
-                height=job.height, seed=seed + n, clip_skip=clip_skip, device=device, dtype=dtype,
+                pipe,
+                model,
+                job.prompt,
+                job.negative,
+                steps=job.steps,
+                cfg=job.cfg,
+                width=job.width,
+                height=job.height,
+                seed=seed + n,
+                clip_skip=clip_skip,
+                device=device,
+                dtype=dtype,
             )
             path = out / f"{job.output_name}-{n:02d}{f'-w{weights[0]:g}' if job.compare_weights else ''}.png"
             image.save(path)
@@ -101,5 +113,3 @@ def _save_grid(job: GenerateJob, rows: list[list], seed: int, out: Path) -> Path
     path = out / f"{job.output_name}-grid.png"
     grid.save(path)
     return path
-
-

@@ -85,7 +85,9 @@ def build(run: Run, epoch: int, title: str) -> dict[str, str]:
     return out
 
 
-def modelspec(family: str, title: str, resolution: int, prediction: str, clip_skip: int, ts: float) -> dict[str, str]:
+def modelspec(
+    family: str, title: str, resolution: int, prediction: str, clip_skip: int, ts: float
+) -> dict[str, str]:
     return {
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": ARCHITECTURE[family],

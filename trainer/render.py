@@ -95,7 +95,9 @@ def render(
     """One image; the same seed gives the same starting noise on any device (CPU generator)."""
     with _autocast(device, dtype):
         cond = encode_texts(model.family, model.text_encoders, model.tokenizers, [prompt], clip_skip, device)
-        uncond = encode_texts(model.family, model.text_encoders, model.tokenizers, [negative], clip_skip, device)
+        uncond = encode_texts(
+            model.family, model.text_encoders, model.tokenizers, [negative], clip_skip, device
+        )
         kwargs: dict[str, Any] = dict(prompt_embeds=cond.embeds, negative_prompt_embeds=uncond.embeds)
         if model.family == "sdxl":
             kwargs.update(pooled_prompt_embeds=cond.pooled, negative_pooled_prompt_embeds=uncond.pooled)
@@ -134,8 +136,10 @@ def make_grid(
     """Images in a labelled grid: a title line, a label above each column, one left of each row."""
     factor = max(1, -(-MIN_CELL // max(img.width for row in rows for img in row)))
     if factor > 1:  # tiny renders are enlarged so the labels fit and a person can see them
-        rows = [[img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST) for img in row]
-                for row in rows]
+        rows = [
+            [img.resize((img.width * factor, img.height * factor), Image.Resampling.NEAREST) for img in row]
+            for row in rows
+        ]
     cell_w = max(img.width for row in rows for img in row)
     cell_h = max(img.height for row in rows for img in row)
     font_size = max(12, min(32, cell_w // 12))
@@ -143,7 +147,9 @@ def make_grid(
     label_h = font_size + 10
     title_h = label_h if title else 0
     left = (max(len(r) for r in row_labels) * font_size * 6 // 10 + 16) if row_labels else 0
-    grid = Image.new("RGB", (left + cell_w * len(col_labels), title_h + label_h + cell_h * len(rows)), "white")
+    grid = Image.new(
+        "RGB", (left + cell_w * len(col_labels), title_h + label_h + cell_h * len(rows)), "white"
+    )
     draw = ImageDraw.Draw(grid)
     if title:
         draw.text((8, 4), _fit(draw, title, font, grid.width - 16), fill="black", font=font)

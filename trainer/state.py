@@ -19,8 +19,18 @@ from .contract import TrainJob
 
 # Options that do not change what is trained: a resumed job may differ in these.
 _NOT_TRAINING = {
-    "resume", "event_every_n_steps", "device", "previews", "preview_prompt", "preview_negative",
-    "preview_steps", "preview_cfg", "preview_sampler", "preview_size", "preview_seed", "preview_weights",
+    "resume",
+    "event_every_n_steps",
+    "device",
+    "previews",
+    "preview_prompt",
+    "preview_negative",
+    "preview_steps",
+    "preview_cfg",
+    "preview_sampler",
+    "preview_size",
+    "preview_seed",
+    "preview_weights",
 }
 
 

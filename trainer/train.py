@@ -108,10 +108,15 @@ def prepare(job: TrainJob) -> Run:
 
 def cache_latents(run: Run) -> None:
     counts = data.assign_buckets(run.items, run.resolution)
-    log.info("buckets (w x h: images): %s", ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(counts.items())))
+    log.info(
+        "buckets (w x h: images): %s", ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(counts.items()))
+    )
     gen = torch.Generator("cpu").manual_seed(run.seed)
     data.cache_latents(
-        run.items, run.model.vae, run.device, gen,
+        run.items,
+        run.model.vae,
+        run.device,
+        gen,
         progress=lambda done, total: log.info("cached latents %d/%d", done, total),
     )
 
@@ -138,8 +143,11 @@ def add_networks(run: Run) -> None:
     run.trainable = [p for g in groups for p in g["params"]]
     run.optimizer = optim.build_optimizer(run.optimizer_name, groups, job.resolved_learning_rate())
     run.scheduler = optim.build_scheduler(
-        job.lr_scheduler, run.optimizer, warmup_steps(run.total_steps, job.lr_warmup_percent),
-        run.total_steps, job.lr_restart_cycles,
+        job.lr_scheduler,
+        run.optimizer,
+        warmup_steps(run.total_steps, job.lr_warmup_percent),
+        run.total_steps,
+        job.lr_restart_cycles,
     )
     if run.device.type == "cuda" and run.dtype == torch.float16:
         run.scaler = torch.amp.GradScaler("cuda")
@@ -150,7 +158,9 @@ def load_init_weights(run: Run, path: str) -> None:
 
     if not Path(path).is_file():
         raise TrainError(f"init_weights file {path} does not exist")
-    problems = kohya.import_state_dict(load_file(path), run.lora_unet(), run.lora_text_encoders(), run.model.family)
+    problems = kohya.import_state_dict(
+        load_file(path), run.lora_unet(), run.lora_text_encoders(), run.model.family
+    )
     if problems:
         raise TrainError(f"init_weights {Path(path).name} does not fit this job: " + "; ".join(problems))
 
@@ -168,11 +178,15 @@ def conditioning(run: Run, captions: list[str]) -> Conditioning:
     """Text embeddings; memoized per caption while the text encoders are frozen."""
     model = run.model
     if run.job.trains_text_encoder():
-        return encode_texts(model.family, model.text_encoders, model.tokenizers, captions, run.clip_skip, run.device)
+        return encode_texts(
+            model.family, model.text_encoders, model.tokenizers, captions, run.clip_skip, run.device
+        )
     missing = [c for c in dict.fromkeys(captions) if c not in run.text_cache]
     if missing:
         with torch.no_grad():
-            enc = encode_texts(model.family, model.text_encoders, model.tokenizers, missing, run.clip_skip, run.device)
+            enc = encode_texts(
+                model.family, model.text_encoders, model.tokenizers, missing, run.clip_skip, run.device
+            )
         if len(run.text_cache) + len(missing) > TEXT_CACHE_LIMIT:
             run.text_cache.clear()
         for i, caption in enumerate(missing):
@@ -188,7 +202,10 @@ def train_step(run: Run, batch: list[int]) -> float:
     steps = run.noise_scheduler.config.num_train_timesteps
     timesteps = torch.randint(0, steps, (len(items),), generator=run.noise_gen, device=run.device)
     noisy = run.noise_scheduler.add_noise(latents, noise, timesteps)
-    captions = [process_caption(it.caption, run.job.shuffle_tags, run.job.keep_tokens, run.caption_rng) for it in items]
+    captions = [
+        process_caption(it.caption, run.job.shuffle_tags, run.job.keep_tokens, run.caption_rng)
+        for it in items
+    ]
     with _autocast(run):
         cond = conditioning(run, captions)
         added = None
@@ -228,7 +245,11 @@ SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.floa
 def save_epoch(run: Run, epoch: int) -> Path:
     job = run.job
     tensors = kohya.export_state_dict(
-        run.lora_unet(), run.lora_text_encoders(), run.model.family, job.network_alpha, SAVE_DTYPES[job.save_precision]
+        run.lora_unet(),
+        run.lora_text_encoders(),
+        run.model.family,
+        job.network_alpha,
+        SAVE_DTYPES[job.save_precision],
     )
     name = f"{job.output_name}-{epoch:06d}"
     meta = metadata.build(run, epoch, title=name)
@@ -246,26 +267,33 @@ def save_training_state(run: Run) -> None:
     lora_fp32 = kohya.export_state_dict(
         run.lora_unet(), run.lora_text_encoders(), run.model.family, run.job.network_alpha, torch.float32
     )
-    state.save_state(state.state_path(run.job), {
-        "fingerprint": state.job_fingerprint(run.job, run.seed),
-        "seed": run.seed,
-        "step": run.step,
-        "epoch": run.epoch,
-        "started_at": run.started_at,
-        "files": run.files,
-        "lora": lora_fp32,
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
-        "scaler": run.scaler.state_dict() if run.scaler else None,
-        "noise_gen": run.noise_gen.get_state(),
-        "caption_rng": run.caption_rng.getstate(),
-    })
+    state.save_state(
+        state.state_path(run.job),
+        {
+            "fingerprint": state.job_fingerprint(run.job, run.seed),
+            "seed": run.seed,
+            "step": run.step,
+            "epoch": run.epoch,
+            "started_at": run.started_at,
+            "files": run.files,
+            "lora": lora_fp32,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict() if run.scaler else None,
+            "noise_gen": run.noise_gen.get_state(),
+            "caption_rng": run.caption_rng.getstate(),
+        },
+    )
 
 
 def restore_training_state(run: Run, saved: dict) -> None:
     if saved["fingerprint"] != state.job_fingerprint(run.job, saved["seed"]):
-        raise TrainError("the saved state belongs to a job with other settings; resume with the same job file")
-    problems = kohya.import_state_dict(saved["lora"], run.lora_unet(), run.lora_text_encoders(), run.model.family)
+        raise TrainError(
+            "the saved state belongs to a job with other settings; resume with the same job file"
+        )
+    problems = kohya.import_state_dict(
+        saved["lora"], run.lora_unet(), run.lora_text_encoders(), run.model.family
+    )
     if problems:
         raise TrainError("the saved state does not fit this model: " + "; ".join(problems))
     run.optimizer.load_state_dict(saved["optimizer"])
@@ -292,17 +320,30 @@ def preview_epoch(run: Run, epoch: int) -> Path:
     try:
         for weight in job.preview_weights:
             lora.set_lora_weight(wrapped, weight)
-            images.append(render.render(
-                pipe, model, prompt, job.preview_negative, steps=job.preview_steps, cfg=job.preview_cfg,
-                width=size, height=size, seed=seed, clip_skip=run.clip_skip, device=run.device, dtype=run.dtype,
-            ))
+            images.append(
+                render.render(
+                    pipe,
+                    model,
+                    prompt,
+                    job.preview_negative,
+                    steps=job.preview_steps,
+                    cfg=job.preview_cfg,
+                    width=size,
+                    height=size,
+                    seed=seed,
+                    clip_skip=run.clip_skip,
+                    device=run.device,
+                    dtype=run.dtype,
+                )
+            )
     finally:
         lora.set_lora_weight(wrapped, 1.0)
         for m in wrapped:
             m.train()
         del pipe
     grid = render.make_grid(
-        [images], [render.weight_label(w) for w in job.preview_weights],
+        [images],
+        [render.weight_label(w) for w in job.preview_weights],
         title=f"{job.output_name} epoch {epoch} - {prompt[:60]}",
     )
     path = run.out_dir / f"{job.output_name}-{epoch:06d}-preview.png"
@@ -331,9 +372,16 @@ def run_training(job: TrainJob, events: EventWriter, stop: StopFlag) -> int:
         events.emit("cancelled", step=run.step, epoch=run.epoch, files=run.files)
         return EXIT_CANCELLED
     events.emit(
-        "started", total_steps=run.total_steps, total_epochs=job.epochs, steps_per_epoch=run.steps_per_epoch,
-        images=len(run.items), seed=run.seed, family=run.model.family, optimizer=run.optimizer_name,
-        precision=resolved_precision(job.mixed_precision, run.device), device=str(run.device),
+        "started",
+        total_steps=run.total_steps,
+        total_epochs=job.epochs,
+        steps_per_epoch=run.steps_per_epoch,
+        images=len(run.items),
+        seed=run.seed,
+        family=run.model.family,
+        optimizer=run.optimizer_name,
+        precision=resolved_precision(job.mixed_precision, run.device),
+        device=str(run.device),
         resumed_from_step=run.step,
     )
     progress = _progress_bar(run)
@@ -357,7 +405,9 @@ def run_training(job: TrainJob, events: EventWriter, stop: StopFlag) -> int:
 def train_epoch(run: Run, epoch: int, events: EventWriter, stop: StopFlag, progress) -> bool:
     """One epoch; False when a stop was requested (between two steps)."""
     order_rng = random.Random(f"{run.seed}-{epoch}")
-    batches = data.epoch_batches(run.items, run.job.repeats, run.job.batch_size, run.steps_per_epoch, order_rng)
+    batches = data.epoch_batches(
+        run.items, run.job.repeats, run.job.batch_size, run.steps_per_epoch, order_rng
+    )
     for m in (run.model.unet, *run.model.text_encoders):
         m.train()
     loss_sum = 0.0
@@ -372,7 +422,11 @@ def train_epoch(run: Run, epoch: int, events: EventWriter, stop: StopFlag, progr
             progress.update(1)
             progress.set_postfix(epoch=epoch, loss=f"{loss:.4f}")
         events.step(
-            run.step, run.total_steps, epoch=epoch, loss=round(loss, 6), lr=lr,
+            run.step,
+            run.total_steps,
+            epoch=epoch,
+            loss=round(loss, 6),
+            lr=lr,
             avg_loss=round(loss_sum / index, 6),
         )
     return not stop.requested or True
@@ -383,4 +437,6 @@ def _progress_bar(run: Run):
         return None
     from tqdm import tqdm
 
-    return tqdm(total=run.total_steps, initial=run.step, file=sys.stderr, unit="step", desc=run.job.output_name)
+    return tqdm(
+        total=run.total_steps, initial=run.step, file=sys.stderr, unit="step", desc=run.job.output_name
+    )
