@@ -1,0 +1,102 @@
+"""Pure pieces of the trainer: buckets, exact step counts, sd-scripts names, file hashes, grids."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load, save
+
+from trainer.contract import steps_per_epoch
+from trainer.data import TrainItem, epoch_batches, make_buckets, nearest_bucket, resize_and_crop
+from trainer.kohya import sdxl_unet_original_path, text_encoder_key, unet_key
+from trainer.metadata import addnet_hashes, save_lora
+from trainer.render import make_grid
+
+
+def test_buckets_match_sd_scripts_defaults_at_512():
+    buckets = make_buckets(512)
+    assert (512, 512) in buckets and (256, 1024) in buckets and (1024, 256) in buckets
+    assert (384, 640) in buckets and (640, 384) in buckets and (448, 576) in buckets
+    for w, h in buckets:
+        assert w % 64 == 0 and h % 64 == 0
+        assert w * h <= 512 * 512
+        assert 256 <= w <= 1024 and 256 <= h <= 1024
+
+
+def test_an_image_goes_to_the_bucket_nearest_its_aspect():
+    buckets = make_buckets(512)
+    assert nearest_bucket(1000, 1000, buckets) == (512, 512)
+    assert nearest_bucket(600, 1000, buckets) == (384, 640)
+    img = Image.new("RGB", (600, 1000))
+    crop, (top, left) = resize_and_crop(img, (384, 640))
+    assert crop.size == (384, 640) and left == 0 and top >= 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 4])
+def test_epoch_batches_are_exactly_the_promised_count(batch_size):
+    sizes = [(512, 512)] * 5 + [(384, 640)] * 3 + [(640, 384)] * 2
+    items = [TrainItem(image_path=None, caption="", bucket=b) for b in sizes]
+    for repeats in (1, 3, 7):
+        want = steps_per_epoch(len(items), repeats, batch_size)
+        batches = epoch_batches(items, repeats, batch_size, want, random.Random(repeats))
+        assert len(batches) == want
+        for batch in batches:
+            assert 1 <= len(batch) <= batch_size
+            assert len({items[i].bucket for i in batch}) == 1  # one bucket per batch
+
+
+def test_sdxl_names_use_the_original_block_numbering():
+    # Real SDXL: 3 levels, layers_per_block 2: attention at input 4,5,7,8, middle 1, output 0-5.
+    assert sdxl_unet_original_path("down_blocks.1.attentions.0.proj_in", 2) == "input_blocks.4.1.proj_in"
+    assert sdxl_unet_original_path("down_blocks.2.attentions.1.transformer_blocks.3.attn2.to_k", 2) == (
+        "input_blocks.8.1.transformer_blocks.3.attn2.to_k"
+    )
+    assert sdxl_unet_original_path("mid_block.attentions.0.proj_out", 2) == "middle_block.1.proj_out"
+    assert sdxl_unet_original_path("up_blocks.1.attentions.2.transformer_blocks.0.ff.net.2", 2) == (
+        "output_blocks.5.1.transformer_blocks.0.ff.net.2"
+    )
+    assert unet_key("up_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0", "sdxl", 2) == (
+        "lora_unet_output_blocks_0_1_transformer_blocks_0_attn1_to_out_0"
+    )
+    assert unet_key("down_blocks.0.attentions.1.proj_in", "sd15", 2) == "lora_unet_down_blocks_0_attentions_1_proj_in"
+
+
+def test_text_encoder_names_add_text_model_back():
+    # transformers 5's CLIPTextModel has no .text_model; CLIPTextModelWithProjection keeps it.
+    assert text_encoder_key("encoder.layers.0.self_attn.q_proj", "sd15", 0) == (
+        "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    )
+    assert text_encoder_key("text_model.encoder.layers.11.mlp.fc2", "sdxl", 1) == (
+        "lora_te2_text_model_encoder_layers_11_mlp_fc2"
+    )
+    assert text_encoder_key("encoder.layers.3.mlp.fc1", "sdxl", 0) == "lora_te1_text_model_encoder_layers_3_mlp_fc1"
+
+
+def test_addnet_hashes_are_computed_as_sd_scripts_does(tmp_path):
+    tensors = {f"lora_unet_x{i}.lora_down.weight": torch.randn(64, 1024) for i in range(8)}  # > 1.1 MiB
+    meta = {"ss_network_dim": "64", "modelspec.title": "not hashed"}
+    model_hash, legacy = addnet_hashes(tensors, meta)
+    blob = save(tensors, {"ss_network_dim": "64"})
+    n = int.from_bytes(blob[:8], "little")
+    assert model_hash == hashlib.sha256(blob[8 + n :]).hexdigest()
+    buf = io.BytesIO(blob)
+    buf.seek(0x100000)
+    assert legacy == hashlib.sha256(buf.read(0x10000)).hexdigest()[:8]
+    path = tmp_path / "x.safetensors"
+    save_lora(path, tensors, meta)
+    assert set(load(path.read_bytes())) == set(tensors)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_grid_has_one_cell_per_image_and_room_for_labels():
+    images = [[Image.new("RGB", (64, 64), c) for c in ("red", "green", "blue")]]
+    grid = make_grid(images, ["weight 0.7", "weight 0.8", "weight 1"], title="epoch 1")
+    assert grid.width >= 3 * 192  # tiny cells are enlarged to stay readable
+    px = grid.load()
+    assert px[grid.width - 5, grid.height - 5] == (0, 0, 255)
+    assert any(px[x, 8] != (255, 255, 255) for x in range(grid.width))  # the title is drawn
