@@ -132,7 +132,10 @@ def main() -> None:
         t2 = time.perf_counter()
         ours_rates.append(steps / (t1 - t0))
         bare_rates.append(steps / (t2 - t1))
-        print(f"block {block}: ours {ours_rates[-1]:.2f} steps/s, bare {bare_rates[-1]:.2f} steps/s", file=sys.stderr)
+        print(
+            f"block {block}: ours {ours_rates[-1]:.2f} steps/s, bare {bare_rates[-1]:.2f} steps/s",
+            file=sys.stderr,
+        )
 
     ours, bare_rate = statistics.median(ours_rates), statistics.median(bare_rates)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -193,3 +193,17 @@ def test_loss_goes_down_on_a_learnable_dataset(tiny_sd15, tmp_path):
     fifth = len(losses) // 5
     first, last = sum(losses[:fifth]) / fifth, sum(losses[-fifth:]) / fifth
     assert last < 0.8 * first, (first, last)
+
+
+def test_previews_keep_nothing_between_epochs(tiny_sd15, dataset, tmp_path):
+    """Each preview builds its pipeline over the training modules and drops it: memory stays flat."""
+    import gc
+
+    from diffusers import DiffusionPipeline
+
+    job = base_job(tiny_sd15, dataset, tmp_path / "out", epochs=3, previews=True, preview_weights=[0.5, 1.0])
+    events, code = train_in_process(job)
+    assert code == 0
+    assert [e["epoch"] for e in events if e["event"] == "preview_ready"] == [1, 2, 3]
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, DiffusionPipeline)]

@@ -63,7 +63,10 @@ def test_sdxl_names_use_the_original_block_numbering():
     assert unet_key("up_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0", "sdxl", 2) == (
         "lora_unet_output_blocks_0_1_transformer_blocks_0_attn1_to_out_0"
     )
-    assert unet_key("down_blocks.0.attentions.1.proj_in", "sd15", 2) == "lora_unet_down_blocks_0_attentions_1_proj_in"
+    assert (
+        unet_key("down_blocks.0.attentions.1.proj_in", "sd15", 2)
+        == "lora_unet_down_blocks_0_attentions_1_proj_in"
+    )
 
 
 def test_text_encoder_names_add_text_model_back():
@@ -74,7 +77,10 @@ def test_text_encoder_names_add_text_model_back():
     assert text_encoder_key("text_model.encoder.layers.11.mlp.fc2", "sdxl", 1) == (
         "lora_te2_text_model_encoder_layers_11_mlp_fc2"
     )
-    assert text_encoder_key("encoder.layers.3.mlp.fc1", "sdxl", 0) == "lora_te1_text_model_encoder_layers_3_mlp_fc1"
+    assert (
+        text_encoder_key("encoder.layers.3.mlp.fc1", "sdxl", 0)
+        == "lora_te1_text_model_encoder_layers_3_mlp_fc1"
+    )
 
 
 def test_addnet_hashes_are_computed_as_sd_scripts_does(tmp_path):
@@ -100,3 +106,48 @@ def test_grid_has_one_cell_per_image_and_room_for_labels():
     px = grid.load()
     assert px[grid.width - 5, grid.height - 5] == (0, 0, 255)
     assert any(px[x, 8] != (255, 255, 255) for x in range(grid.width))  # the title is drawn
+
+
+def test_family_detection_from_folders_and_checkpoint_keys(tmp_path, tiny_sd15, tiny_sdxl):
+    from safetensors.torch import save_file
+
+    from trainer.models import ModelLoadError, detect_family
+
+    assert detect_family(str(tiny_sd15)) == "sd15"
+    assert detect_family(str(tiny_sdxl)) == "sdxl"
+    xl = tmp_path / "xl.safetensors"
+    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(2)}, str(xl))
+    assert detect_family(str(xl)) == "sdxl"
+    v1 = tmp_path / "v1.safetensors"
+    save_file({"cond_stage_model.transformer.text_model.final_layer_norm.weight": torch.zeros(2)}, str(v1))
+    assert detect_family(str(v1)) == "sd15"
+    odd = tmp_path / "odd.safetensors"
+    save_file({"something": torch.zeros(2)}, str(odd))
+    with pytest.raises(ModelLoadError, match="set model_family"):
+        detect_family(str(odd))
+    with pytest.raises(ModelLoadError, match="model_index.json"):
+        detect_family(str(tmp_path))
+
+
+def test_step_events_are_throttled_unless_every_n_steps():
+    from trainer.events import EventWriter
+
+    stream = io.StringIO()
+    writer = EventWriter(stream, interval=3600)
+    written = [writer.step(s, 100, epoch=1, loss=0.1, lr=1e-4) for s in range(1, 101)]
+    assert written.count(True) == 2 and written[0] and written[-1]  # the first and the last
+    every = EventWriter(io.StringIO(), every_n_steps=10)
+    assert sum(every.step(s, 100, epoch=1, loss=0.1, lr=1e-4) for s in range(1, 101)) == 10
+
+
+def test_unreadable_image_is_a_dataset_error(tmp_path):
+    from trainer.data import DatasetError, assign_buckets, scan_dataset
+
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    with pytest.raises(DatasetError, match="bad.png is not a readable image"):
+        assign_buckets(scan_dataset(tmp_path), 512)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no images"):
+        scan_dataset(tmp_path / "empty")
+    with pytest.raises(DatasetError, match="does not exist"):
+        scan_dataset(tmp_path / "missing")

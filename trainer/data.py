@@ -111,8 +111,13 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 def assign_buckets(items: list[TrainItem], resolution: int) -> dict[tuple[int, int], int]:
     buckets = make_buckets(resolution)
     for item in items:
-        with Image.open(item.image_path) as img:
-            w, h = ImageOps.exif_transpose(img).size
+        try:
+            with Image.open(item.image_path) as img:
+                w, h = ImageOps.exif_transpose(img).size
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise DatasetError(
+                f"{item.image_path.name} is not a readable image ({exc}); remove or replace it"
+            ) from exc
         item.original_size = (h, w)
         item.bucket = nearest_bucket(w, h, buckets)
     return dict(Counter(item.bucket for item in items))

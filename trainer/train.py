@@ -429,7 +429,7 @@ def train_epoch(run: Run, epoch: int, events: EventWriter, stop: StopFlag, progr
             lr=lr,
             avg_loss=round(loss_sum / index, 6),
         )
-    return not stop.requested or True
+    return True
 
 
 def _progress_bar(run: Run):
