@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.contract import TrainJob  # noqa: E402
 from trainer.events import EventWriter, StopFlag  # noqa: E402
+from trainer.text import sdxl_time_ids  # noqa: E402
 from trainer.tiny import make_tiny  # noqa: E402
 from trainer.train import Run, add_networks, cache_latents, conditioning, prepare, train_epoch  # noqa: E402
 
@@ -56,11 +57,15 @@ def bare_step_fn(run: Run):
     with torch.no_grad():
         cond = conditioning(run, [item.caption] * latents.shape[0])
     unet, optimizer = run.model.unet, run.optimizer
+    added = None
+    if run.model.family == "sdxl":
+        ids = sdxl_time_ids(item.original_size, item.crop_top_left, item.bucket[::-1])
+        added = {"text_embeds": cond.pooled, "time_ids": torch.stack([ids] * latents.shape[0]).to(run.device)}
 
     def step() -> None:
         ctx = torch.autocast(run.device.type, run.dtype) if run.dtype != torch.float32 else _null()
         with ctx:
-            pred = unet(noisy, timesteps, cond.embeds).sample
+            pred = unet(noisy, timesteps, cond.embeds, added_cond_kwargs=added).sample
         loss = F.mse_loss(pred.float(), noise)
         loss.backward()
         optimizer.step()

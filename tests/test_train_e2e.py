@@ -230,3 +230,13 @@ def test_missing_dataset_fails_with_a_readable_message(tiny_sd15, tmp_path):
     proc = run_trainer("train", "--job", str(write_job(tmp_path / "job.json", job)))
     assert proc.returncode == 1
     assert "does not exist" in parse_events(proc.stdout)[-1]["message"]
+
+
+def test_demo_trains_and_renders_offline(tmp_path):
+    proc = run_trainer("demo", "--out", str(tmp_path / "demo"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "step 60/60" in proc.stdout and "files written under" in proc.stdout
+    lora_dir = tmp_path / "demo" / "lora"
+    assert (lora_dir / "tkmascot.safetensors").is_file()
+    assert Image.open(lora_dir / "tkmascot-000002-preview.png").width >= 3 * 128
+    assert Image.open(tmp_path / "demo" / "generated" / "compare-grid.png").width >= 3 * 128

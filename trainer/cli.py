@@ -21,6 +21,10 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("--family", choices=["sd15", "sdxl"], required=True)
     tiny.add_argument("--out", required=True, help="folder to write the diffusers model to")
     tiny.add_argument("--seed", type=int, default=0)
+    demo = sub.add_parser(
+        "demo", help="train and render offline on the tiny model: the whole path in one command"
+    )
+    demo.add_argument("--out", default="demo-out", help="folder for the model, dataset and results")
     for name, what in (
         ("train", "train a LoRA from a job file"),
         ("generate", "render images from a job file"),
@@ -101,5 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         path = make_tiny(args.family, args.out, seed=args.seed)
         print(f"tiny {args.family} model written to {path}", file=sys.stderr)
         return EXIT_OK
+    if args.command == "demo":
+        _setup_logging(False)
+        from pathlib import Path
+
+        from .demo import run_demo
+
+        return run_demo(Path(args.out))
     _setup_logging(args.verbose)
     return _run_job(args.command, args.job)

@@ -40,6 +40,7 @@ class TrainItem:
     original_size: tuple[int, int] = (0, 0)  # (height, width)
     crop_top_left: tuple[int, int] = (0, 0)
     latent: torch.Tensor | None = field(default=None, repr=False)
+    time_ids: torch.Tensor | None = field(default=None, repr=False)  # SDXL micro-conditioning
 
 
 def scan_dataset(folder: str | Path) -> list[TrainItem]:

@@ -119,6 +119,9 @@ def cache_latents(run: Run) -> None:
         gen,
         progress=lambda done, total: log.info("cached latents %d/%d", done, total),
     )
+    if run.model.family == "sdxl":
+        for it in run.items:
+            it.time_ids = sdxl_time_ids(it.original_size, it.crop_top_left, it.bucket[::-1]).to(run.device)
 
 
 # 2. LoRA, optimizer, schedule ---------------------------------------------------------------------
@@ -210,8 +213,7 @@ def train_step(run: Run, batch: list[int]) -> float:
         cond = conditioning(run, captions)
         added = None
         if run.model.family == "sdxl":
-            ids = [sdxl_time_ids(it.original_size, it.crop_top_left, it.bucket[::-1]) for it in items]
-            added = {"text_embeds": cond.pooled, "time_ids": torch.stack(ids).to(run.device)}
+            added = {"text_embeds": cond.pooled, "time_ids": torch.stack([it.time_ids for it in items])}
         pred = run.model.unet(noisy.to(run.dtype), timesteps, cond.embeds, added_cond_kwargs=added).sample
     if run.model.prediction_type == "v_prediction":
         target = run.noise_scheduler.get_velocity(latents, noise, timesteps)
