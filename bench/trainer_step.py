@@ -96,6 +96,9 @@ def main() -> None:
     ap.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"])
     ap.add_argument("--optimizer", default="AdamW")
     ap.add_argument("--device", default=None)
+    ap.add_argument(
+        "--full", action="store_true", help="full-size random-init model (GPU): SD1.5 or SDXL widths"
+    )
     args = ap.parse_args()
     import diffusers.utils.logging as dlog
     import transformers.utils.logging as tlog
@@ -105,7 +108,7 @@ def main() -> None:
         lib.disable_progress_bar()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-trainer-"))
-    model = make_tiny(args.family, tmp / "model")
+    model = make_tiny(args.family, tmp / "model", size="full" if args.full else "tiny")
     images = 4
     write_images(tmp / "data", images, args.resolution)
     job = TrainJob(

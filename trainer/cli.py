@@ -21,6 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument("--family", choices=["sd15", "sdxl"], required=True)
     tiny.add_argument("--out", required=True, help="folder to write the diffusers model to")
     tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument(
+        "--full", action="store_true", help="real SD1.5/SDXL sizes, random weights (GPU benchmarks)"
+    )
     demo = sub.add_parser(
         "demo", help="train and render offline on the tiny model: the whole path in one command"
     )
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(False)
         from .tiny import make_tiny
 
-        path = make_tiny(args.family, args.out, seed=args.seed)
+        path = make_tiny(args.family, args.out, seed=args.seed, size="full" if args.full else "tiny")
         print(f"tiny {args.family} model written to {path}", file=sys.stderr)
         return EXIT_OK
     if args.command == "demo":

@@ -10,6 +10,7 @@ encoders and "text_time" conditioning for SDXL) at a tiny width.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -57,25 +58,79 @@ def write_byte_level_tokenizer(out_dir: Path) -> int:
     return len(vocab)
 
 
-def _text_config(vocab_size: int, with_projection: bool):
-    from transformers import CLIPTextConfig
+@dataclass(frozen=True)
+class TextShape:
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    projection: int
 
-    return CLIPTextConfig(
+
+TEXT_SHAPES = {
+    "tiny": TextShape(32, 4, 4, 64, 32),
+    "clip_l": TextShape(768, 12, 12, 3072, 768),  # SD1.5's encoder, SDXL's first
+    "clip_g": TextShape(1280, 32, 20, 5120, 1280),  # SDXL's second (OpenCLIP bigG)
+}
+VAE_SHAPES = {
+    "tiny": {"block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 8},
+    "full": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32},
+}
+_SD15_BLOCKS = {
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+}
+_SDXL_BLOCKS = {
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "layers_per_block": SDXL_LAYERS_PER_BLOCK,
+    "use_linear_projection": True,
+    "addition_embed_type": "text_time",
+}
+UNET_SHAPES = {
+    ("sd15", "tiny"): {
+        **_SD15_BLOCKS, "block_out_channels": (32, 64, 64), "layers_per_block": 1, "attention_head_dim": 4,
+        "cross_attention_dim": 32, "sample_size": 16,
+    },
+    ("sd15", "full"): {
+        "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+        "block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "attention_head_dim": 8,
+        "cross_attention_dim": 768, "sample_size": 64,
+    },
+    ("sdxl", "tiny"): {
+        **_SDXL_BLOCKS, "block_out_channels": (32, 64, 64), "transformer_layers_per_block": (1, 1, 2),
+        "attention_head_dim": (2, 4, 4), "cross_attention_dim": 64, "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 8 * 6 + 32, "sample_size": 16,
+    },
+    ("sdxl", "full"): {
+        **_SDXL_BLOCKS, "block_out_channels": (320, 640, 1280), "transformer_layers_per_block": (1, 2, 10),
+        "attention_head_dim": (5, 10, 20), "cross_attention_dim": 2048, "addition_time_embed_dim": 256,
+        "projection_class_embeddings_input_dim": 2816, "sample_size": 128,
+    },
+}  # fmt: skip
+
+
+def _text_encoder(vocab_size: int, shape: TextShape, with_projection: bool):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
         vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
         max_position_embeddings=77,
-        projection_dim=32,
+        projection_dim=shape.projection,
         hidden_act="quick_gelu",
         bos_token_id=vocab_size - 2,
         eos_token_id=vocab_size - 1,
         pad_token_id=vocab_size - 1,
     )
+    return CLIPTextModelWithProjection(config) if with_projection else CLIPTextModel(config)
 
 
-def _vae(scaling_factor: float, force_upcast: bool):
+def _vae(scaling_factor: float, force_upcast: bool, size: str):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -83,13 +138,11 @@ def _vae(scaling_factor: float, force_upcast: bool):
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
         latent_channels=4,
         sample_size=64,
         scaling_factor=scaling_factor,
         force_upcast=force_upcast,
+        **VAE_SHAPES[size],
     )
 
 
@@ -107,28 +160,16 @@ def _scheduler():
     )
 
 
-def build_tiny_sd15(tok_dir: Path):
+def build_sd15(tok_dir: Path, size: str = "tiny"):
     from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     vocab_size = write_byte_level_tokenizer(tok_dir)
-    unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64, 64),
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        layers_per_block=1,
-        attention_head_dim=4,
-        cross_attention_dim=32,
-        use_linear_projection=False,
-    )
     return StableDiffusionPipeline(
-        vae=_vae(0.18215, force_upcast=False),
-        text_encoder=CLIPTextModel(_text_config(vocab_size, False)),
+        vae=_vae(0.18215, force_upcast=False, size=size),
+        text_encoder=_text_encoder(vocab_size, TEXT_SHAPES["tiny" if size == "tiny" else "clip_l"], False),
         tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
-        unet=unet,
+        unet=UNet2DConditionModel(in_channels=4, out_channels=4, **UNET_SHAPES[("sd15", size)]),
         scheduler=_scheduler(),
         safety_checker=None,
         feature_extractor=None,
@@ -136,46 +177,34 @@ def build_tiny_sd15(tok_dir: Path):
     )
 
 
-def build_tiny_sdxl(tok_dir: Path):
+def build_sdxl(tok_dir: Path, size: str = "tiny"):
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     vocab_size = write_byte_level_tokenizer(tok_dir)
-    time_dim = 8
-    unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64, 64),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=SDXL_LAYERS_PER_BLOCK,
-        transformer_layers_per_block=(1, 1, 2),
-        attention_head_dim=(2, 4, 4),
-        cross_attention_dim=64,  # text_encoder (32) + text_encoder_2 (32), concatenated
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=time_dim,
-        projection_class_embeddings_input_dim=time_dim * 6 + 32,
-    )
     tok = CLIPTokenizer.from_pretrained(tok_dir)
+    first, second = ("tiny", "tiny") if size == "tiny" else ("clip_l", "clip_g")
     return StableDiffusionXLPipeline(
-        vae=_vae(0.13025, force_upcast=True),
-        text_encoder=CLIPTextModel(_text_config(vocab_size, False)),
-        text_encoder_2=CLIPTextModelWithProjection(_text_config(vocab_size, True)),
+        vae=_vae(0.13025, force_upcast=True, size=size),
+        text_encoder=_text_encoder(vocab_size, TEXT_SHAPES[first], False),
+        text_encoder_2=_text_encoder(vocab_size, TEXT_SHAPES[second], True),
         tokenizer=tok,
         tokenizer_2=tok,
-        unet=unet,
+        unet=UNet2DConditionModel(in_channels=4, out_channels=4, **UNET_SHAPES[("sdxl", size)]),
         scheduler=_scheduler(),
     )
 
 
-def make_tiny(family: str, out: str | Path, seed: int = 0) -> Path:
-    """Build the tiny model of ``family`` (sd15 | sdxl) and save it in diffusers layout."""
+def make_tiny(family: str, out: str | Path, seed: int = 0, size: str = "tiny") -> Path:
+    """Build the model of ``family`` (sd15 | sdxl) with random weights; save it in diffusers layout.
+
+    ``size="full"`` gives the real architectures' widths and depths (random weights; for
+    GPU benchmarks), ``"tiny"`` the small test model.
+    """
     out = Path(out)
     torch.manual_seed(seed)
     tok_dir = out / "_tokenizer_src"
-    pipe = build_tiny_sd15(tok_dir) if family == "sd15" else build_tiny_sdxl(tok_dir)
+    pipe = build_sd15(tok_dir, size) if family == "sd15" else build_sdxl(tok_dir, size)
     pipe.save_pretrained(out, safe_serialization=True)
     for f in tok_dir.iterdir():
         f.unlink()
