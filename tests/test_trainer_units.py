@@ -151,3 +151,26 @@ def test_unreadable_image_is_a_dataset_error(tmp_path):
         scan_dataset(tmp_path / "empty")
     with pytest.raises(DatasetError, match="does not exist"):
         scan_dataset(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(
+    ("family", "unet_params_m", "unet_modules", "te_modules"),
+    [("sd15", 859.52, 192, [72]), ("sdxl", 2567.46, 722, [72, 192])],
+)
+def test_full_size_shapes_match_the_real_models_and_sd_scripts_module_counts(
+    family, unet_params_m, unet_modules, te_modules
+):
+    """The real architectures (built on the meta device): sd-scripts makes 192+72 LoRA modules for
+    SD1.5 and 722+72+192 for SDXL; our targeting must find exactly those."""
+    from diffusers import UNet2DConditionModel
+
+    from trainer.lora import text_encoder_target_modules, unet_target_modules
+    from trainer.tiny import TEXT_SHAPES, UNET_SHAPES, _text_encoder
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel(in_channels=4, out_channels=4, **UNET_SHAPES[(family, "full")])
+        shapes = ["clip_l"] if family == "sd15" else ["clip_l", "clip_g"]
+        encoders = [_text_encoder(49408, TEXT_SHAPES[s], i == 1) for i, s in enumerate(shapes)]
+    assert sum(p.numel() for p in unet.parameters()) / 1e6 == pytest.approx(unet_params_m, abs=0.01)
+    assert len(unet_target_modules(unet)) == unet_modules
+    assert [len(text_encoder_target_modules(te)) for te in encoders] == te_modules
