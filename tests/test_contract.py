@@ -41,6 +41,7 @@ def test_total_steps_is_the_guides_rule():
     assert total_steps(7, 10, 3, 10) == 240  # ceil(70 / 3) = 24 per epoch
     assert total_steps(1, 1, 4, 2) == 2
     assert warmup_steps(1000, 10) == 100
+    assert warmup_steps(20, 20) == 4 and warmup_steps(33, 10) == 3  # truncated like sd-scripts
 
 
 def test_defaults_follow_the_spec():
@@ -77,7 +78,8 @@ def test_out_of_range_and_wrong_choice():
         ({"lr_scheduler": "constant", "lr_warmup_percent": 10}, "takes no warmup"),
         ({"optimizer": "Prodigy", "learning_rate": 1e-4}, "wants learning_rate = 1.0"),
         ({"optimizer": "DAdaptAdam", "unet_lr": 0.5}, "wants unet_lr = 1.0"),
-        ({"resume": True, "init_weights": "x.safetensors"}, "use one of them"),
+        ({"text_encoder_only": True, "unet_lr": 1e-4}, "unet_lr would be ignored"),
+        ({"unet_only": True, "text_encoder_lr": 1e-4}, "text_encoder_lr would be ignored"),
         ({"unet_lr": 0, "text_encoder_lr": 0}, "nothing would be trained"),
         ({"epochs": 2, "save_every_n_epochs": 3}, "only the last epoch"),
     ],
@@ -122,11 +124,17 @@ def test_toml_and_json_job_files(tmp_path):
         load_job(bad)
     with pytest.raises(JobError, match="cannot read"):
         load_job(tmp_path / "missing.toml")
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes('output_name = "caf\xe9"'.encode("latin-1"))
+    with pytest.raises(JobError, match="not UTF-8"):
+        load_job(latin)
 
 
 def test_generate_job_rules():
     gen = {"base_model": "m", "output_dir": "o", "prompt": "p"}
-    assert GenerateJob.model_validate(gen).steps == 25
+    parsed = GenerateJob.model_validate(gen)
+    assert parsed.steps == 25 and parsed.resolved_size("sd15") == (512, 512)
+    assert parsed.resolved_size("sdxl") == (1024, 1024)
     with pytest.raises(JobError, match="compare_weights needs a LoRA"):
         parse_job({**gen, "compare_weights": [0.7, 1.0]}, GenerateJob)
     with pytest.raises(JobError, match="multiple of 8"):

@@ -164,6 +164,9 @@ def test_train_two_epochs_and_load_in_diffusers(family, request, tmp_path):
         assert key in meta, key
     assert meta["ss_epoch"] == "2" and meta["ss_steps"] == "12" and meta["ss_network_dim"] == "32"
     assert meta["ss_base_model_version"] == ("sd_v1" if family == "sd15" else "sdxl_base_v1-0")
+    # sd-scripts: clip skip 2 recorded for SD1.5; SDXL's usual penultimate layer is "None", no encoder_layer
+    assert meta["ss_clip_skip"] == ("2" if family == "sd15" else "None")
+    assert meta.get("modelspec.encoder_layer") == ("2" if family == "sd15" else None)
     assert re.fullmatch(r"[0-9a-f]{64}", meta["sshs_model_hash"]) and len(meta["sshs_legacy_hash"]) == 8
 
     from peft.tuners.lora import LoraLayer

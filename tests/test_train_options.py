@@ -207,3 +207,86 @@ def test_previews_keep_nothing_between_epochs(tiny_sd15, dataset, tmp_path):
     assert [e["epoch"] for e in events if e["event"] == "preview_ready"] == [1, 2, 3]
     gc.collect()
     assert not [o for o in gc.get_objects() if isinstance(o, DiffusionPipeline)]
+
+
+class StopAfter:
+    """An event sink that requests a stop once an event of ``kind`` was written (a SIGTERM stand-in)."""
+
+    def __init__(self, kind: str):
+        import io
+
+        from trainer.events import EventWriter, StopFlag
+
+        self.stop, self.stream, self.kind = StopFlag(), io.StringIO(), kind
+        self.writer = EventWriter(self.stream)
+        original = self.writer.emit
+
+        def emit(kind, **fields):
+            event = original(kind, **fields)
+            if kind == self.kind:
+                self.stop.set()
+            return event
+
+        self.writer.emit = emit
+
+    def events(self) -> list[dict]:
+        import json
+
+        return [json.loads(line) for line in self.stream.getvalue().splitlines()]
+
+
+def test_text_cache_overflow_keeps_the_batch(monkeypatch, tiny_sd15, tmp_path):
+    import trainer.train as train_mod
+
+    monkeypatch.setattr(train_mod, "TEXT_CACHE_LIMIT", 3)
+    data = write_dataset(tmp_path / "data", count=6)
+    job = base_job(
+        tiny_sd15, data, tmp_path / "out", batch_size=2, repeats=4, unet_only=True, shuffle_tags=True
+    )
+    assert train_in_process(job)[1] == 0
+
+
+def test_train_further_job_is_resumable_and_renders_a_lost_preview(tiny_sd15, dataset, tmp_path):
+    from trainer.contract import EXIT_CANCELLED, TrainJob
+    from trainer.train import run_training
+
+    assert train_in_process(base_job(tiny_sd15, dataset, tmp_path / "a", learning_rate=1e-2))[1] == 0
+    job = base_job(
+        tiny_sd15,
+        dataset,
+        tmp_path / "b",
+        epochs=2,
+        previews=True,
+        init_weights=str(tmp_path / "a" / "test.safetensors"),
+    )
+    sink = StopAfter("epoch_saved")  # stopped before epoch 1's preview was rendered
+    assert run_training(TrainJob.model_validate(job), sink.writer, sink.stop) == EXIT_CANCELLED
+    assert sink.events()[-1]["event"] == "cancelled"
+    assert not (tmp_path / "b" / "test-000001-preview.png").exists()
+
+    events, code = train_in_process({**job, "resume": True})
+    assert code == 0
+    previews = [e["epoch"] for e in events if e["event"] == "preview_ready"]
+    assert previews == [1, 2] and events[0]["resumed_from_step"] == 4
+    assert events[-1]["steps"] == 8
+
+
+def test_clip_skip_deeper_than_the_encoder_is_refused(tiny_sd15, dataset, tmp_path):
+    from trainer.text import ClipSkipError
+
+    with pytest.raises(ClipSkipError, match="at most 4"):
+        train_in_process(base_job(tiny_sd15, dataset, tmp_path / "out", clip_skip=5))
+
+
+def test_init_weights_with_text_encoder_keys_into_a_unet_only_job(tiny_sd15, dataset, tmp_path):
+    assert train_in_process(base_job(tiny_sd15, dataset, tmp_path / "a", learning_rate=1e-2))[1] == 0
+    source = tmp_path / "a" / "test.safetensors"
+    job = base_job(
+        tiny_sd15, dataset, tmp_path / "b", unet_only=True, init_weights=str(source), learning_rate=1e-12
+    )
+    assert train_in_process(job)[1] == 0
+    out = load_file(tmp_path / "b" / "test.safetensors")
+    assert not any(k.startswith("lora_te") for k in out)
+    src = load_file(source)
+    key = next(k for k in out if k.endswith("lora_up.weight"))
+    torch.testing.assert_close(out[key].float(), src[key].float(), atol=1e-3, rtol=1e-2)

@@ -93,7 +93,14 @@ def user_message(exc: BaseException) -> str:
         return (
             "out of GPU memory: lower batch_size or resolution, or use network_dim <= 32 (" + text[:200] + ")"
         )
-    known = ("TrainError", "DatasetError", "ModelLoadError", "OptimizerUnavailable", "GenerateError")
+    known = (
+        "TrainError",
+        "DatasetError",
+        "ModelLoadError",
+        "OptimizerUnavailable",
+        "GenerateError",
+        "ClipSkipError",
+    )
     if type(exc).__name__ in known:
         return text
     return f"{type(exc).__name__}: {text}"[:500]

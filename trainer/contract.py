@@ -73,7 +73,7 @@ def steps_per_epoch(images: int, repeats: int, batch_size: int) -> int:
 
 def warmup_steps(total: int, warmup_percent: float) -> int:
     """Warmup steps for ``lr_warmup_percent`` (a percent of all steps, as in the guide's 10%)."""
-    return int(round(total * warmup_percent / 100.0))
+    return int(total * warmup_percent / 100.0 + 1e-9)  # truncated, as sd-scripts' int(ratio * steps)
 
 
 class _Strict(BaseModel):
@@ -157,8 +157,11 @@ class TrainJob(ModelSource, PreviewOptions):
     resolution: int | None = Field(None, ge=64, le=4096, description="default 512 (SD1.5) / 1024 (SDXL)")
 
     event_every_n_steps: int | None = Field(None, ge=1, description="default: about one step event a second")
-    resume: bool = False
-    init_weights: str | None = Field(None, description="a LoRA .safetensors to continue from (train further)")
+    resume: bool = Field(False, description="continue from the saved state in output_dir, if there is one")
+    init_weights: str | None = Field(
+        None,
+        description="a LoRA .safetensors to start from (train further); a saved state, when resuming, wins",
+    )
 
     @field_validator("output_name")
     @classmethod
@@ -236,10 +239,11 @@ def _incompatible_pairs(job: TrainJob) -> list[str]:
         problems.append("text_encoder_only with text_encoder_lr = 0 trains nothing: raise text_encoder_lr")
     if job.unet_lr == 0 and job.text_encoder_lr == 0:
         problems.append("unet_lr and text_encoder_lr are both 0: nothing would be trained")
-    if job.resume and job.init_weights:
+    if job.text_encoder_only and job.unet_lr is not None:
+        problems.append("text_encoder_only trains no UNet, so unet_lr would be ignored: remove one of them")
+    if job.unet_only and job.text_encoder_lr is not None:
         problems.append(
-            "resume continues a stopped job from its saved state; init_weights starts a new job from a "
-            "LoRA file: use one of them"
+            "unet_only trains no text encoder, so text_encoder_lr would be ignored: remove one of them"
         )
     if job.save_every_n_epochs > job.epochs:
         problems.append(
@@ -267,8 +271,8 @@ class GenerateJob(ModelSource):
     )
     steps: int = Field(25, ge=1, le=150)
     cfg: float = Field(7.0, ge=1.0, le=30.0)
-    width: int = Field(512, ge=64, le=2048)
-    height: int = Field(512, ge=64, le=2048)
+    width: int | None = Field(None, ge=64, le=2048, description="default 512 (SD1.5) / 1024 (SDXL)")
+    height: int | None = Field(None, ge=64, le=2048, description="default 512 (SD1.5) / 1024 (SDXL)")
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     count: int = Field(1, ge=1, le=16)
     sampler: SamplerName = "euler_a"
@@ -277,10 +281,14 @@ class GenerateJob(ModelSource):
 
     @field_validator("width", "height")
     @classmethod
-    def _multiple_of_8(cls, v: int) -> int:
-        if v % 8:
+    def _multiple_of_8(cls, v: int | None) -> int | None:
+        if v is not None and v % 8:
             raise ValueError("must be a multiple of 8")
         return v
+
+    def resolved_size(self, family: str) -> tuple[int, int]:
+        side = 512 if family == "sd15" else 1024
+        return (self.width or side, self.height or side)
 
     @field_validator("output_name")
     @classmethod
@@ -304,6 +312,8 @@ def read_job_file(path: str | Path) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise JobError([f"cannot read job file {p}: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise JobError([f"job file {p.name} is not UTF-8 text: save it as UTF-8"]) from exc
     try:
         data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:

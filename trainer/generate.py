@@ -15,6 +15,7 @@ from . import render
 from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob
 from .events import EventWriter, StopFlag
 from .models import BaseModel, load_pipeline, pick_device, place, weight_dtype
+from .text import check_clip_skip
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ def run_generate(job: GenerateJob, events: EventWriter, stop: StopFlag) -> int:
     pipe.scheduler = render.make_sampler(job.sampler, model.scheduler_config)
     pipe.set_progress_bar_config(disable=True)
     clip_skip = job.clip_skip if job.clip_skip is not None else (2 if family == "sd15" else 1)
+    check_clip_skip(clip_skip, family, encoders)
+    width, height = job.resolved_size(family)
     seed = job.seed if job.seed is not None else random.SystemRandom().randrange(2**32)
     weights_sets = _weight_sets(job)
     out = Path(job.output_dir)
@@ -74,8 +77,8 @@ def run_generate(job: GenerateJob, events: EventWriter, stop: StopFlag) -> int:
                 job.negative,
                 steps=job.steps,
                 cfg=job.cfg,
-                width=job.width,
-                height=job.height,
+                width=width,
+                height=height,
                 seed=seed + n,
                 clip_skip=clip_skip,
                 device=device,

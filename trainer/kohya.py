@@ -15,12 +15,15 @@ We do not use diffusers' ``convert_state_dict_to_kohya``: it writes alpha = rank
 
 from __future__ import annotations
 
+import logging
 import re
 
 import torch
 from torch import nn
 
 from .lora import lora_down_up, lora_layers
+
+log = logging.getLogger(__name__)
 
 _SDXL_UNET = [
     (re.compile(r"^down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)$"), "input_blocks"),
@@ -98,6 +101,11 @@ def export_state_dict(
     return out
 
 
+def _part(prefix: str) -> str:
+    """lora_unet / lora_te / lora_te1 / lora_te2 of a module key."""
+    return prefix.split("_text_model_")[0] if "_text_model_" in prefix else "lora_unet"
+
+
 def import_state_dict(
     state: dict[str, torch.Tensor],
     unet: nn.Module | None,
@@ -112,6 +120,13 @@ def import_state_dict(
     """
     targets = module_keys(unet, text_encoders, family)
     prefixes = {k.rsplit(".lora_down.weight", 1)[0] for k in state if k.endswith(".lora_down.weight")}
+    # A part the job does not train (text encoders with unet_only, ...) is left out, as sd-scripts'
+    # non-strict loading does; a module the model lacks in a part it trains is a mismatch.
+    trained_parts = {_part(t) for t in targets}
+    skipped = sorted(p for p in prefixes if _part(p) not in trained_parts)
+    if skipped:
+        log.warning("init weights: %d modules of parts this job does not train are left out", len(skipped))
+        prefixes -= set(skipped)
     problems = [f"{p} is not a module of this model/job" for p in sorted(prefixes - set(targets))]
     if problems:
         return problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else [])

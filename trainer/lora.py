@@ -62,6 +62,10 @@ def add_lora(model: nn.Module, targets: list[str], dim: int, alpha: float) -> No
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
     for name, param in model.named_parameters():
         param.requires_grad_("lora_" in name)
+    for _, layer in lora_layers(model):
+        # peft would cast every input to the fp32 adapter dtype: a full activation copy per layer on
+        # a half-precision base. Autocast handles the mixed dtypes without it.
+        layer.cast_input_dtype_enabled = False
 
 
 def lora_layers(model: nn.Module) -> Iterator[tuple[str, LoraLayer]]:

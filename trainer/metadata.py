@@ -62,7 +62,7 @@ def build(run: Run, epoch: int, title: str) -> dict[str, str]:
         "ss_total_batch_size": job.batch_size,
         "ss_resolution": (res, res),
         "ss_enable_bucket": True,
-        "ss_clip_skip": run.clip_skip,
+        "ss_clip_skip": _clip_skip_meta(run),
         "ss_seed": run.seed,
         "ss_mixed_precision": resolved_precision(job.mixed_precision, run.device),
         "ss_save_precision": job.save_precision,
@@ -81,14 +81,21 @@ def build(run: Run, epoch: int, title: str) -> dict[str, str]:
         "ss_training_finished_at": now,
     }
     out = {k: str(v) for k, v in meta.items()}
-    out.update(modelspec(run.model.family, title, res, run.model.prediction_type, run.clip_skip, now))
+    out.update(modelspec(run.model.family, title, res, run.model.prediction_type, _clip_skip_meta(run), now))
     return out
 
 
+def _clip_skip_meta(run: Run) -> int | None:
+    """sd-scripts writes None for SDXL (its usual penultimate layer); a deeper skip is recorded."""
+    if run.model.family == "sdxl" and run.clip_skip == 1:
+        return None
+    return run.clip_skip
+
+
 def modelspec(
-    family: str, title: str, resolution: int, prediction: str, clip_skip: int, ts: float
+    family: str, title: str, resolution: int, prediction: str, clip_skip: int | None, ts: float
 ) -> dict[str, str]:
-    return {
+    spec = {
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": ARCHITECTURE[family],
         "modelspec.implementation": IMPLEMENTATION[family],
@@ -96,8 +103,10 @@ def modelspec(
         "modelspec.resolution": f"{resolution}x{resolution}",
         "modelspec.date": datetime.fromtimestamp(int(ts)).isoformat(),
         "modelspec.prediction_type": "v" if prediction == "v_prediction" else "epsilon",
-        "modelspec.encoder_layer": str(clip_skip),
     }
+    if clip_skip is not None:
+        spec["modelspec.encoder_layer"] = str(clip_skip)
+    return spec
 
 
 def addnet_hashes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> tuple[str, str]:

@@ -101,16 +101,24 @@ def render(
         kwargs: dict[str, Any] = dict(prompt_embeds=cond.embeds, negative_prompt_embeds=uncond.embeds)
         if model.family == "sdxl":
             kwargs.update(pooled_prompt_embeds=cond.pooled, negative_pooled_prompt_embeds=uncond.pooled)
-        image = pipe(
+        latents = pipe(
             num_inference_steps=steps,
             guidance_scale=cfg,
             width=width,
             height=height,
             generator=torch.Generator("cpu").manual_seed(seed),
-            output_type="pil",
+            output_type="latent",
             **kwargs,
-        ).images[0]
-    return image
+        ).images
+    return decode(pipe, model.vae, latents)
+
+
+def decode(pipe, vae, latents: torch.Tensor) -> Image.Image:
+    """Latents to a picture outside autocast, in the VAE's own dtype (SDXL's VAE stays fp32:
+    decoding it in fp16 overflows into black images)."""
+    with torch.autocast(latents.device.type, enabled=False):
+        image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    return pipe.image_processor.postprocess(image.float(), output_type="pil")[0]
 
 
 def release_memory(device: torch.device) -> None:

@@ -19,6 +19,20 @@ import torch
 from torch import nn
 
 
+class ClipSkipError(ValueError):
+    """clip_skip asks for a layer the text encoder does not have."""
+
+
+def check_clip_skip(clip_skip: int, family: str, text_encoders: list[nn.Module]) -> None:
+    """clip_skip must leave at least one text-encoder layer (SDXL already starts at the penultimate)."""
+    layers = min(te.config.num_hidden_layers for te in text_encoders)
+    deepest = layers if family == "sd15" else layers - 1
+    if clip_skip > deepest:
+        raise ClipSkipError(
+            f"clip_skip {clip_skip} is deeper than this model's text encoder allows (at most {deepest})"
+        )
+
+
 def split_tags(caption: str) -> list[str]:
     return [t.strip() for t in caption.split(",") if t.strip()]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import shutil
 import sys
@@ -23,7 +24,7 @@ from . import data, kohya, lora, metadata, optim, render, state
 from .contract import EXIT_CANCELLED, EXIT_OK, TrainJob, steps_per_epoch, warmup_steps
 from .events import EventWriter, StopFlag
 from .models import BaseModel, load_base_model, pick_device, place, resolved_precision, weight_dtype
-from .text import Conditioning, encode_texts, process_caption, sdxl_time_ids
+from .text import Conditioning, check_clip_skip, encode_texts, process_caption, sdxl_time_ids
 
 log = logging.getLogger(__name__)
 MAX_GRAD_NORM = 1.0  # sd-scripts' default max_grad_norm
@@ -32,6 +33,10 @@ TEXT_CACHE_LIMIT = 4096
 
 class TrainError(RuntimeError):
     """A job that cannot continue; the message is for the user."""
+
+
+class Cancelled(Exception):
+    """A stop was requested (SIGTERM) while the job was loading, caching or rendering."""
 
 
 @dataclass
@@ -85,6 +90,7 @@ def prepare(job: TrainJob) -> Run:
     dtype = weight_dtype(job.mixed_precision, device)
     place(model, device, dtype)
     per_epoch = steps_per_epoch(len(items), job.repeats, job.batch_size)
+    check_clip_skip(job.resolved_clip_skip(model.family), model.family, model.text_encoders)
     run = Run(
         job=job,
         model=model,
@@ -101,12 +107,14 @@ def prepare(job: TrainJob) -> Run:
     from diffusers import DDPMScheduler
 
     run.noise_scheduler = DDPMScheduler.from_config(model.scheduler_config)
-    run.noise_gen = torch.Generator(device).manual_seed(seed + 1)
+    run.noise_gen = torch.Generator("cpu").manual_seed(
+        seed + 1
+    )  # same noise on any device; resumable anywhere
     run.caption_rng = random.Random(seed + 2)
     return run
 
 
-def cache_latents(run: Run) -> None:
+def cache_latents(run: Run, stop: StopFlag | None = None) -> None:
     counts = data.assign_buckets(run.items, run.resolution)
     log.info(
         "buckets (w x h: images): %s", ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(counts.items()))
@@ -117,17 +125,23 @@ def cache_latents(run: Run) -> None:
         run.model.vae,
         run.device,
         gen,
-        progress=lambda done, total: log.info("cached latents %d/%d", done, total),
+        progress=lambda done, total: _latent_progress(done, total, stop),
     )
     if run.model.family == "sdxl":
         for it in run.items:
             it.time_ids = sdxl_time_ids(it.original_size, it.crop_top_left, it.bucket[::-1]).to(run.device)
 
 
+def _latent_progress(done: int, total: int, stop: StopFlag | None) -> None:
+    log.info("cached latents %d/%d", done, total)
+    if stop is not None and stop.requested:
+        raise Cancelled
+
+
 # 2. LoRA, optimizer, schedule ---------------------------------------------------------------------
 
 
-def add_networks(run: Run) -> None:
+def add_networks(run: Run, init_weights: str | None = None) -> None:
     job, model = run.job, run.model
     torch.manual_seed(run.seed)  # LoRA init is part of what a fixed seed reproduces
     groups = []
@@ -141,8 +155,8 @@ def add_networks(run: Run) -> None:
             params += lora.lora_parameters(te)
         groups.append({"params": params, "lr": job.resolved_text_encoder_lr()})
     lora.cast_lora_to_fp32([model.unet, *model.text_encoders])
-    if job.init_weights:
-        load_init_weights(run, job.init_weights)
+    if init_weights:
+        load_init_weights(run, init_weights)
     run.trainable = [p for g in groups for p in g["params"]]
     run.optimizer = optim.build_optimizer(run.optimizer_name, groups, job.resolved_learning_rate())
     run.scheduler = optim.build_scheduler(
@@ -184,7 +198,8 @@ def conditioning(run: Run, captions: list[str]) -> Conditioning:
         return encode_texts(
             model.family, model.text_encoders, model.tokenizers, captions, run.clip_skip, run.device
         )
-    missing = [c for c in dict.fromkeys(captions) if c not in run.text_cache]
+    found = {c: run.text_cache[c] for c in captions if c in run.text_cache}
+    missing = [c for c in dict.fromkeys(captions) if c not in found]
     if missing:
         with torch.no_grad():
             enc = encode_texts(
@@ -194,16 +209,19 @@ def conditioning(run: Run, captions: list[str]) -> Conditioning:
             run.text_cache.clear()
         for i, caption in enumerate(missing):
             pooled = enc.pooled[i : i + 1] if enc.pooled is not None else None
-            run.text_cache[caption] = Conditioning(enc.embeds[i : i + 1], pooled)
-    return Conditioning.cat([run.text_cache[c] for c in captions])
+            found[caption] = run.text_cache[caption] = Conditioning(enc.embeds[i : i + 1], pooled)
+    return Conditioning.cat([found[c] for c in captions])
 
 
 def train_step(run: Run, batch: list[int]) -> float:
     items = [run.items[i] for i in batch]
     latents = torch.stack([it.latent for it in items])
-    noise = torch.randn(latents.shape, generator=run.noise_gen, device=run.device)
+    # Drawn on the CPU generator (device-independent, resumable anywhere), then moved.
+    noise = torch.randn(latents.shape, generator=run.noise_gen).to(run.device, non_blocking=True)
     steps = run.noise_scheduler.config.num_train_timesteps
-    timesteps = torch.randint(0, steps, (len(items),), generator=run.noise_gen, device=run.device)
+    timesteps = torch.randint(0, steps, (len(items),), generator=run.noise_gen).to(
+        run.device, non_blocking=True
+    )
     noisy = run.noise_scheduler.add_noise(latents, noise, timesteps)
     captions = [
         process_caption(it.caption, run.job.shuffle_tags, run.job.keep_tokens, run.caption_rng)
@@ -225,17 +243,21 @@ def train_step(run: Run, batch: list[int]) -> float:
 
 
 def optimizer_step(run: Run, loss: torch.Tensor) -> None:
+    stepped = True
     if run.scaler is not None:
         run.scaler.scale(loss).backward()
         run.scaler.unscale_(run.optimizer)
         torch.nn.utils.clip_grad_norm_(run.trainable, MAX_GRAD_NORM)
+        scale = run.scaler.get_scale()
         run.scaler.step(run.optimizer)
         run.scaler.update()
+        stepped = run.scaler.get_scale() >= scale  # a lowered scale means inf/nan grads: step skipped
     else:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(run.trainable, MAX_GRAD_NORM)
         run.optimizer.step()
-    run.scheduler.step()
+    if stepped:  # as accelerate does: a skipped step does not advance the schedule
+        run.scheduler.step()
     run.optimizer.zero_grad(set_to_none=True)
 
 
@@ -260,7 +282,9 @@ def save_epoch(run: Run, epoch: int) -> Path:
     run.files.append(str(path))
     if epoch == job.epochs:
         final = run.out_dir / f"{job.output_name}.safetensors"
-        shutil.copyfile(path, final)
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, final)
         run.files.append(str(final))
     return path
 
@@ -308,7 +332,7 @@ def restore_training_state(run: Run, saved: dict) -> None:
     run.started_at, run.files = saved["started_at"], list(saved["files"])
 
 
-def preview_epoch(run: Run, epoch: int) -> Path:
+def preview_epoch(run: Run, epoch: int, stop: StopFlag | None = None) -> Path:
     """A grid of the preview prompt at each preview weight, same seed; nothing kept afterwards."""
     job, model = run.job, run.model
     prompt = job.preview_prompt or data.default_preview_prompt(run.items)
@@ -321,6 +345,8 @@ def preview_epoch(run: Run, epoch: int) -> Path:
         m.eval()
     try:
         for weight in job.preview_weights:
+            if stop is not None:
+                _check(stop)
             lora.set_lora_weight(wrapped, weight)
             images.append(
                 render.render(
@@ -360,48 +386,70 @@ def preview_epoch(run: Run, epoch: int) -> Path:
 def run_training(job: TrainJob, events: EventWriter, stop: StopFlag) -> int:
     """Train ``job``; returns the process exit code. Raises on failure (the CLI reports it)."""
     Path(job.output_dir).mkdir(parents=True, exist_ok=True)
-    run = prepare(job)
-    add_networks(run)
-    saved = state.load_state(state.state_path(job)) if job.resume else None
-    if job.resume and saved is None:
-        log.warning("resume: no saved state in %s; starting from the beginning", job.output_dir)
-    if saved is not None:
-        run.seed = saved["seed"]
-        restore_training_state(run, saved)
-        log.info("resuming after epoch %d (step %d)", run.epoch, run.step)
-    cache_latents(run)
-    if stop.requested:
-        events.emit("cancelled", step=run.step, epoch=run.epoch, files=run.files)
+    run: Run | None = None
+    try:
+        run = prepare(job)
+        _check(stop)
+        saved = state.load_state(state.state_path(job)) if job.resume else None
+        if job.resume and saved is None:
+            log.warning("resume: no saved state in %s; starting from the beginning", job.output_dir)
+        add_networks(run, init_weights=None if saved is not None else job.init_weights)
+        if saved is not None:
+            run.seed = saved["seed"]
+            restore_training_state(run, saved)
+            log.info("resuming after epoch %d (step %d)", run.epoch, run.step)
+        cache_latents(run, stop)
+        _check(stop)
+        events.emit(
+            "started", total_steps=run.total_steps, total_epochs=job.epochs, steps_per_epoch=run.steps_per_epoch,
+            images=len(run.items), seed=run.seed, family=run.model.family, optimizer=run.optimizer_name,
+            precision=resolved_precision(job.mixed_precision, run.device), device=str(run.device),
+            resumed_from_step=run.step,
+        )  # fmt: skip
+        _render_missing_preview(run, events, stop)
+        _train_epochs(run, events, stop)
+    except Cancelled:
+        events.emit(
+            "cancelled",
+            step=run.step if run else 0,
+            epoch=run.epoch if run else 0,
+            files=run.files if run else [],
+        )
         return EXIT_CANCELLED
-    events.emit(
-        "started",
-        total_steps=run.total_steps,
-        total_epochs=job.epochs,
-        steps_per_epoch=run.steps_per_epoch,
-        images=len(run.items),
-        seed=run.seed,
-        family=run.model.family,
-        optimizer=run.optimizer_name,
-        precision=resolved_precision(job.mixed_precision, run.device),
-        device=str(run.device),
-        resumed_from_step=run.step,
-    )
-    progress = _progress_bar(run)
-    for epoch in range(run.epoch + 1, job.epochs + 1):
-        if not train_epoch(run, epoch, events, stop, progress):
-            events.emit("cancelled", step=run.step, epoch=run.epoch, files=run.files)
-            return EXIT_CANCELLED
-        run.epoch = epoch
-        if epoch % job.save_every_n_epochs == 0 or epoch == job.epochs:
-            path = save_epoch(run, epoch)
-            save_training_state(run)
-            events.emit("epoch_saved", epoch=epoch, path=str(path), step=run.step)
-            if job.previews:
-                events.emit("preview_ready", epoch=epoch, path=str(preview_epoch(run, epoch)))
-    if progress is not None:
-        progress.close()
     events.emit("done", files=run.files, steps=run.step, seconds=round(time.time() - run.started_at, 1))
     return EXIT_OK
+
+
+def _check(stop: StopFlag) -> None:
+    if stop.requested:
+        raise Cancelled
+
+
+def _train_epochs(run: Run, events: EventWriter, stop: StopFlag) -> None:
+    job = run.job
+    progress = _progress_bar(run)
+    try:
+        for epoch in range(run.epoch + 1, job.epochs + 1):
+            if not train_epoch(run, epoch, events, stop, progress):
+                raise Cancelled
+            run.epoch = epoch
+            if epoch % job.save_every_n_epochs == 0 or epoch == job.epochs:
+                path = save_epoch(run, epoch)
+                save_training_state(run)
+                events.emit("epoch_saved", epoch=epoch, path=str(path), step=run.step)
+                if job.previews:
+                    events.emit("preview_ready", epoch=epoch, path=str(preview_epoch(run, epoch, stop)))
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _render_missing_preview(run: Run, events: EventWriter, stop: StopFlag) -> None:
+    """A job killed while rendering its latest preview renders it on resume (the state holds those weights)."""
+    if not run.job.previews or run.epoch == 0:
+        return
+    if not (run.out_dir / f"{run.job.output_name}-{run.epoch:06d}-preview.png").is_file():
+        events.emit("preview_ready", epoch=run.epoch, path=str(preview_epoch(run, run.epoch, stop)))
 
 
 def train_epoch(run: Run, epoch: int, events: EventWriter, stop: StopFlag, progress) -> bool:
