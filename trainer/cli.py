@@ -24,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     tiny.add_argument(
         "--full", action="store_true", help="real SD1.5/SDXL sizes, random weights (GPU benchmarks)"
     )
+    tagger = sub.add_parser(
+        "make-tiny-tagger", help="build a tiny WD14-style ONNX tagger (tests, offline demo)"
+    )
+    tagger.add_argument("--out", required=True, help="folder for model.onnx and selected_tags.csv")
     demo = sub.add_parser(
         "demo", help="train and render offline on the tiny model: the whole path in one command"
     )
@@ -114,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
 
         path = make_tiny(args.family, args.out, seed=args.seed, size="full" if args.full else "tiny")
         print(f"tiny {args.family} model written to {path}", file=sys.stderr)
+        return EXIT_OK
+    if args.command == "make-tiny-tagger":
+        from .tiny_tagger import make_tiny_tagger
+
+        print(f"tiny tagger written to {make_tiny_tagger(args.out)}", file=sys.stderr)
         return EXIT_OK
     if args.command == "demo":
         _setup_logging(False)

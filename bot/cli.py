@@ -1,0 +1,208 @@
+"""``python -m bot``: the operator CLI over the same services the Discord cogs call.
+
+Settings come from the environment (``LORABOT_DATA_DIR``, default ``./data``; the
+database inside it unless ``LORABOT_DATABASE`` says otherwise). A bad argument or
+an unknown dataset is one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+EXIT_ERROR = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bot", description="LoRA training bot: operator commands")
+    groups = p.add_subparsers(dest="group", required=True)
+    ds = groups.add_parser("dataset", help="members' datasets").add_subparsers(dest="command", required=True)
+
+    def cmd(name: str, help_: str, *, named: bool = True) -> argparse.ArgumentParser:
+        sub = ds.add_parser(name, help=help_)
+        if named:
+            sub.add_argument("name", help="dataset name")
+        sub.add_argument("--user", type=int, required=True, help="the member's Discord user id")
+        return sub
+
+    new = cmd("new", "create an empty dataset")
+    new.add_argument("--base-model", required=True, help="a key of the model registry (e.g. tiny-sd15)")
+    new.add_argument("--trigger", required=True, help="the trigger word, first tag of every caption")
+    new.add_argument("--crop-mode", default="none", choices=["none", "center", "focus"])
+    new.add_argument("--crop-size", help="e.g. 512x512, 1024, 832x1216 (default by model family)")
+    new.add_argument("--tagger", help="'tiny', a WD14 folder or hub id (default from settings)")
+    new.add_argument("--threshold", type=float, help="general tag threshold (default 0.35)")
+    new.add_argument("--character-threshold", type=float, help="character tag threshold (default 0.85)")
+    cmd("list", "the member's datasets", named=False)
+    cmd("info", "one dataset's settings and counts")
+    cmd("delete", "delete a dataset and its images")
+    add = cmd("add", "add images or zips (prints the batch report)")
+    add.add_argument("files", nargs="+", type=Path)
+    tags = cmd("tags", "tag frequency table")
+    tags.add_argument("--json", action="store_true", help="machine-readable output")
+    tags.add_argument("--captions", action="store_true", help="also list each image's caption")
+    for name, help_ in (
+        ("remove-tags", "remove tags from every caption"),
+        ("add-tags", "add tags to every caption"),
+    ):
+        sub = cmd(name, help_)
+        sub.add_argument("tags", nargs="+")
+        sub.add_argument("--image", type=int, help="only this image id")
+    rep = cmd("replace-tag", "replace one tag with another")
+    rep.add_argument("old")
+    rep.add_argument("new")
+    rep.add_argument("--image", type=int, help="only this image id")
+    cmd("undo", "undo the last tag edit")
+    export = cmd("export", "write images + .txt captions for the trainer")
+    export.add_argument("--out", type=Path, required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from .settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+        return asyncio.run(_dispatch(args, settings))
+    except SettingsError as exc:
+        print(f"error: settings: {exc}", file=sys.stderr)
+    except _known_errors() as exc:
+        print(f"error: {exc}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+async def _dispatch(args: argparse.Namespace, settings) -> int:
+    from .services import open_services
+
+    async with open_services(settings) as services:
+        handler = DATASET_COMMANDS[args.command]
+        return await handler(services.datasets, args)
+
+
+async def _new(svc, a) -> int:
+    ds = await svc.create(
+        a.user,
+        a.name,
+        a.base_model,
+        a.trigger,
+        a.crop_mode,
+        a.crop_size,
+        a.tagger,
+        a.threshold,
+        a.character_threshold,
+    )
+    print(f"created dataset '{ds.name}' (base model {ds.base_model}, trigger '{ds.trigger_word}', "
+          f"crop {ds.crop_mode} {ds.crop_width}x{ds.crop_height})")  # fmt: skip
+    return 0
+
+
+async def _list(svc, a) -> int:
+    rows = await svc.list(a.user)
+    if not rows:
+        print("no datasets yet: create one with 'python -m bot dataset new'")
+    for ds, count in rows:
+        print(f"{ds.name:<24} {count:>4} images  {ds.base_model:<14} trigger '{ds.trigger_word}'")
+    return 0
+
+
+async def _info(svc, a) -> int:
+    info = await svc.info(a.user, a.name)
+    ds = info.dataset
+    print(f"{ds.name}: {info.images} images, {info.tags} distinct tags, {info.undo_steps} undoable edits")
+    print(f"  base model {ds.base_model}, trigger '{ds.trigger_word}', crop {ds.crop_mode} "
+          f"{ds.crop_width}x{ds.crop_height}, tagger {ds.tagger} "
+          f"(thresholds {ds.general_threshold:g} / {ds.character_threshold:g})")  # fmt: skip
+    print(f"  folder {info.folder}")
+    return 0
+
+
+async def _delete(svc, a) -> int:
+    await svc.delete(a.user, a.name)
+    print(f"deleted dataset '{a.name}'")
+    return 0
+
+
+async def _add(svc, a) -> int:
+    files = []
+    for path in a.files:
+        try:
+            files.append((path.name, path.read_bytes()))
+        except OSError as exc:
+            print(f"error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_ERROR
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{stage} {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+    report = await svc.add_files(a.user, a.name, files, progress)
+    print(report.summary())
+    return 0
+
+
+async def _tags(svc, a) -> int:
+    table = await svc.tag_table(a.user, a.name)
+    images = await svc.images(a.user, a.name) if a.captions or a.json else []
+    if a.json:
+        print(json.dumps({
+            "tags": [{"tag": t.tag, "count": t.count, "share": round(t.share, 4)} for t in table],
+            "images": [{"id": i.id, "file": i.file_name, "name": i.original_name, "caption": i.caption} for i in images],
+        }, indent=2))  # fmt: skip
+        return 0
+    width = max([len(t.tag) for t in table] + [3])
+    print(f"{'tag':<{width}}  {'images':>6}  share")
+    for t in table:
+        print(f"{t.tag:<{width}}  {t.count:>6}  {t.share:>5.0%}  {'#' * round(t.share * 20)}")
+    for i in images:
+        print(f"[{i.id}] {i.original_name}: {i.caption}")
+    return 0
+
+
+async def _remove_tags(svc, a) -> int:
+    result = await svc.remove_tags(a.user, a.name, a.tags, a.image)
+    print(f"{result.description}: {result.changed} captions changed")
+    return 0
+
+
+async def _add_tags(svc, a) -> int:
+    result = await svc.add_tags(a.user, a.name, a.tags, a.image)
+    print(f"{result.description}: {result.changed} captions changed")
+    return 0
+
+
+async def _replace_tag(svc, a) -> int:
+    result = await svc.replace_tag(a.user, a.name, a.old, a.new, a.image)
+    print(f"{result.description}: {result.changed} captions changed")
+    return 0
+
+
+async def _undo(svc, a) -> int:
+    result = await svc.undo(a.user, a.name)
+    print(f"{result.description}: {result.changed} captions restored")
+    return 0
+
+
+async def _export(svc, a) -> int:
+    out = await svc.export(a.user, a.name, a.out)
+    print(f"exported to {out}")
+    return 0
+
+
+DATASET_COMMANDS = {
+    "new": _new, "list": _list, "info": _info, "delete": _delete, "add": _add, "tags": _tags,
+    "remove-tags": _remove_tags, "add-tags": _add_tags, "replace-tag": _replace_tag, "undo": _undo,
+    "export": _export,
+}  # fmt: skip
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from db.database import MigrationError
+
+    from .datasets.service import ServiceError
+    from .registry import RegistryError
+
+    return (ServiceError, RegistryError, MigrationError)

@@ -1,0 +1,1 @@
+"""Dataset uploads: decoding and checking images and zips, duplicate hashes, crops."""

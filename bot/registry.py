@@ -1,0 +1,103 @@
+"""The operator's base models: a TOML registry file, or the built-in tiny models.
+
+```toml
+[models.pony-v6]
+source = "/models/ponyDiffusionV6XL.safetensors"  # single file, diffusers folder, or hub id
+family = "sdxl"                                    # sd15 | sdxl; detected for local files when left out
+config = "/models/configs/sdxl-base"               # diffusers config folder for a single file (offline)
+label = "Pony Diffusion V6 XL"
+```
+
+With no registry configured, it holds ``tiny-sd15`` and ``tiny-sdxl``, built into the
+data folder on first use, so everything runs offline.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TINY_KEYS = {"tiny-sd15": "sd15", "tiny-sdxl": "sdxl"}
+
+
+class RegistryError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class BaseModelEntry:
+    key: str
+    source: str
+    family: str | None
+    config: str | None = None
+    label: str = ""
+    tiny: bool = False
+
+
+class ModelRegistry:
+    def __init__(self, entries: dict[str, BaseModelEntry], data_dir: Path):
+        self.entries = entries
+        self.data_dir = data_dir
+
+    @classmethod
+    def load(cls, path: Path | None, data_dir: Path) -> ModelRegistry:
+        if path is None:
+            models = data_dir / "models"
+            entries = {
+                key: BaseModelEntry(
+                    key, str(models / key), family, label=f"tiny {family} (random weights)", tiny=True
+                )
+                for key, family in TINY_KEYS.items()
+            }
+            return cls(entries, data_dir)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise RegistryError(f"model registry {path}: {exc}") from exc
+        entries = {}
+        for key, spec in data.get("models", {}).items():
+            if not isinstance(spec, dict) or "source" not in spec:
+                raise RegistryError(f"model registry {path}: [models.{key}] needs a source")
+            family = spec.get("family")
+            if family not in (None, "sd15", "sdxl"):
+                raise RegistryError(f"model registry {path}: [models.{key}] family must be sd15 or sdxl")
+            entries[key] = BaseModelEntry(
+                key, str(spec["source"]), family, spec.get("config"), spec.get("label", "")
+            )
+        if not entries:
+            raise RegistryError(f"model registry {path} lists no [models.NAME] table")
+        return cls(entries, data_dir)
+
+    def keys(self) -> list[str]:
+        return sorted(self.entries)
+
+    def get(self, key: str) -> BaseModelEntry:
+        try:
+            return self.entries[key]
+        except KeyError:
+            raise RegistryError(
+                f"unknown base model '{key}': choose one of {', '.join(self.keys())}"
+            ) from None
+
+    def family(self, key: str) -> str:
+        entry = self.get(key)
+        if entry.family:
+            return entry.family
+        from trainer.models import detect_family
+
+        return detect_family(entry.source)
+
+    def ensure_available(self, key: str) -> BaseModelEntry:
+        """Build a tiny model on first use (slow-ish: call off the event loop)."""
+        entry = self.get(key)
+        if entry.tiny and not (Path(entry.source) / "model_index.json").is_file():
+            from trainer.tiny import make_tiny
+
+            make_tiny(entry.family, entry.source)
+        return entry

@@ -1,0 +1,104 @@
+"""SQLite through aiosqlite: connection settings and numbered migrations.
+
+Migrations are the files ``db/migrations/NNNN_name.sql``. On start-up every file
+numbered above the database's ``PRAGMA user_version`` is applied, each in its own
+transaction together with the version bump, so a failed migration leaves the
+database at the last good version.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+BUSY_TIMEOUT_MS = 5000
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
+    """(version, file) of every migration, in order; numbers must be 1, 2, 3, ... without gaps."""
+    found = sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := _MIGRATION_NAME.match(p.name)))
+    for expected, (version, path) in enumerate(found, start=1):
+        if version != expected:
+            raise MigrationError(f"migration {path.name} should be numbered {expected:04d}")
+    return found
+
+
+async def connect(path: str | Path) -> aiosqlite.Connection:
+    """Open the database with WAL, foreign keys and a busy timeout; rows come back as sqlite3.Row."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = await aiosqlite.connect(str(path), isolation_level=None)  # we manage transactions
+    conn.row_factory = aiosqlite.Row
+    await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    return conn
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    async with conn.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0])
+
+
+async def migrate(conn: aiosqlite.Connection, directory: Path = MIGRATIONS_DIR) -> int:
+    """Apply the pending migrations; returns the schema version afterwards."""
+    current = await schema_version(conn)
+    available = migrations(directory)
+    if current > len(available):
+        raise MigrationError(f"the database is at version {current}, newer than this code ({len(available)})")
+    for version, path in available[current:]:
+        statements = path.read_text(encoding="utf-8")
+        async with transaction(conn):
+            await _executescript(conn, statements)
+            await conn.execute(f"PRAGMA user_version = {version}")
+    return await schema_version(conn)
+
+
+async def _executescript(conn: aiosqlite.Connection, script: str) -> None:
+    """Run a script statement by statement inside the open transaction (executescript would commit)."""
+    import sqlite3
+
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip():
+                await conn.execute(buffer)
+            buffer = ""
+    if buffer.strip():
+        await conn.execute(buffer)
+
+
+@asynccontextmanager
+async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error: writes that belong together."""
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
+@asynccontextmanager
+async def open_database(path: str | Path) -> AsyncIterator[aiosqlite.Connection]:
+    """Connect and migrate; closes the connection afterwards."""
+    conn = await connect(path)
+    try:
+        await migrate(conn)
+        yield conn
+    finally:
+        await conn.close()

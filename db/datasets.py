@@ -1,0 +1,203 @@
+"""Repository functions for datasets, their images and caption-edit history.
+
+Small typed functions over one connection. Callers that write several rows that
+belong together wrap them in :func:`db.database.transaction`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiosqlite
+
+_U64 = 1 << 64
+
+
+def to_signed64(value: int) -> int:
+    """SQLite integers are signed 64-bit; perceptual hashes are unsigned."""
+    return value - _U64 if value >= 1 << 63 else value
+
+
+def to_unsigned64(value: int) -> int:
+    return value + _U64 if value < 0 else value
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    id: int
+    owner_id: int
+    name: str
+    base_model: str
+    trigger_word: str
+    crop_mode: str
+    crop_width: int
+    crop_height: int
+    tagger: str
+    general_threshold: float
+    character_threshold: float
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: int
+    dataset_id: int
+    file_name: str
+    original_name: str
+    sha256: str
+    phash: int
+    width: int
+    height: int
+    caption: str
+
+
+@dataclass(frozen=True)
+class NewImage:
+    file_name: str
+    original_name: str
+    sha256: str
+    phash: int
+    width: int
+    height: int
+    caption: str
+    rating: str | None = None
+
+
+_DATASET_COLUMNS = ", ".join(DatasetRow.__dataclass_fields__)
+_IMAGE_COLUMNS = ", ".join(ImageRow.__dataclass_fields__)
+
+
+def _dataset(row: aiosqlite.Row) -> DatasetRow:
+    return DatasetRow(**dict(row))
+
+
+def _image(row: aiosqlite.Row) -> ImageRow:
+    values = dict(row)
+    values["phash"] = to_unsigned64(values["phash"])
+    return ImageRow(**values)
+
+
+async def insert_dataset(
+    conn: aiosqlite.Connection,
+    *,
+    owner_id: int,
+    name: str,
+    base_model: str,
+    trigger_word: str,
+    crop_mode: str,
+    crop_width: int,
+    crop_height: int,
+    tagger: str,
+    general_threshold: float,
+    character_threshold: float,
+) -> DatasetRow:
+    """Insert a dataset; sqlite3.IntegrityError when the owner already has one of that name."""
+    async with conn.execute(
+        f"""INSERT INTO datasets (owner_id, name, base_model, trigger_word, crop_mode, crop_width, crop_height,
+                                  tagger, general_threshold, character_threshold)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {_DATASET_COLUMNS}""",
+        (owner_id, name, base_model, trigger_word, crop_mode, crop_width, crop_height, tagger,
+         general_threshold, character_threshold),
+    ) as cur:  # fmt: skip
+        row = await cur.fetchone()
+    return _dataset(row)
+
+
+async def get_dataset(conn: aiosqlite.Connection, owner_id: int, name: str) -> DatasetRow | None:
+    async with conn.execute(
+        f"SELECT {_DATASET_COLUMNS} FROM datasets WHERE owner_id = ? AND name = ?", (owner_id, name)
+    ) as cur:
+        row = await cur.fetchone()
+    return _dataset(row) if row else None
+
+
+async def list_datasets(conn: aiosqlite.Connection, owner_id: int) -> list[tuple[DatasetRow, int]]:
+    """The owner's datasets, by name, with their image counts."""
+    async with conn.execute(
+        f"""SELECT {", ".join("d." + c for c in DatasetRow.__dataclass_fields__)}, COUNT(i.id) AS images
+            FROM datasets d LEFT JOIN dataset_images i ON i.dataset_id = d.id
+            WHERE d.owner_id = ? GROUP BY d.id ORDER BY d.name""",
+        (owner_id,),
+    ) as cur:
+        rows = await cur.fetchall()
+    out = []
+    for row in rows:
+        values = dict(row)
+        count = values.pop("images")
+        out.append((DatasetRow(**values), count))
+    return out
+
+
+async def delete_dataset(conn: aiosqlite.Connection, dataset_id: int) -> None:
+    await conn.execute("DELETE FROM datasets WHERE id = ?", (dataset_id,))
+
+
+async def list_images(conn: aiosqlite.Connection, dataset_id: int) -> list[ImageRow]:
+    async with conn.execute(
+        f"SELECT {_IMAGE_COLUMNS} FROM dataset_images WHERE dataset_id = ? ORDER BY id", (dataset_id,)
+    ) as cur:
+        return [_image(r) for r in await cur.fetchall()]
+
+
+async def count_images(conn: aiosqlite.Connection, dataset_id: int) -> int:
+    async with conn.execute("SELECT COUNT(*) FROM dataset_images WHERE dataset_id = ?", (dataset_id,)) as cur:
+        return int((await cur.fetchone())[0])
+
+
+async def insert_images(conn: aiosqlite.Connection, dataset_id: int, images: list[NewImage]) -> None:
+    await conn.executemany(
+        """INSERT INTO dataset_images (dataset_id, file_name, original_name, sha256, phash, width, height,
+                                       caption, rating)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+        [
+            (dataset_id, i.file_name, i.original_name, i.sha256, to_signed64(i.phash), i.width, i.height,
+             i.caption, i.rating)
+            for i in images
+        ],
+    )  # fmt: skip
+
+
+async def record_caption_edit(
+    conn: aiosqlite.Connection, dataset_id: int, description: str, changes: dict[int, tuple[str, str]]
+) -> int:
+    """Apply caption changes {image_id: (old, new)} and remember the old captions for undo."""
+    async with conn.execute(
+        "INSERT INTO caption_edits (dataset_id, description) VALUES (?, ?) RETURNING id",
+        (dataset_id, description),
+    ) as cur:
+        edit_id = int((await cur.fetchone())[0])
+    await conn.executemany(
+        "INSERT INTO caption_edit_items (edit_id, image_id, old_caption) VALUES (?, ?, ?)",
+        [(edit_id, image_id, old) for image_id, (old, _new) in changes.items()],
+    )
+    await conn.executemany(
+        "UPDATE dataset_images SET caption = ? WHERE id = ? AND dataset_id = ?",
+        [(new, image_id, dataset_id) for image_id, (_old, new) in changes.items()],
+    )
+    return edit_id
+
+
+async def undo_last_edit(conn: aiosqlite.Connection, dataset_id: int) -> tuple[str, int] | None:
+    """Restore the captions of the latest edit and forget it: (its description, images restored)."""
+    async with conn.execute(
+        "SELECT id, description FROM caption_edits WHERE dataset_id = ? ORDER BY id DESC LIMIT 1",
+        (dataset_id,),
+    ) as cur:
+        edit = await cur.fetchone()
+    if edit is None:
+        return None
+    async with conn.execute(
+        "SELECT image_id, old_caption FROM caption_edit_items WHERE edit_id = ?", (edit["id"],)
+    ) as cur:
+        items = await cur.fetchall()
+    await conn.executemany(
+        "UPDATE dataset_images SET caption = ? WHERE id = ? AND dataset_id = ?",
+        [(row["old_caption"], row["image_id"], dataset_id) for row in items],
+    )
+    await conn.execute("DELETE FROM caption_edits WHERE id = ?", (edit["id"],))
+    return edit["description"], len(items)
+
+
+async def count_edits(conn: aiosqlite.Connection, dataset_id: int) -> int:
+    async with conn.execute("SELECT COUNT(*) FROM caption_edits WHERE dataset_id = ?", (dataset_id,)) as cur:
+        return int((await cur.fetchone())[0])
