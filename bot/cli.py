@@ -16,10 +16,19 @@ from pathlib import Path
 EXIT_ERROR = 1
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line (and exit 2), not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bot", description="LoRA training bot: operator commands")
-    groups = p.add_subparsers(dest="group", required=True)
-    ds = groups.add_parser("dataset", help="members' datasets").add_subparsers(dest="command", required=True)
+    p = _OneLineParser(prog="python -m bot", description="LoRA training bot: operator commands")
+    groups = p.add_subparsers(dest="group", required=True, parser_class=_OneLineParser)
+    ds = groups.add_parser("dataset", help="members' datasets").add_subparsers(
+        dest="command", required=True, parser_class=_OneLineParser
+    )
 
     def cmd(name: str, help_: str, *, named: bool = True) -> argparse.ArgumentParser:
         sub = ds.add_parser(name, help=help_)

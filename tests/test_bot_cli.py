@@ -68,6 +68,7 @@ def test_errors_are_one_line_without_a_traceback(tmp_path):
         tmp_path, "dataset", "new", "x", "--user", "seven", "--base-model", "tiny-sd15", "--trigger", "t"
     )
     assert bad_arg.returncode == 2 and "invalid int value" in bad_arg.stderr
+    assert len(bad_arg.stderr.strip().splitlines()) == 1
     no_file = bot(
         tmp_path, "dataset", "new", "x", "--user", "7", "--base-model", "tiny-sd15", "--trigger", "t"
     )

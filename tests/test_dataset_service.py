@@ -284,3 +284,25 @@ def test_hostile_batch_writes_only_the_good_images(tmp_path):
         256,
     )  # EXIF rotation applied
     assert Image.open(folder / by_name["clear.png"].file_name).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_interrupted_ingest_leftovers_are_swept_and_concurrent_uploads_do_not_collide(tmp_path):
+    import os
+    import time
+
+    async def body(svc):
+        ds = await new_dataset(svc)
+        folder = svc.folder(ds)
+        folder.mkdir(parents=True)
+        old, fresh = folder / ".0009.png.tmp", folder / "0010.png"
+        for path in (old, fresh):
+            path.write_bytes(b"left behind")
+        os.utime(old, (time.time() - 7200, time.time() - 7200))
+        batches = [[(f"a{i}.png", picture(100 + i))] for i in range(3)]
+        reports = await asyncio.gather(*(svc.add_files(1, "chara", b) for b in batches))
+        assert sum(len(r.added) for r in reports) == 3
+        names = sorted(p.name for p in folder.iterdir())
+        assert ".0009.png.tmp" not in names and "0010.png" in names  # too fresh to be sure: kept
+        assert len({i.file_name for i in await svc.images(1, "chara")}) == 3
+
+    with_services(tmp_path, body)

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,7 @@ class DatasetService:
         self.settings = settings
         self.registry = registry
         self.taggers = taggers
+        self._ingest_locks: dict[int, asyncio.Lock] = {}
 
     # Datasets -------------------------------------------------------------------------------------
 
@@ -176,11 +178,14 @@ class DatasetService:
         dataset = await self.get(owner_id, name)
         report = BatchReport()
         decoded = await asyncio.to_thread(self._decode, files, report, progress)
-        existing = await repo.list_images(self.conn, dataset.id)
-        accepted = self._deduplicate(decoded, existing, report)
-        accepted = await asyncio.to_thread(self._crop, dataset, accepted, report)
-        captions = await self._captions(dataset, accepted, progress)
-        await self._store(dataset, existing, accepted, captions, report)
+        # One ingest per dataset at a time: file numbering and duplicate checks see a settled dataset.
+        async with self._ingest_locks.setdefault(dataset.id, asyncio.Lock()):
+            await self.sweep(dataset)
+            existing = await repo.list_images(self.conn, dataset.id)
+            accepted = self._deduplicate(decoded, existing, report)
+            accepted = await asyncio.to_thread(self._crop, dataset, accepted, report)
+            captions = await self._captions(dataset, accepted, progress)
+            await self._store(dataset, existing, accepted, captions, report)
         return report
 
     def _decode(self, files: list[tuple[str, bytes]], report: BatchReport, progress: Progress | None):
@@ -291,13 +296,19 @@ class DatasetService:
             raise
         report.added += [img.name for img in images]
 
-    async def sweep(self, dataset: repo.DatasetRow) -> int:
-        """Remove files an interrupted ingest left behind (temp files, files without a row)."""
+    async def sweep(self, dataset: repo.DatasetRow, min_age_s: float = 3600) -> int:
+        """Remove files an interrupted ingest left behind (temp files, files without a row).
+
+        Only files older than ``min_age_s``: another process may be between its rename and its commit.
+        """
         folder = self.folder(dataset)
         if not folder.is_dir():
             return 0
         known = {i.file_name for i in await repo.list_images(self.conn, dataset.id)}
-        stale = [p for p in folder.iterdir() if p.is_file() and p.name not in known]
+        cutoff = time.time() - min_age_s
+        stale = [
+            p for p in folder.iterdir() if p.is_file() and p.name not in known and p.stat().st_mtime < cutoff
+        ]
         for path in stale:
             path.unlink(missing_ok=True)
         return len(stale)
