@@ -444,3 +444,18 @@ def test_unknown_crop_mode_is_an_error():
     assert CROP_MODES == ("none", "center", "focus")
     with pytest.raises(ValueError, match="unknown crop mode"):
         crop_image(picture(17), "smart", (512, 512))
+
+
+def test_transform_runs_on_each_image_as_it_is_decoded():
+    seen: list[tuple[int, int]] = []
+
+    def shrink(image: DecodedImage) -> None:
+        seen.append(image.image.size)
+        image.image = image.image.resize((8, 8))
+
+    data = make_zip({f"{i}.png": encode(picture(40 + i), "PNG") for i in range(3)})
+    images, skips = expand_upload("set.zip", data, LIMITS, shrink)
+    assert not skips and seen == [(256, 192)] * 3
+    assert [i.image.size for i in images] == [(8, 8)] * 3
+    single, _ = expand_upload("one.png", encode(picture(50), "PNG"), LIMITS, shrink)
+    assert single[0].image.size == (8, 8) and len(seen) == 4

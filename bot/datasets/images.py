@@ -14,6 +14,7 @@ import hashlib
 import io
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -100,16 +101,27 @@ def decode_image(name: str, data: bytes, limits: Limits) -> DecodedImage | Skipp
     return DecodedImage(name, rgb, None, _pixels_sha256(rgb), perceptual_hash(rgb))
 
 
-def expand_upload(name: str, data: bytes, limits: Limits) -> tuple[list[DecodedImage], list[Skipped]]:
-    """One attachment: a zip (recognized by its magic bytes, or its name) is expanded, anything else decoded."""
+Transform = Callable[[DecodedImage], None]
+
+
+def expand_upload(
+    name: str, data: bytes, limits: Limits, transform: Transform | None = None
+) -> tuple[list[DecodedImage], list[Skipped]]:
+    """One attachment: a zip (recognized by its magic bytes, or its name) is expanded, anything else decoded.
+
+    ``transform`` (optional) runs on each decoded image right away, e.g. to crop it."""
     if len(data) > limits.max_file_bytes:
         return [], [Skipped(name, too_big_reason(len(data), limits.max_file_bytes))]
     if is_zip(data) or name.lower().endswith(".zip"):
         from .zips import expand_zip  # zips imports this module
 
-        return expand_zip(name, data, limits)
+        return expand_zip(name, data, limits, transform)
     result = decode_image(name, data, limits)
-    return ([result], []) if isinstance(result, DecodedImage) else ([], [result])
+    if not isinstance(result, DecodedImage):
+        return [], [result]
+    if transform is not None:
+        transform(result)
+    return [result], []
 
 
 def _pixels_reason(size: tuple[int, int] | None, limits: Limits) -> str:

@@ -177,22 +177,43 @@ class DatasetService:
         """Ingest uploads (images or zips): check, de-duplicate, crop, tag, store. One transaction."""
         dataset = await self.get(owner_id, name)
         report = BatchReport()
-        decoded = await asyncio.to_thread(self._decode, files, report, progress)
+        upscaled: set[int] = set()
+        decoded = await asyncio.to_thread(self._decode, dataset, files, report, upscaled, progress)
         # One ingest per dataset at a time: file numbering and duplicate checks see a settled dataset.
         async with self._ingest_locks.setdefault(dataset.id, asyncio.Lock()):
             await self.sweep(dataset)
             existing = await repo.list_images(self.conn, dataset.id)
             accepted = self._deduplicate(decoded, existing, report)
-            accepted = await asyncio.to_thread(self._crop, dataset, accepted, report)
+            size = f"{dataset.crop_width}x{dataset.crop_height}"
+            report.warnings += [
+                f"{img.name} is smaller than {size} and was upscaled: a larger picture trains better"
+                for img in accepted
+                if id(img) in upscaled
+            ]
             captions = await self._captions(dataset, accepted, progress)
             await self._store(dataset, existing, accepted, captions, report)
         return report
 
-    def _decode(self, files: list[tuple[str, bytes]], report: BatchReport, progress: Progress | None):
+    def _decode(
+        self,
+        dataset: repo.DatasetRow,
+        files: list[tuple[str, bytes]],
+        report: BatchReport,
+        upscaled: set[int],
+        progress: Progress | None,
+    ) -> list[DecodedImage]:
+        """Decode and check every upload, cropping each image as soon as it is decoded (bounded memory)."""
         limits = self.settings.limits()
+        size = (dataset.crop_width, dataset.crop_height)
+
+        def crop(image: DecodedImage) -> None:
+            image.image, enlarged = crop_image(image.image, dataset.crop_mode, size)
+            if enlarged:
+                upscaled.add(id(image))
+
         decoded: list[DecodedImage] = []
         for index, (file_name, data) in enumerate(files, start=1):
-            images, skipped = expand_upload(file_name, data, limits)
+            images, skipped = expand_upload(file_name, data, limits, crop)
             decoded += images
             report.skipped += skipped
             if progress:
@@ -228,16 +249,6 @@ class DatasetService:
             seen_hash.append((image.phash, image.name))
             accepted.append(image)
         return accepted
-
-    def _crop(self, dataset: repo.DatasetRow, images: list[DecodedImage], report: BatchReport):
-        size = (dataset.crop_width, dataset.crop_height)
-        for image in images:
-            image.image, upscaled = crop_image(image.image, dataset.crop_mode, size)
-            if upscaled:
-                report.warnings.append(
-                    f"{image.name} is smaller than {size[0]}x{size[1]} and was upscaled: a larger picture trains better"
-                )
-        return images
 
     async def _captions(
         self, dataset: repo.DatasetRow, images: list[DecodedImage], progress: Progress | None

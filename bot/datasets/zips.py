@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from zipfile import ZipFile, ZipInfo
 
-from .images import DecodedImage, Limits, Skipped, decode_image, is_zip, megabytes, too_big_reason
+from .images import DecodedImage, Limits, Skipped, Transform, decode_image, is_zip, megabytes, too_big_reason
 
 # Deflate peaks near 1032:1 (long runs of one byte). Flat illustrations saved as BMP can pass 200:1, so
 # only the extreme is refused here; the per-file and per-zip caps enforced while reading are the real guard.
@@ -35,8 +35,14 @@ NESTED_ZIP = "zips inside zips are not opened: upload it separately"
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def expand_zip(name: str, data: bytes, limits: Limits) -> tuple[list[DecodedImage], list[Skipped]]:
-    """The images of a zip upload, and a reason for every entry left out (or one for the whole zip)."""
+def expand_zip(
+    name: str, data: bytes, limits: Limits, transform: Transform | None = None
+) -> tuple[list[DecodedImage], list[Skipped]]:
+    """The images of a zip upload, and a reason for every entry left out (or one for the whole zip).
+
+    ``transform`` runs on each image as soon as it is decoded (the service crops there), so a zip of
+    large pictures never holds them all at full size at once.
+    """
     if len(data) > limits.max_file_bytes:
         return [], [Skipped(name, too_big_reason(len(data), limits.max_file_bytes))]
     problem = _directory_problem(data, limits)
@@ -51,7 +57,7 @@ def expand_zip(name: str, data: bytes, limits: Limits) -> tuple[list[DecodedImag
         problem = _contents_problem(entries, limits)
         if problem is not None:
             return [], [Skipped(name, problem)]
-        images, skipped = _read_entries(name, archive, entries, limits)
+        images, skipped = _read_entries(name, archive, entries, limits, transform)
     if not images and not skipped:
         skipped.append(Skipped(name, NO_IMAGES))
     return images, skipped
@@ -88,7 +94,7 @@ def _contents_problem(entries: list[ZipInfo], limits: Limits) -> str | None:
 
 
 def _read_entries(
-    zip_name: str, archive: ZipFile, entries: list[ZipInfo], limits: Limits
+    zip_name: str, archive: ZipFile, entries: list[ZipInfo], limits: Limits, transform: Transform | None
 ) -> tuple[list[DecodedImage], list[Skipped]]:
     images: list[tuple[str, DecodedImage]] = []  # (caption key, image)
     captions: dict[str, tuple[str, bytes]] = {}  # caption key -> (entry name, raw text)
@@ -112,6 +118,8 @@ def _read_entries(
         else:
             result = decode_image(posixpath.basename(info.filename), data, limits)
             if isinstance(result, DecodedImage):
+                if transform is not None:
+                    transform(result)
                 images.append((key, result))
             else:
                 skipped.append(Skipped(label, result.reason))
