@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("new")
     rep.add_argument("--image", type=int, help="only this image id")
     cmd("undo", "undo the last tag edit")
+    remove_images = cmd("remove-images", "remove images from a dataset (ids from 'tags --captions')")
+    remove_images.add_argument("ids", nargs="+", type=int)
     export = cmd("export", "write images + .txt captions for the trainer")
     export.add_argument("--out", type=Path, required=True)
     return p
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: settings: {exc}", file=sys.stderr)
     except _known_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
     return EXIT_ERROR
 
 
@@ -136,9 +140,16 @@ async def _delete(svc, a) -> int:
 
 
 async def _add(svc, a) -> int:
-    files = []
+    from .datasets.images import Skipped, too_big_reason
+
+    limit = svc.settings.limits().max_file_bytes
+    files, too_big = [], []
     for path in a.files:
         try:
+            size = path.stat().st_size
+            if size > limit:  # not even read
+                too_big.append(Skipped(path.name, too_big_reason(size, limit)))
+                continue
             files.append((path.name, path.read_bytes()))
         except OSError as exc:
             print(f"error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
@@ -149,6 +160,7 @@ async def _add(svc, a) -> int:
             print(f"\r{stage} {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
 
     report = await svc.add_files(a.user, a.name, files, progress)
+    report.skipped = too_big + report.skipped
     print(report.summary())
     return 0
 
@@ -195,6 +207,12 @@ async def _undo(svc, a) -> int:
     return 0
 
 
+async def _remove_images(svc, a) -> int:
+    removed = await svc.remove_images(a.user, a.name, a.ids)
+    print(f"removed {removed} images from '{a.name}'")
+    return 0
+
+
 async def _export(svc, a) -> int:
     out = await svc.export(a.user, a.name, a.out)
     print(f"exported to {out}")
@@ -204,7 +222,7 @@ async def _export(svc, a) -> int:
 DATASET_COMMANDS = {
     "new": _new, "list": _list, "info": _info, "delete": _delete, "add": _add, "tags": _tags,
     "remove-tags": _remove_tags, "add-tags": _add_tags, "replace-tag": _replace_tag, "undo": _undo,
-    "export": _export,
+    "export": _export, "remove-images": _remove_images,
 }  # fmt: skip
 
 

@@ -67,6 +67,10 @@ class ModelRegistry:
             family = spec.get("family")
             if family not in (None, "sd15", "sdxl"):
                 raise RegistryError(f"model registry {path}: [models.{key}] family must be sd15 or sdxl")
+            if family is None and not Path(str(spec["source"])).exists():
+                raise RegistryError(
+                    f"model registry {path}: [models.{key}] is not a local file: give its family"
+                )
             entries[key] = BaseModelEntry(
                 key, str(spec["source"]), family, spec.get("config"), spec.get("label", "")
             )

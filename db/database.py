@@ -8,6 +8,7 @@ database at the last good version.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -53,17 +54,24 @@ async def schema_version(conn: aiosqlite.Connection) -> int:
 
 
 async def migrate(conn: aiosqlite.Connection, directory: Path = MIGRATIONS_DIR) -> int:
-    """Apply the pending migrations; returns the schema version afterwards."""
-    current = await schema_version(conn)
+    """Apply the pending migrations; returns the schema version afterwards.
+
+    The version is read inside each migration's write transaction, so two processes starting
+    on a fresh database cannot both apply the same migration.
+    """
     available = migrations(directory)
-    if current > len(available):
-        raise MigrationError(f"the database is at version {current}, newer than this code ({len(available)})")
-    for version, path in available[current:]:
-        statements = path.read_text(encoding="utf-8")
+    while True:
         async with transaction(conn):
-            await _executescript(conn, statements)
+            current = await schema_version(conn)
+            if current > len(available):
+                raise MigrationError(
+                    f"the database is at version {current}, newer than this code ({len(available)})"
+                )
+            if current == len(available):
+                return current
+            version, path = available[current]
+            await _executescript(conn, path.read_text(encoding="utf-8"))
             await conn.execute(f"PRAGMA user_version = {version}")
-    return await schema_version(conn)
 
 
 async def _executescript(conn: aiosqlite.Connection, script: str) -> None:
@@ -81,16 +89,30 @@ async def _executescript(conn: aiosqlite.Connection, script: str) -> None:
         await conn.execute(buffer)
 
 
+def _write_lock(conn: aiosqlite.Connection) -> asyncio.Lock:
+    """One lock per connection: tasks sharing it take turns at transactions instead of nesting them."""
+    lock = getattr(conn, "_lorabot_write_lock", None)
+    if lock is None:
+        lock = asyncio.Lock()
+        conn._lorabot_write_lock = lock  # type: ignore[attr-defined]
+    return lock
+
+
 @asynccontextmanager
 async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error: writes that belong together."""
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        await conn.execute("ROLLBACK")
-        raise
-    await conn.execute("COMMIT")
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error: writes that belong together.
+
+    Concurrent tasks on one connection wait for each other here. Read what a write depends on
+    inside the block, so no other task's write can slip in between.
+    """
+    async with _write_lock(conn):
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        await conn.execute("COMMIT")
 
 
 @asynccontextmanager

@@ -111,6 +111,12 @@ async def get_dataset(conn: aiosqlite.Connection, owner_id: int, name: str) -> D
     return _dataset(row) if row else None
 
 
+async def get_dataset_by_id(conn: aiosqlite.Connection, dataset_id: int) -> DatasetRow | None:
+    async with conn.execute(f"SELECT {_DATASET_COLUMNS} FROM datasets WHERE id = ?", (dataset_id,)) as cur:
+        row = await cur.fetchone()
+    return _dataset(row) if row else None
+
+
 async def list_datasets(conn: aiosqlite.Connection, owner_id: int) -> list[tuple[DatasetRow, int]]:
     """The owner's datasets, by name, with their image counts."""
     async with conn.execute(
@@ -137,6 +143,20 @@ async def list_images(conn: aiosqlite.Connection, dataset_id: int) -> list[Image
         f"SELECT {_IMAGE_COLUMNS} FROM dataset_images WHERE dataset_id = ? ORDER BY id", (dataset_id,)
     ) as cur:
         return [_image(r) for r in await cur.fetchall()]
+
+
+async def delete_images(conn: aiosqlite.Connection, dataset_id: int, image_ids: list[int]) -> list[str]:
+    """Delete images of the dataset; returns their file names (the caller removes the files after commit)."""
+    names = []
+    for image_id in image_ids:
+        async with conn.execute(
+            "DELETE FROM dataset_images WHERE id = ? AND dataset_id = ? RETURNING file_name",
+            (image_id, dataset_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is not None:
+            names.append(row[0])
+    return names
 
 
 async def count_images(conn: aiosqlite.Connection, dataset_id: int) -> int:

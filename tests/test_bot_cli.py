@@ -80,3 +80,32 @@ def test_errors_are_one_line_without_a_traceback(tmp_path):
         env={**os.environ, "LORABOT_MAX_PIXELS": "lots"}, timeout=120,
     )  # fmt: skip
     assert env_bad.returncode == 1 and env_bad.stderr.startswith("error: settings: LORABOT_MAX_PIXELS")
+
+
+def test_remove_images_and_oversized_files(tmp_path):
+    assert (
+        bot(
+            tmp_path, "dataset", "new", "d", "--user", "1", "--base-model", "tiny-sd15", "--trigger", "t"
+        ).returncode
+        == 0
+    )
+    (tmp_path / "a.png").write_bytes(picture(1))
+    (tmp_path / "big.png").write_bytes(b"\0" * (2 * 2**20))
+    env_limit = {"LORABOT_MAX_FILE_MB": "1"}
+    add = subprocess.run(
+        [sys.executable, "-m", "bot", "dataset", "add", "d", "--user", "1", "a.png", "big.png"], capture_output=True,
+        text=True, cwd=tmp_path, env={**os.environ, "LORABOT_DATA_DIR": str(tmp_path / "data"), **env_limit},
+    )  # fmt: skip
+    assert (
+        add.returncode == 0
+        and add.stdout.startswith("added 1, skipped 1")
+        and "over the 1 MB limit" in add.stdout
+    )
+    image_id = json.loads(bot(tmp_path, "dataset", "tags", "d", "--user", "1", "--json").stdout)["images"][0][
+        "id"
+    ]
+    assert bot(tmp_path, "dataset", "remove-images", "d", "--user", "1", "999").returncode == 1
+    removed = bot(tmp_path, "dataset", "remove-images", "d", "--user", "1", str(image_id))
+    assert removed.returncode == 0 and "removed 1 images" in removed.stdout
+    bad_out = bot(tmp_path, "dataset", "export", "d", "--user", "1", "--out", str(tmp_path / "a.png"))
+    assert bad_out.returncode == 1 and len(bad_out.stderr.strip().splitlines()) == 1

@@ -112,8 +112,9 @@ def test_upload_batch_reports_and_stores_exactly_what_it_should(tmp_path):
         assert "tagging" in stages
         assert report.warnings == []  # crop mode none never upscales
         folder = svc.folder(ds)
-        assert sorted(p.name for p in folder.iterdir()) == ["0001.png", "0002.png", "0003.png", "0004.png"]
         images = {i.original_name: i for i in await svc.images(1, "chara")}
+        assert sorted(p.name for p in folder.iterdir()) == sorted(i.file_name for i in images.values())
+        assert len(images) == 4
         assert images["a.png"].caption == "tkchar, my own caption"  # a zip caption is kept as given
         red = images["img1.png"].caption.split(", ")
         assert red[0] == "tkchar" and "red_background" in red and "kasane_teto" in red
@@ -197,8 +198,11 @@ def test_tag_table_edits_undo_and_export(tmp_path):
         names = sorted(p.name for p in out.iterdir())
         assert names == sorted([f"{n:04d}.{e}" for n in range(1, 6) for e in ("png", "txt")])
         assert (out / "0001.txt").read_text().strip() == before[0]
-        with pytest.raises(ServiceError, match="not empty"):
+        with pytest.raises(ServiceError, match="not an empty folder"):
             await svc.export(1, "chara", out)
+        (tmp_path / "a-file").write_text("x")
+        with pytest.raises(ServiceError, match="not an empty folder"):
+            await svc.export(1, "chara", tmp_path / "a-file")
 
     with_services(tmp_path, body)
 
@@ -272,12 +276,13 @@ def test_hostile_batch_writes_only_the_good_images(tmp_path):
         and "symbolic link" in reasons["link.zip/link.png"]
     )
     assert "no images" in reasons["empty.zip"]
-    assert sorted(p.name for p in folder.iterdir()) == [f"000{n}.png" for n in range(1, 6)]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(i.file_name for i in images)
     created = {p.relative_to(tmp_path).as_posix() for p in set(tmp_path.rglob("*")) - before if p.is_file()}
     db_files = {f for f in created if f.startswith("data/lorabot.sqlite3")}
     tagger = {f for f in created if f.startswith("data/models/tiny-tagger/")}
     images_written = created - db_files - tagger
-    assert images_written == {f"data/datasets/1/{ds.id}/000{n}.png" for n in range(1, 6)}
+    assert images_written == {f"data/datasets/1/{ds.id}/{i.file_name}" for i in images}
+    assert len(images) == 5
     by_name = {i.original_name: i for i in images}
     assert (by_name["rotated.jpg"].width, by_name["rotated.jpg"].height) == (
         192,
@@ -304,5 +309,100 @@ def test_interrupted_ingest_leftovers_are_swept_and_concurrent_uploads_do_not_co
         names = sorted(p.name for p in folder.iterdir())
         assert ".0009.png.tmp" not in names and "0010.png" in names  # too fresh to be sure: kept
         assert len({i.file_name for i in await svc.images(1, "chara")}) == 3
+
+    with_services(tmp_path, body)
+
+
+def test_concurrent_commands_on_one_connection(tmp_path):
+    async def body(svc):
+        await new_dataset(svc)
+        await svc.add_files(1, "chara", [("a.png", picture(1)), ("b.png", picture(2))])
+        await asyncio.gather(svc.add_tags(1, "chara", ["one"]), svc.add_tags(1, "chara", ["two"]))
+        captions = [i.caption for i in await svc.images(1, "chara")]
+        assert all("one" in c and "two" in c for c in captions)  # neither edit lost
+        created = await asyncio.gather(*(svc.create(1, f"ds{i}", "tiny-sd15", "tk") for i in range(3)))
+        assert len({d.id for d in created}) == 3
+        await svc.undo(1, "chara")
+        await svc.undo(1, "chara")
+        assert all("one" not in i.caption and "two" not in i.caption for i in await svc.images(1, "chara"))
+
+    with_services(tmp_path, body)
+
+
+def test_two_processes_adding_to_one_dataset(tmp_path):
+    """Two services on two connections (the bot and the CLI): every row has its file, no file is lost."""
+
+    async def go():
+        settings = load_settings(data_dir=tmp_path / "data")
+        async with open_services(settings) as one, open_services(settings) as two:
+            await new_dataset(one.datasets)
+            batches = [
+                [(f"{who}{i}.png", picture(seed + i))]
+                for who, seed in (("x", 100), ("y", 200))
+                for i in range(3)
+            ]
+            services = [one.datasets, two.datasets] * 3
+            await asyncio.gather(
+                *(svc.add_files(1, "chara", b) for svc, b in zip(services, batches, strict=True))
+            )
+            images = await one.datasets.images(1, "chara")
+            folder = one.datasets.folder(await one.datasets.get(1, "chara"))
+            assert len(images) == 6
+            assert sorted(p.name for p in folder.iterdir()) == sorted(i.file_name for i in images)
+
+    asyncio.run(go())
+
+
+def test_delete_during_an_upload_stores_nothing(tmp_path):
+    async def body(svc):
+        ds = await new_dataset(svc)
+        upload = asyncio.create_task(svc.add_files(1, "chara", [(f"p{i}.png", picture(i)) for i in range(4)]))
+        while not svc._lock(ds.id).locked():  # the upload holds the dataset's lock first
+            await asyncio.sleep(0.001)
+        await svc.delete(1, "chara")  # waits for the upload, then removes everything
+        report = await upload
+        replacement = await new_dataset(svc, owner=2)
+        assert replacement.id != ds.id  # ids are never reused
+        assert await svc.images(2, "chara") == [] and len(report.added) == 4
+        assert not svc.folder(ds).exists()
+
+    with_services(tmp_path, body)
+
+
+def test_remove_images_and_input_checks(tmp_path):
+    async def body(svc):
+        await new_dataset(svc)
+        zipped = make_zip({"z.png": picture(9), "z.txt": "1girl, smile"})
+        await svc.add_files(1, "chara", [("a.png", picture(1)), ("b.png", picture(2)), ("z.zip", zipped)])
+        images = await svc.images(1, "chara")
+        assert next(i for i in images if i.original_name == "z.png").caption == "tkchar, 1girl, smile"
+        with pytest.raises(ServiceError, match="no image 999"):
+            await svc.remove_images(1, "chara", [images[0].id, 999])
+        assert len(await svc.images(1, "chara")) == 3  # nothing removed
+        assert await svc.remove_images(1, "chara", [images[0].id]) == 1
+        assert not svc.image_path(await svc.get(1, "chara"), images[0]).exists()
+        with pytest.raises(ServiceError, match="no image"):
+            await svc.remove_images(1, "chara", [images[0].id])  # already gone
+        with pytest.raises(ServiceError, match="one tag and one new tag"):
+            await svc.replace_tag(1, "chara", "1girl", "a,b")
+        with pytest.raises(ServiceError, match="line breaks"):
+            await svc.create(1, "x", "tiny-sd15", "a\nb")
+        with pytest.raises(ServiceError, match="unknown tagger '/etc'"):
+            await svc.create(1, "x", "tiny-sd15", "tk", tagger="/etc")
+
+    with_services(tmp_path, body)
+
+
+def test_store_refuses_a_dataset_deleted_by_another_process(tmp_path):
+    from bot.datasets import ingest
+    from bot.datasets.images import Limits, expand_upload
+
+    async def body(svc):
+        ds = await new_dataset(svc)
+        await svc.delete(1, "chara")  # as if another process deleted it mid-upload
+        images, _ = expand_upload("a.png", picture(1), Limits())
+        with pytest.raises(ingest.DatasetGone):
+            await ingest.store(svc.conn, ds, svc.folder(ds), images, [("tkchar", None)])
+        assert list(svc.folder(ds).iterdir()) == []
 
     with_services(tmp_path, body)

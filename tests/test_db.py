@@ -89,3 +89,14 @@ def test_dataset_rows_and_caption_undo(tmp_path):
             assert [d.name for d, _ in await repo.list_datasets(conn, 2)] == ["mine"]
 
     run(go())
+
+
+def test_two_processes_migrating_a_fresh_database(tmp_path):
+    async def go():
+        one, two = await connect(tmp_path / "db.sqlite"), await connect(tmp_path / "db.sqlite")
+        versions = await asyncio.gather(migrate(one), migrate(two))
+        assert versions == [len(migrations())] * 2
+        await one.close()
+        await two.close()
+
+    run(go())

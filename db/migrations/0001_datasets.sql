@@ -1,6 +1,7 @@
 -- Datasets owned by a user, their images and the undo history of caption edits.
+-- AUTOINCREMENT: an id is never reused, so nothing can land in a new dataset that took a deleted one's id.
 CREATE TABLE datasets (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     owner_id INTEGER NOT NULL,
     name TEXT NOT NULL COLLATE NOCASE,
     base_model TEXT NOT NULL,
@@ -16,7 +17,7 @@ CREATE TABLE datasets (
 );
 
 CREATE TABLE dataset_images (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     dataset_id INTEGER NOT NULL REFERENCES datasets (id) ON DELETE CASCADE,
     file_name TEXT NOT NULL,
     original_name TEXT NOT NULL,
@@ -33,7 +34,7 @@ CREATE TABLE dataset_images (
 CREATE INDEX dataset_images_by_dataset ON dataset_images (dataset_id, id);
 
 CREATE TABLE caption_edits (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     dataset_id INTEGER NOT NULL REFERENCES datasets (id) ON DELETE CASCADE,
     description TEXT NOT NULL,
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))
