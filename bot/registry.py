@@ -100,8 +100,12 @@ class ModelRegistry:
     def ensure_available(self, key: str) -> BaseModelEntry:
         """Build a tiny model on first use (slow-ish: call off the event loop)."""
         entry = self.get(key)
-        if entry.tiny and not (Path(entry.source) / "model_index.json").is_file():
+        if entry.tiny:
             from trainer.tiny import make_tiny
 
-            make_tiny(entry.family, entry.source)
+            from .buildonce import build_folder_once
+
+            build_folder_once(
+                Path(entry.source), "model_index.json", lambda out: make_tiny(entry.family, out)
+            )
         return entry

@@ -100,3 +100,25 @@ def test_two_processes_migrating_a_fresh_database(tmp_path):
         await two.close()
 
     run(go())
+
+
+def test_folders_built_once_even_when_builders_race(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bot.buildonce import build_folder_once
+
+    calls = []
+
+    def build(folder):
+        calls.append(folder)
+        folder.mkdir()
+        (folder / "a.bin").write_bytes(b"x" * 1000)
+        (folder / "done").write_text("ok")
+
+    target = tmp_path / "models" / "thing"
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: build_folder_once(target, "done", build), range(4)))
+    assert results == [target] * 4 and (target / "done").is_file()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["thing"]  # no temp folder left
+    build_folder_once(target, "done", build)
+    assert len(calls) <= 4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from ..buildonce import build_folder_once
 from ..settings import Settings
 
 
@@ -32,9 +33,7 @@ class TaggerProvider:
             return self._cache[source]
 
     def tiny_path(self) -> Path:
-        path = self.settings.data_dir / "models" / "tiny-tagger"
-        if not (path / "model.onnx").is_file():
-            from trainer.tiny_tagger import make_tiny_tagger
+        from trainer.tiny_tagger import make_tiny_tagger
 
-            make_tiny_tagger(path)
-        return path
+        path = self.settings.data_dir / "models" / "tiny-tagger"
+        return build_folder_once(path, "selected_tags.csv", make_tiny_tagger)
