@@ -9,73 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
-import shutil
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from . import data, kohya, lora, metadata, optim, render, state
+from . import data, kohya, lora, optim, state
+from .checkpoints import restore_training_state, save_epoch, save_training_state
 from .contract import EXIT_CANCELLED, EXIT_OK, TrainJob, steps_per_epoch, warmup_steps
 from .events import EventWriter, StopFlag
-from .models import BaseModel, load_base_model, pick_device, place, resolved_precision, weight_dtype
+from .models import load_base_model, pick_device, place, resolved_precision, weight_dtype
+from .preview import preview_epoch
+from .run import Cancelled, Run, TrainError, check_stop
 from .text import Conditioning, check_clip_skip, encode_texts, process_caption, sdxl_time_ids
 
 log = logging.getLogger(__name__)
 MAX_GRAD_NORM = 1.0  # sd-scripts' default max_grad_norm
 TEXT_CACHE_LIMIT = 4096
-
-
-class TrainError(RuntimeError):
-    """A job that cannot continue; the message is for the user."""
-
-
-class Cancelled(Exception):
-    """A stop was requested (SIGTERM) while the job was loading, caching or rendering."""
-
-
-@dataclass
-class Run:
-    """Everything one job needs while it trains."""
-
-    job: TrainJob
-    model: BaseModel
-    device: torch.device
-    dtype: torch.dtype
-    seed: int
-    clip_skip: int
-    resolution: int
-    items: list[data.TrainItem]
-    steps_per_epoch: int
-    total_steps: int
-    optimizer_name: str
-    optimizer: torch.optim.Optimizer | None = None
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    scaler: torch.amp.GradScaler | None = None
-    noise_scheduler: object = None
-    noise_gen: torch.Generator | None = None
-    caption_rng: random.Random = field(default_factory=random.Random)
-    step: int = 0
-    epoch: int = 0
-    started_at: float = field(default_factory=time.time)
-    files: list[str] = field(default_factory=list)
-    text_cache: dict[str, Conditioning] = field(default_factory=dict)
-    trainable: list[torch.nn.Parameter] = field(default_factory=list)
-
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.job.output_dir)
-
-    def lora_unet(self):
-        return self.model.unet if self.job.trains_unet() else None
-
-    def lora_text_encoders(self):
-        return self.model.text_encoders if self.job.trains_text_encoder() else []
 
 
 # 1. Load, freeze, data --------------------------------------------------------------------------
@@ -261,126 +214,7 @@ def optimizer_step(run: Run, loss: torch.Tensor) -> None:
     run.optimizer.zero_grad(set_to_none=True)
 
 
-# 4. Save, preview, resume ---------------------------------------------------------------------------
-
-SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def save_epoch(run: Run, epoch: int) -> Path:
-    job = run.job
-    tensors = kohya.export_state_dict(
-        run.lora_unet(),
-        run.lora_text_encoders(),
-        run.model.family,
-        job.network_alpha,
-        SAVE_DTYPES[job.save_precision],
-    )
-    name = f"{job.output_name}-{epoch:06d}"
-    meta = metadata.build(run, epoch, title=name)
-    path = run.out_dir / f"{name}.safetensors"
-    metadata.save_lora(path, tensors, meta)
-    run.files.append(str(path))
-    if epoch == job.epochs:
-        final = run.out_dir / f"{job.output_name}.safetensors"
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, final)
-        run.files.append(str(final))
-    return path
-
-
-def save_training_state(run: Run) -> None:
-    lora_fp32 = kohya.export_state_dict(
-        run.lora_unet(), run.lora_text_encoders(), run.model.family, run.job.network_alpha, torch.float32
-    )
-    state.save_state(
-        state.state_path(run.job),
-        {
-            "fingerprint": state.job_fingerprint(run.job, run.seed),
-            "seed": run.seed,
-            "step": run.step,
-            "epoch": run.epoch,
-            "started_at": run.started_at,
-            "files": run.files,
-            "lora": lora_fp32,
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "scaler": run.scaler.state_dict() if run.scaler else None,
-            "noise_gen": run.noise_gen.get_state(),
-            "caption_rng": run.caption_rng.getstate(),
-        },
-    )
-
-
-def restore_training_state(run: Run, saved: dict) -> None:
-    if saved["fingerprint"] != state.job_fingerprint(run.job, saved["seed"]):
-        raise TrainError(
-            "the saved state belongs to a job with other settings; resume with the same job file"
-        )
-    problems = kohya.import_state_dict(
-        saved["lora"], run.lora_unet(), run.lora_text_encoders(), run.model.family
-    )
-    if problems:
-        raise TrainError("the saved state does not fit this model: " + "; ".join(problems))
-    run.optimizer.load_state_dict(saved["optimizer"])
-    run.scheduler.load_state_dict(saved["scheduler"])
-    if run.scaler is not None and saved["scaler"]:
-        run.scaler.load_state_dict(saved["scaler"])
-    run.noise_gen.set_state(saved["noise_gen"])
-    run.caption_rng.setstate(saved["caption_rng"])
-    run.step, run.epoch = saved["step"], saved["epoch"]
-    run.started_at, run.files = saved["started_at"], list(saved["files"])
-
-
-def preview_epoch(run: Run, epoch: int, stop: StopFlag | None = None) -> Path:
-    """A grid of the preview prompt at each preview weight, same seed; nothing kept afterwards."""
-    job, model = run.job, run.model
-    prompt = job.preview_prompt or data.default_preview_prompt(run.items)
-    size = job.preview_size or run.resolution
-    seed = job.preview_seed if job.preview_seed is not None else run.seed
-    pipe = render.build_pipeline(model, job.preview_sampler)
-    wrapped = [model.unet, *model.text_encoders]
-    images = []
-    for m in wrapped:
-        m.eval()
-    try:
-        for weight in job.preview_weights:
-            if stop is not None:
-                _check(stop)
-            lora.set_lora_weight(wrapped, weight)
-            images.append(
-                render.render(
-                    pipe,
-                    model,
-                    prompt,
-                    job.preview_negative,
-                    steps=job.preview_steps,
-                    cfg=job.preview_cfg,
-                    width=size,
-                    height=size,
-                    seed=seed,
-                    clip_skip=run.clip_skip,
-                    device=run.device,
-                    dtype=run.dtype,
-                )
-            )
-    finally:
-        lora.set_lora_weight(wrapped, 1.0)
-        for m in wrapped:
-            m.train()
-        del pipe
-    grid = render.make_grid(
-        [images],
-        [render.weight_label(w) for w in job.preview_weights],
-        title=f"{job.output_name} epoch {epoch} - {prompt[:60]}",
-    )
-    path = run.out_dir / f"{job.output_name}-{epoch:06d}-preview.png"
-    grid.save(path)
-    render.release_memory(run.device)
-    return path
-
-
-# 5. The loop ------------------------------------------------------------------------------------
+# 4. The loop (saving: checkpoints.py; previews: preview.py) ------------------------------------
 
 
 def run_training(job: TrainJob, events: EventWriter, stop: StopFlag) -> int:
@@ -389,7 +223,7 @@ def run_training(job: TrainJob, events: EventWriter, stop: StopFlag) -> int:
     run: Run | None = None
     try:
         run = prepare(job)
-        _check(stop)
+        check_stop(stop)
         saved = state.load_state(state.state_path(job)) if job.resume else None
         if job.resume and saved is None:
             log.warning("resume: no saved state in %s; starting from the beginning", job.output_dir)
@@ -399,7 +233,7 @@ def run_training(job: TrainJob, events: EventWriter, stop: StopFlag) -> int:
             restore_training_state(run, saved)
             log.info("resuming after epoch %d (step %d)", run.epoch, run.step)
         cache_latents(run, stop)
-        _check(stop)
+        check_stop(stop)
         events.emit(
             "started", total_steps=run.total_steps, total_epochs=job.epochs, steps_per_epoch=run.steps_per_epoch,
             images=len(run.items), seed=run.seed, family=run.model.family, optimizer=run.optimizer_name,
@@ -418,11 +252,6 @@ def run_training(job: TrainJob, events: EventWriter, stop: StopFlag) -> int:
         return EXIT_CANCELLED
     events.emit("done", files=run.files, steps=run.step, seconds=round(time.time() - run.started_at, 1))
     return EXIT_OK
-
-
-def _check(stop: StopFlag) -> None:
-    if stop.requested:
-        raise Cancelled
 
 
 def _train_epochs(run: Run, events: EventWriter, stop: StopFlag) -> None:
