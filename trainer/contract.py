@@ -76,6 +76,15 @@ def warmup_steps(total: int, warmup_percent: float) -> int:
     return int(total * warmup_percent / 100.0 + 1e-9)  # truncated, as sd-scripts' int(ratio * steps)
 
 
+def default_clip_skip(family: str) -> int:
+    """kohya/A1111 clip skip: 2 for SD1.5, 1 (the usual penultimate layer) for SDXL."""
+    return 2 if family == "sd15" else 1
+
+
+def default_resolution(family: str) -> int:
+    return 512 if family == "sd15" else 1024
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -211,10 +220,10 @@ class TrainJob(ModelSource, PreviewOptions):
         return self.resolved_text_encoder_lr() > 0
 
     def resolved_clip_skip(self, family: str) -> int:
-        return self.clip_skip if self.clip_skip is not None else (2 if family == "sd15" else 1)
+        return self.clip_skip if self.clip_skip is not None else default_clip_skip(family)
 
     def resolved_resolution(self, family: str) -> int:
-        return self.resolution if self.resolution is not None else (512 if family == "sd15" else 1024)
+        return self.resolution if self.resolution is not None else default_resolution(family)
 
 
 def _incompatible_pairs(job: TrainJob) -> list[str]:
@@ -287,7 +296,7 @@ class GenerateJob(ModelSource):
         return v
 
     def resolved_size(self, family: str) -> tuple[int, int]:
-        side = 512 if family == "sd15" else 1024
+        side = default_resolution(family)
         return (self.width or side, self.height or side)
 
     @field_validator("output_name")

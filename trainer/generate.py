@@ -12,9 +12,9 @@ import random
 from pathlib import Path
 
 from . import render
-from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob
+from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, default_clip_skip
 from .events import EventWriter, StopFlag
-from .models import BaseModel, load_pipeline, pick_device, place, weight_dtype
+from .models import base_model_from_pipeline, load_pipeline, pick_device, place, weight_dtype
 from .text import check_clip_skip
 
 log = logging.getLogger(__name__)
@@ -43,16 +43,12 @@ def run_generate(job: GenerateJob, events: EventWriter, stop: StopFlag) -> int:
     dtype = weight_dtype(job.mixed_precision, device)
     pipe, family = load_pipeline(job.base_model, job.model_family, job.base_model_config)
     names = _load_loras(pipe, job)
-    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family == "sdxl" else [])
-    tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if family == "sdxl" else [])
-    model = BaseModel(
-        family, job.base_model, pipe.unet, pipe.vae, encoders, tokenizers, dict(pipe.scheduler.config)
-    )
+    model = base_model_from_pipeline(pipe, family, job.base_model)
     place(model, device, dtype)
     pipe.scheduler = render.make_sampler(job.sampler, model.scheduler_config)
     pipe.set_progress_bar_config(disable=True)
-    clip_skip = job.clip_skip if job.clip_skip is not None else (2 if family == "sd15" else 1)
-    check_clip_skip(clip_skip, family, encoders)
+    clip_skip = job.clip_skip if job.clip_skip is not None else default_clip_skip(family)
+    check_clip_skip(clip_skip, family, model.text_encoders)
     width, height = job.resolved_size(family)
     seed = job.seed if job.seed is not None else random.SystemRandom().randrange(2**32)
     weights_sets = _weight_sets(job)

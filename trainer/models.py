@@ -7,6 +7,7 @@ given by the job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -107,6 +108,11 @@ def load_pipeline(source: str, family: str | None = None, config: str | None = N
 
 def load_base_model(source: str, family: str | None = None, config: str | None = None) -> BaseModel:
     pipe, family = load_pipeline(source, family, config)
+    return base_model_from_pipeline(pipe, family, source)
+
+
+def base_model_from_pipeline(pipe, family: str, source: str) -> BaseModel:
+    """The parts of a loaded pipeline (its modules, not copies)."""
     encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family == "sdxl" else [])
     tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if family == "sdxl" else [])
     return BaseModel(
@@ -130,6 +136,13 @@ def weight_dtype(mixed_precision: str | None, device: torch.device) -> torch.dty
     """The frozen base weights' dtype. Default fp16 on GPU, bf16 on CPU (the spec's defaults)."""
     mp = mixed_precision or ("fp16" if device.type == "cuda" else "bf16")
     return {"fp16": torch.float16, "bf16": torch.bfloat16, "no": torch.float32}[mp]
+
+
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Autocast to ``dtype`` on ``device``; nothing for fp32."""
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def resolved_precision(mixed_precision: str | None, device: torch.device) -> str:

@@ -7,7 +7,6 @@ crashes on transformers 5) and handed to the pipeline as embeddings.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 from collections.abc import Sequence
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .models import BaseModel
+from .models import BaseModel, autocast
 from .text import encode_texts
 
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -70,12 +69,6 @@ def build_pipeline(model: BaseModel, sampler: str):
     return pipe
 
 
-def _autocast(device: torch.device, dtype: torch.dtype):
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 @torch.no_grad()
 def render(
     pipe,
@@ -93,7 +86,7 @@ def render(
     dtype: torch.dtype,
 ) -> Image.Image:
     """One image; the same seed gives the same starting noise on any device (CPU generator)."""
-    with _autocast(device, dtype):
+    with autocast(device, dtype):
         cond = encode_texts(model.family, model.text_encoders, model.tokenizers, [prompt], clip_skip, device)
         uncond = encode_texts(
             model.family, model.text_encoders, model.tokenizers, [negative], clip_skip, device

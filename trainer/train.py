@@ -7,7 +7,6 @@ in ``output_dir``; SIGTERM stops the loop between steps.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import sys
@@ -21,7 +20,7 @@ from . import data, kohya, lora, optim, state
 from .checkpoints import restore_training_state, save_epoch, save_training_state
 from .contract import EXIT_CANCELLED, EXIT_OK, TrainJob, steps_per_epoch, warmup_steps
 from .events import EventWriter, StopFlag
-from .models import load_base_model, pick_device, place, resolved_precision, weight_dtype
+from .models import autocast, load_base_model, pick_device, place, resolved_precision, weight_dtype
 from .preview import preview_epoch
 from .run import Cancelled, Run, TrainError, check_stop
 from .text import Conditioning, check_clip_skip, encode_texts, process_caption, sdxl_time_ids
@@ -138,12 +137,6 @@ def load_init_weights(run: Run, path: str) -> None:
 # 3. One step -----------------------------------------------------------------------------------
 
 
-def _autocast(run: Run):
-    if run.dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=run.device.type, dtype=run.dtype)
-
-
 def conditioning(run: Run, captions: list[str]) -> Conditioning:
     """Text embeddings; memoized per caption while the text encoders are frozen."""
     model = run.model
@@ -180,7 +173,7 @@ def train_step(run: Run, batch: list[int]) -> float:
         process_caption(it.caption, run.job.shuffle_tags, run.job.keep_tokens, run.caption_rng)
         for it in items
     ]
-    with _autocast(run):
+    with autocast(run.device, run.dtype):
         cond = conditioning(run, captions)
         added = None
         if run.model.family == "sdxl":
