@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -12,6 +14,12 @@ from db.database import open_database
 
 from .datasets.service import DatasetService
 from .datasets.taggers import TaggerProvider
+from .queue.bus import EventBus
+from .queue.dispatcher import Dispatcher
+from .queue.generation import GenerationService, LibraryService
+from .queue.service import QueueService
+from .queue.stamina import StaminaService
+from .queue.workers import GenerationLane, LocalTrainerWorker
 from .registry import ModelRegistry
 from .settings import Settings
 
@@ -22,11 +30,68 @@ class Services:
     conn: aiosqlite.Connection
     registry: ModelRegistry
     datasets: DatasetService
+    stamina: StaminaService
+    queue: QueueService
+    library: LibraryService
+    generation: GenerationService
+    bus: EventBus
 
 
 @asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
+async def open_services(
+    settings: Settings, clock: Callable[[], float] = time.time
+) -> AsyncIterator[Services]:
     registry = ModelRegistry.load(settings.model_registry, settings.data_dir)
     async with open_database(settings.database_path()) as conn:
         datasets = DatasetService(conn, settings, registry, TaggerProvider(settings))
-        yield Services(settings, conn, registry, datasets)
+        stamina = StaminaService(conn, settings, clock)
+        queue = QueueService(conn, settings, registry, datasets, stamina, clock)
+        library = LibraryService(queue)
+        bus = EventBus()
+        try:
+            yield Services(
+                settings,
+                conn,
+                registry,
+                datasets,
+                stamina,
+                queue,
+                library,
+                GenerationService(queue, library),
+                bus,
+            )
+        finally:
+            await bus.close()
+
+
+def make_dispatcher(services: Services, trainer_command: list[str] | None = None) -> Dispatcher:
+    """A dispatcher with one local training worker and one generation lane per configured device."""
+    s = services.settings
+    workers = [LocalTrainerWorker(d, s.hang_timeout_s, trainer_command) for d in s.devices]
+    lanes = [
+        GenerationLane(d, s.hang_timeout_s, s.data_dir / "logs" / f"generate-{d}.log", trainer_command)
+        for d in s.devices
+    ]
+    dispatcher = Dispatcher(
+        services.conn, s, services.registry, services.bus, workers, lanes, services.queue.clock
+    )
+    services.queue.on_change = dispatcher.wake
+    return dispatcher
+
+
+@asynccontextmanager
+async def running_queue(
+    services: Services, trainer_command: list[str] | None = None
+) -> AsyncIterator[Dispatcher]:
+    """Start the dispatcher and the daily-reset scheduler; stop both on the way out."""
+    from .queue.schedule import start_reset_scheduler
+
+    dispatcher = make_dispatcher(services, trainer_command)
+    await dispatcher.start()
+    scheduler = start_reset_scheduler(services.stamina)
+    try:
+        yield dispatcher
+    finally:
+        scheduler.shutdown(wait=False)
+        await asyncio.shield(dispatcher.stop())
+        services.queue.on_change = None

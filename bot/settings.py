@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -16,6 +16,15 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 class SettingsError(RuntimeError):
     """Settings that cannot work; one line per problem."""
+
+
+class Tier(BaseModel):
+    """A stamina tier: members with one of ``roles`` (Discord role ids or names) get these terms."""
+
+    roles: list[str] = Field(default_factory=list)
+    allowance: int = Field(ge=0, le=1_000_000)
+    priority: int = Field(0, ge=0, le=100, description="higher runs first in the queue")
+    max_queued: int = Field(2, ge=1, le=100, description="jobs waiting or running at once")
 
 
 class Settings(BaseSettings):
@@ -40,6 +49,62 @@ class Settings(BaseSettings):
     max_zip_entries: int = Field(1000, ge=1, le=100_000)
     max_zip_total_mb: float = Field(500, gt=0, le=65536, description="uncompressed bytes of one zip")
 
+    # Stamina -------------------------------------------------------------------------------------
+    daily_stamina: int = Field(150, ge=0, le=1_000_000, description="everyone's daily allowance")
+    max_queued_jobs: int = Field(2, ge=1, le=100, description="jobs one member may have waiting or running")
+    reset_hour: int = Field(0, ge=0, le=23, description="local hour of the daily stamina reset")
+    reset_timezone: str = Field("UTC", description="IANA time zone of reset_hour, e.g. Asia/Tokyo")
+    tiers: dict[str, Tier] = Field(
+        default_factory=dict,
+        description='JSON, e.g. {"pro": {"roles": ["Pro"], "allowance": 300, "priority": 10}}',
+    )
+    # Costs: stamina = steps x batch x (resolution / 512)^2 x rate, rounded half up (see bot/queue/costs.py).
+    # The SDXL rate makes the guide's job (700 steps, batch 1, 512 px) cost 157.
+    step_cost_sd15: float = Field(0.1, ge=0, le=1000, description="stamina per 512-px image-step, SD1.5")
+    step_cost_sdxl: float = Field(0.2243, ge=0, le=1000, description="stamina per 512-px image-step, SDXL")
+    image_cost_sd15: float = Field(1, ge=0, le=1000, description="stamina per generated 512x512 image, SD1.5")
+    image_cost_sdxl: float = Field(
+        2, ge=0, le=1000, description="stamina per generated 1024x1024 image, SDXL"
+    )
+
+    # Queue and workers -----------------------------------------------------------------------------
+    devices: list[str] = Field(
+        default_factory=lambda: ["cpu"],
+        description='one worker each: CUDA device ids like ["0", "1"], or "cpu"',
+    )
+    generate_alongside_training: bool = Field(
+        True, description="a device renders /generate while it trains (needs the memory for both)"
+    )
+    hang_timeout_s: float = Field(1800, ge=1, description="a trainer silent this long is killed and resumed")
+    max_attempts: int = Field(
+        3, ge=1, le=20, description="starts of one job (crash recovery) before it fails"
+    )
+    steps_per_s_sd15: float = Field(2.0, gt=0, description="ETA before a speed is measured: 512 px, batch 1")
+    steps_per_s_sdxl: float = Field(1.0, gt=0, description="ETA before a speed is measured: 512 px, batch 1")
+
+    @field_validator("reset_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone '{value}': use an IANA name like Europe/Paris") from None
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _device_names(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError('name at least one device, e.g. ["cpu"] or ["0"]')
+        for device in value:
+            if device != "cpu" and not re.fullmatch(r"\d+(,\d+)*", device):
+                raise ValueError(f"'{device}' is neither 'cpu' nor CUDA device ids like '0' or '0,1'")
+        if len(set(value)) != len(value):
+            raise ValueError("a device is listed twice")
+        return value
+
     @field_validator("tagger", "extra_taggers")
     @classmethod
     def _tagger_source(cls, value):
@@ -50,6 +115,9 @@ class Settings(BaseSettings):
 
     def tagger_choices(self) -> list[str]:
         return list(dict.fromkeys([self.tagger, *self.extra_taggers]))
+
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
 
     def database_path(self) -> Path:
         return self.database or self.data_dir / "lorabot.sqlite3"

@@ -369,9 +369,10 @@ def _describe(exc: ValidationError, kind: type[_Strict]) -> list[str]:
 # Events ----------------------------------------------------------------------------------------
 
 EventKind = Literal[
-    "started", "step", "epoch_saved", "preview_ready", "image_ready", "done", "cancelled", "failed"
+    "ready", "started", "step", "epoch_saved", "preview_ready", "image_ready", "done", "cancelled", "failed"
 ]
 EVENT_FIELDS: dict[str, tuple[str, ...]] = {
+    "ready": (),  # a long-lived process (``python -m trainer serve``) is up and reads requests
     "started": ("total_steps", "total_epochs"),
     "step": ("step", "total_steps", "epoch", "loss", "lr"),
     "epoch_saved": ("epoch", "path"),

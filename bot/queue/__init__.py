@@ -1,0 +1,1 @@
+"""Stamina, the job queue, the dispatcher and its workers."""

@@ -1,0 +1,275 @@
+"""The dispatcher: hands queued jobs to workers, records their events, ends them, recovers.
+
+It runs in the bot process (asyncio). Per configured device there is one training worker and
+one generation lane; with ``generate_alongside_training`` off, the two take turns on the
+device. Jobs are claimed from SQLite (priority first, then FIFO) with a conditional update, so
+the queue survives restarts and the operator CLI (another process) can cancel and pause.
+
+Recovery: on start, jobs left ``running`` by a dead process are put back in the queue and
+resume from their last saved state (``resume``), or fail with the refund after
+``max_attempts`` starts. A trainer that crashes, or is silent for ``hang_timeout_s``, is
+handled the same way. Charges happen once at submission; refunds once at the end (the ledger
+allows no second one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from db import jobs as repo
+from db.database import transaction
+
+from ..registry import ModelRegistry
+from ..settings import Settings
+from .bus import EventBus, JobUpdate
+from .record import generation_job, job_paths, record_event, write_training_job
+from .recovery import DispatcherLock, kill_orphan
+from .settle import settle
+from .workers import GenerationLane, Outcome, TrainingWorker
+
+log = logging.getLogger(__name__)
+POLL_S = 1.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        settings: Settings,
+        registry: ModelRegistry,
+        bus: EventBus,
+        workers: list[TrainingWorker],
+        lanes: list[GenerationLane],
+        clock: Callable[[], float] = time.time,
+    ):
+        self.conn = conn
+        self.settings = settings
+        self.registry = registry
+        self.bus = bus
+        self.workers = workers
+        self.lanes = lanes
+        self.clock = clock
+        self._wakers: list[asyncio.Event] = []
+        self._tasks: list[asyncio.Task] = []
+        self._running: dict[int, Any] = {}  # job id -> the worker or lane running it
+        self._device_locks = {w.device: asyncio.Lock() for w in workers}
+        self._lock = DispatcherLock(settings.data_dir / "dispatcher.lock")
+
+    # Life cycle ------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take the data folder's dispatcher lock, recover, and start the worker loops."""
+        self._lock.acquire()
+        await self.recover()
+        for worker in self.workers:
+            self._tasks.append(
+                asyncio.create_task(self._training_loop(worker), name=f"train-{worker.device}")
+            )
+        for lane in self.lanes:
+            self._tasks.append(
+                asyncio.create_task(self._generation_loop(lane), name=f"generate-{lane.device}")
+            )
+        self._tasks.append(asyncio.create_task(self._watch_cancels(), name="cancel-watch"))
+
+    async def stop(self) -> None:
+        """Stop the loops; running jobs stay ``running`` and resume on the next start."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for lane in self.lanes:
+            await lane.close()
+        self._lock.release()
+
+    def wake(self) -> None:
+        """Something changed (a job queued or cancelled, the queue resumed): look now, not at the next poll."""
+        for event in self._wakers:
+            event.set()
+
+    def _waker(self) -> asyncio.Event:
+        event = asyncio.Event()
+        self._wakers.append(event)
+        return event
+
+    @staticmethod
+    async def _idle(wake: asyncio.Event) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(wake.wait(), POLL_S)
+        wake.clear()
+
+    # Recovery --------------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Jobs a dead process left running: kill any leftover process, then resume or end them."""
+        for job in await repo.list_jobs(self.conn, states=("running", "cancelling"), limit=10_000):
+            await asyncio.to_thread(kill_orphan, job.pid, job.folder)
+            if job.state == "cancelling":
+                await self._end(job, "cancelled", job.step)
+            else:
+                await self._retry_or_fail(job, "the bot stopped while it ran")
+
+    async def _retry_or_fail(self, job: repo.JobRow, why: str) -> None:
+        if job.attempts < self.settings.max_attempts:
+            async with transaction(self.conn):
+                back = await repo.transition(
+                    self.conn, job.id, ("running",), "queued", error=f"restarted: {why}", pid=None,
+                    **({"step": 0} if job.kind == "generate" else {}),
+                )  # fmt: skip
+            if back is not None:
+                log.warning("job #%d: %s; it resumes (start %d of %d)", job.id, why, job.attempts + 1,
+                            self.settings.max_attempts)  # fmt: skip
+                self.bus.publish(JobUpdate(back, "requeued", {"reason": why}))
+                self.wake()
+        else:
+            await self._end(job, "failed", job.step, f"{why}, {job.attempts} times: the job was stopped")
+
+    async def _end(self, job: repo.JobRow, state: str, done: int, error: str | None = None) -> None:
+        ended = await settle(self.conn, job.id, state, done, error, now=self.clock())
+        if ended is not None:
+            self.bus.publish(JobUpdate(ended, "finished", {"state": state, "refunded": ended.refunded}))
+
+    # Claiming --------------------------------------------------------------------------------------
+
+    async def _claim(self, kind: str, device: str) -> repo.JobRow | None:
+        if await repo.get_flag(self.conn, "paused") == "1":
+            return None
+        async with transaction(self.conn):
+            return await repo.claim_next(self.conn, kind, device, self.clock())
+
+    def _device_lock(self, device: str) -> contextlib.AbstractAsyncContextManager:
+        if self.settings.generate_alongside_training or device not in self._device_locks:
+            return contextlib.nullcontext()
+        return self._device_locks[device]
+
+    # Training --------------------------------------------------------------------------------------
+
+    async def _training_loop(self, worker: TrainingWorker) -> None:
+        wake = self._waker()
+        while True:
+            async with self._device_lock(worker.device):
+                job = await self._claim("train", worker.device)
+                if job is not None:
+                    await self._run_training(worker, job)
+                    continue
+            await self._idle(wake)
+
+    async def _run_training(self, worker: TrainingWorker, job: repo.JobRow) -> None:
+        try:
+            job_file = await asyncio.to_thread(write_training_job, self.registry, job, worker.device)
+        except Exception as exc:  # base model gone from the registry, snapshot missing, disk full
+            await self._end(job, "failed", 0, f"the job cannot start: {exc}")
+            return
+        _, log_file = job_paths(job)
+        self._running[job.id] = worker
+        self.bus.publish(JobUpdate(job, "running", {"device": worker.device, "attempt": job.attempts}))
+        try:
+            outcome = await worker.run(job_file, log_file, self._on_event(job), self._on_start(job))
+        except OSError as exc:
+            outcome = Outcome(None, {"event": "failed", "message": f"the trainer could not start: {exc}"})
+        finally:
+            self._running.pop(job.id, None)
+        await self._finish(job, outcome)
+
+    def _on_start(self, job: repo.JobRow):
+        async def started(pid: int) -> None:
+            async with transaction(self.conn):
+                await repo.update_progress(self.conn, job.id, pid=pid, last_event_at=self.clock())
+
+        return started
+
+    def _on_event(self, job: repo.JobRow):
+        async def handle(event: dict[str, Any]) -> None:
+            updated = await record_event(self.conn, job, event, self.clock())
+            self.bus.publish(JobUpdate(updated, event["event"], event))
+
+        return handle
+
+    async def _finish(self, job: repo.JobRow, outcome: Outcome) -> None:
+        """End the job by how its process ended: done, cancelled, failed, or crashed (retry)."""
+        current = await repo.get_job(self.conn, job.id)
+        if current is None or current.finished:
+            return
+        terminal = outcome.terminal or {}
+        kind = terminal.get("event")
+        if kind == "done":
+            if current.kind == "train":
+                await self._record_rate(current)
+            await self._end(current, "done", current.total_steps)
+        elif kind == "failed":
+            await self._end(current, "failed", current.step, str(terminal.get("message", "failed"))[:500])
+        elif current.state == "cancelling":
+            done = int(terminal.get("step", current.step)) if current.kind == "train" else current.step
+            await self._end(current, "cancelled", done)
+        elif outcome.hung:
+            await self._retry_or_fail(
+                current, f"its process sent nothing for {self.settings.hang_timeout_s:g} s"
+            )
+        else:
+            code = outcome.exit_code
+            await self._retry_or_fail(current, f"its process stopped unexpectedly (exit code {code})")
+
+    async def _record_rate(self, job: repo.JobRow) -> None:
+        if job.steps_per_s:
+            async with transaction(self.conn):
+                await repo.record_step_rate(
+                    self.conn, job.family, job.resolution, job.batch_size, job.steps_per_s
+                )
+
+    # Generation ------------------------------------------------------------------------------------
+
+    async def _generation_loop(self, lane: GenerationLane) -> None:
+        wake = self._waker()
+        while True:
+            async with self._device_lock(lane.device):
+                job = await self._claim("generate", lane.device)
+                if job is not None:
+                    await self._run_generation(lane, job)
+                    continue
+            await self._idle(wake)
+
+    async def _run_generation(self, lane: GenerationLane, job: repo.JobRow) -> None:
+        try:
+            request = await asyncio.to_thread(generation_job, self.registry, job, lane.device)
+            Path(request["output_dir"]).mkdir(parents=True, exist_ok=True)
+        except Exception as exc:
+            await self._end(job, "failed", 0, f"the job cannot start: {exc}")
+            return
+        self._running[job.id] = lane
+        self.bus.publish(JobUpdate(job, "running", {"device": lane.device, "attempt": job.attempts}))
+        try:
+            outcome = await lane.run(str(job.id), request, self._on_event(job))
+        except (OSError, RuntimeError) as exc:
+            outcome = Outcome(None, {"event": "failed", "message": str(exc)})
+        finally:
+            self._running.pop(job.id, None)
+        await self._finish(job, outcome)
+
+    # Cancelling ------------------------------------------------------------------------------------
+
+    async def _watch_cancels(self) -> None:
+        """Stop the processes of jobs marked ``cancelling`` (by a member, an operator or the CLI)."""
+        asked: set[int] = set()
+        wake = self._waker()
+        while True:
+            for job in await repo.list_jobs(self.conn, states=("cancelling",), limit=1000):
+                runner = self._running.get(job.id)
+                if runner is None or job.id in asked:
+                    continue
+                asked.add(job.id)
+                self.bus.publish(JobUpdate(job, "cancelling"))
+                if isinstance(runner, GenerationLane):
+                    asyncio.create_task(runner.stop(str(job.id)))
+                else:
+                    asyncio.create_task(runner.stop())
+            asked &= set(self._running)
+            await self._idle(wake)

@@ -1,0 +1,212 @@
+"""/generate requests and the member's LoRA library. Plain values in and out.
+
+A saved LoRA is the member's own copy of an epoch file (``DATA_DIR/library/<owner>/``), so
+deleting the job's folder never breaks /generate. A generation job is charged per image at
+submission (a compare grid of 3 weights is 3 images) and refunded for images not rendered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import shutil
+import sqlite3
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from db import jobs as jobs_repo
+from db import library as repo
+from db.database import transaction
+from trainer.contract import GenerateJob, JobError, parse_job
+
+from ..registry import RegistryError
+from . import costs
+from .service import QueueError, QueueService
+
+_LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    prompt: str
+    lora: str | None = None
+    weight: float = 1.0
+    negative: str = ""
+    seed: int | None = None
+    steps: int = 25
+    cfg: float = 7.0
+    size: str | None = None
+    count: int = 1
+    compare_weights: list[float] | None = None
+    base_model: str | None = None
+    sampler: str = "euler_a"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerateEstimate:
+    base_model: str
+    family: str
+    images: int
+    width: int
+    height: int
+    cost: int
+
+
+class LibraryService:
+    """Save epochs into a member's library; list, find and delete them."""
+
+    def __init__(self, queue: QueueService):
+        self.queue = queue
+        self.conn = queue.conn
+
+    def folder(self, owner_id: int) -> Path:
+        return self.queue.settings.data_dir / "library" / str(owner_id)
+
+    async def save(self, owner_id: int, job_id: int, epoch: int, name: str | None = None) -> repo.LoraRow:
+        job = await self.queue.job(owner_id, job_id)
+        path = Path(await self.queue._epoch_file(owner_id, job_id, epoch))
+        name = (name or f"{job.title}-e{epoch}").strip()
+        if not _LORA_NAME.match(name):
+            raise QueueError(
+                "a LoRA name is 1-40 letters, digits, spaces, '_', '-' or '.', starting with one"
+            )
+        if await repo.get_lora(self.conn, owner_id, name) is not None:
+            raise QueueError(f"you already have a LoRA named '{name}': pick another name")
+        target = self.folder(owner_id) / f"{uuid.uuid4().hex}.safetensors"
+        await asyncio.to_thread(_copy, path, target)
+        try:
+            async with transaction(self.conn):
+                return await repo.insert_lora(
+                    self.conn, owner_id, name, str(target), job.base_model, job.family, job.id, epoch,
+                    job.spec.get("trigger", ""),
+                )  # fmt: skip
+        except sqlite3.IntegrityError:
+            target.unlink(missing_ok=True)
+            raise QueueError(f"you already have a LoRA named '{name}': pick another name") from None
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+    async def list(self, owner_id: int) -> list[repo.LoraRow]:
+        return await repo.list_loras(self.conn, owner_id)
+
+    async def get(self, owner_id: int, name: str) -> repo.LoraRow:
+        lora = await repo.get_lora(self.conn, owner_id, name.strip())
+        if lora is None:
+            raise QueueError(f"you have no LoRA named '{name}' (save one from /epochs)")
+        return lora
+
+    async def delete(self, owner_id: int, name: str) -> None:
+        lora = await self.get(owner_id, name)
+        async with transaction(self.conn):
+            await repo.delete_lora(self.conn, lora.id)
+        Path(lora.path).unlink(missing_ok=True)
+
+
+class GenerationService:
+    """Estimate and queue /generate jobs (they run on the dispatcher's generation lane)."""
+
+    def __init__(self, queue: QueueService, library: LibraryService):
+        self.queue = queue
+        self.library = library
+
+    async def estimate(self, owner_id: int, request: GenerateRequest) -> GenerateEstimate:
+        estimate, _ = await self._prepare(owner_id, request)
+        return estimate
+
+    async def submit(
+        self,
+        owner_id: int,
+        request: GenerateRequest,
+        *,
+        roles: Iterable[str] | None = None,
+        channel_id: int | None = None,
+        expected_cost: int | None = None,
+    ) -> jobs_repo.JobRow:
+        estimate, options = await self._prepare(owner_id, request)
+        if expected_cost is not None and expected_cost != estimate.cost:
+            raise QueueError(f"the cost changed from {expected_cost} to {estimate.cost}: confirm again")
+        q = self.queue
+        folder = q.settings.jobs_dir() / uuid.uuid4().hex
+        async with transaction(q.conn):
+            user = await q.stamina.ensure_user(owner_id, roles)
+            tier = q.stamina.tier(q.stamina.effective_tier(user))
+            await q._check_room(owner_id, tier.max_queued)
+            job = await jobs_repo.insert_job(
+                q.conn,
+                jobs_repo.NewJob(
+                    owner_id=owner_id, kind="generate", priority=tier.priority, title=request.prompt[:80],
+                    dataset_id=None, base_model=estimate.base_model, family=estimate.family,
+                    resolution=max(estimate.width, estimate.height), batch_size=1, total_steps=estimate.images,
+                    cost=estimate.cost, spec={"options": options}, folder=str(folder), channel_id=channel_id,
+                ),
+                now=q.clock(),
+            )  # fmt: skip
+            await q._charge(owner_id, job, user.balance)
+        q._changed()
+        return job
+
+    async def _prepare(
+        self, owner_id: int, request: GenerateRequest
+    ) -> tuple[GenerateEstimate, dict[str, Any]]:
+        q = self.queue
+        loras = []
+        base_model = request.base_model
+        if request.lora:
+            lora = await self.library.get(owner_id, request.lora)
+            loras.append({"path": lora.path, "weight": request.weight})
+            if base_model is not None and base_model != lora.base_model:
+                raise QueueError(f"LoRA '{lora.name}' was trained on {lora.base_model}, not {base_model}")
+            base_model = lora.base_model
+        if base_model is None:
+            raise QueueError("name a LoRA from your library, or a base model")
+        try:
+            entry = q.registry.get(base_model)
+            family = q.registry.family(base_model)
+        except (RegistryError, ValueError, RuntimeError) as exc:
+            raise QueueError(str(exc)) from None
+        width, height = self._size(request.size, family)
+        options = {
+            "prompt": request.prompt, "negative": request.negative, "loras": loras,
+            "compare_weights": request.compare_weights, "steps": request.steps, "cfg": request.cfg,
+            "width": width, "height": height, "count": request.count, "sampler": request.sampler,
+            "seed": request.seed if request.seed is not None else random.SystemRandom().randrange(2**32),
+            **request.extra,
+        }  # fmt: skip
+        try:
+            parse_job(
+                {**options, "output_dir": "out", "base_model": entry.source, "model_family": family},
+                GenerateJob,
+            )
+        except JobError as exc:
+            raise QueueError("; ".join(exc.problems)) from None
+        images = request.count * (len(request.compare_weights) if request.compare_weights else 1)
+        cost = costs.generation_cost(
+            images, width, height, family,
+            {"sd15": q.settings.image_cost_sd15, "sdxl": q.settings.image_cost_sdxl},
+        )  # fmt: skip
+        return GenerateEstimate(base_model, family, images, width, height, cost), options
+
+    @staticmethod
+    def _size(text: str | None, family: str) -> tuple[int, int]:
+        if text is None:
+            side = 512 if family == "sd15" else 1024
+            return side, side
+        match = re.fullmatch(r"\s*(\d{2,4})\s*(?:[x×*]\s*(\d{2,4}))?\s*", text)
+        if match is None:
+            raise QueueError(f"size '{text}' is not WIDTHxHEIGHT or one number (e.g. 512x768 or 1024)")
+        width = int(match.group(1))
+        height = int(match.group(2) or width)
+        if width % 8 or height % 8 or not (64 <= width <= 2048 and 64 <= height <= 2048):
+            raise QueueError("the size must be 64-2048 pixels a side, in multiples of 8 (e.g. 512x768)")
+        return width, height
+
+
+def _copy(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)

@@ -1,0 +1,321 @@
+"""The queue as a member and an operator see it: estimate, submit, cancel, pause. Plain values.
+
+Submitting a job snapshots what it needs into its own folder (``DATA_DIR/jobs/<uuid>``), then
+debits the stamina and inserts the job in ONE transaction: the debit is a conditional update,
+so concurrent submissions can never overdraw, and a failed insert charges nothing. The cost
+charged is computed by the same function, on the same snapshot, as the estimate shown; a
+caller that showed an estimate passes it as ``expected_cost`` and the submission is refused if
+the job changed since (e.g. images were added).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from db import jobs as repo
+from db import stamina as stamina_repo
+from db.database import transaction
+from trainer.contract import JobError, TrainJob, parse_job, total_steps
+
+from ..datasets.service import DatasetService, ServiceError
+from ..registry import ModelRegistry, RegistryError
+from ..settings import Settings
+from . import costs
+from .settle import settle
+from .stamina import StaminaService
+
+__all__ = ["QueueError", "QueueService", "TrainingEstimate"]
+
+#: Job keys the bot fills in itself; a member's options may not set them.
+BOT_KEYS = frozenset(
+    {"dataset_dir", "output_dir", "output_name", "base_model", "model_family", "base_model_config", "device",
+     "resume", "init_weights", "event_every_n_steps", "schema"}
+)  # fmt: skip
+
+
+class QueueError(ServiceError):
+    """A queue request that cannot be done; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class TrainingEstimate:
+    dataset: str
+    base_model: str
+    family: str
+    images: int
+    repeats: int
+    epochs: int
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    resolution: int
+    cost: int
+    balance: int
+    eta_s: float
+
+    @property
+    def affordable(self) -> bool:
+        return self.balance >= self.cost
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    estimate: TrainingEstimate
+    options: dict[str, Any]
+    dataset_id: int
+    trigger: str
+
+
+class QueueService:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        settings: Settings,
+        registry: ModelRegistry,
+        datasets: DatasetService,
+        stamina: StaminaService,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.conn = conn
+        self.settings = settings
+        self.registry = registry
+        self.datasets = datasets
+        self.stamina = stamina
+        self.clock = clock
+        self.on_change: Callable[[], None] | None = None  # the dispatcher's wake-up, when one runs here
+
+    # Training --------------------------------------------------------------------------------------
+
+    async def estimate_training(
+        self,
+        owner_id: int,
+        dataset: str,
+        options: dict[str, Any] | None = None,
+        roles: Iterable[str] | None = None,
+    ) -> TrainingEstimate:
+        """Steps, cost and ETA of a training job, without queueing it."""
+        row = await self.datasets.get(owner_id, dataset)
+        images = len(await self.datasets.images(owner_id, dataset))
+        prepared = await self._prepare(owner_id, row, images, dict(options or {}), roles)
+        return prepared.estimate
+
+    async def submit_training(
+        self,
+        owner_id: int,
+        dataset: str,
+        options: dict[str, Any] | None = None,
+        *,
+        roles: Iterable[str] | None = None,
+        channel_id: int | None = None,
+        expected_cost: int | None = None,
+        init_from: tuple[int, int] | None = None,
+    ) -> repo.JobRow:
+        """Queue a training job: snapshot the dataset, debit the cost and insert the job together.
+
+        ``init_from`` = (job id, epoch) starts from that saved epoch of one of the member's jobs
+        ("train further").
+        """
+        row = await self.datasets.get(owner_id, dataset)
+        options = dict(options or {})
+        if init_from is not None:
+            options["init_weights"] = await self._epoch_file(owner_id, *init_from)
+        folder = self.settings.jobs_dir() / uuid.uuid4().hex
+        try:
+            await self.datasets.export(owner_id, row.name, folder / "dataset")
+            images = sum(1 for p in (folder / "dataset").iterdir() if p.suffix == ".png")
+            prepared = await self._prepare(owner_id, row, images, options, roles)
+            if expected_cost is not None and prepared.estimate.cost != expected_cost:
+                raise QueueError(
+                    f"the cost changed from {expected_cost} to {prepared.estimate.cost} since the estimate "
+                    "(the dataset changed): check the new estimate and confirm again"
+                )
+            job = await self._insert_and_charge(owner_id, prepared, folder, roles, channel_id)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+            raise
+        self._changed()
+        return job
+
+    async def _prepare(
+        self, owner_id: int, dataset, images: int, options: dict[str, Any], roles: Iterable[str] | None
+    ) -> _Prepared:
+        init_weights = options.pop("init_weights", None)
+        given = sorted(BOT_KEYS & options.keys())
+        if given:
+            raise QueueError(
+                f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} set by the bot: leave it out"
+            )
+        if images == 0:
+            raise QueueError(f"dataset '{dataset.name}' has no images yet: upload some first")
+        try:
+            entry = self.registry.get(dataset.base_model)
+            family = self.registry.family(dataset.base_model)
+        except (RegistryError, ValueError, RuntimeError) as exc:
+            raise QueueError(f"the dataset's base model cannot be used: {exc}") from None
+        options.setdefault("resolution", self.default_resolution(dataset, family))
+        if options.get("seed") is None:
+            options["seed"] = random.SystemRandom().randrange(
+                2**32
+            )  # fixed now: resume and "like" reproduce it
+        job = self._validate(options, entry, family, init_weights)
+        steps = total_steps(images, job.repeats, job.batch_size, job.epochs)
+        resolution = job.resolved_resolution(family)
+        cost = costs.training_cost(
+            steps, job.batch_size, resolution, family,
+            {"sd15": self.settings.step_cost_sd15, "sdxl": self.settings.step_cost_sdxl},
+        )  # fmt: skip
+        rate = await self.step_rate(family, resolution, job.batch_size)
+        balance = (await self.stamina.balance(owner_id, roles)).balance
+        estimate = TrainingEstimate(
+            dataset.name, dataset.base_model, family, images, job.repeats, job.epochs, job.batch_size,
+            steps // job.epochs, steps, resolution, cost, balance, steps / rate,
+        )  # fmt: skip
+        if init_weights:
+            options["init_weights"] = init_weights
+        return _Prepared(estimate, options, dataset.id, dataset.trigger_word)
+
+    @staticmethod
+    def _validate(options: dict[str, Any], entry, family: str, init_weights: str | None) -> TrainJob:
+        full = {
+            **options, "dataset_dir": "dataset", "output_dir": "output", "base_model": entry.source,
+            "model_family": family, "base_model_config": entry.config, "init_weights": init_weights,
+        }  # fmt: skip
+        try:
+            return parse_job(full, TrainJob)
+        except JobError as exc:
+            raise QueueError("; ".join(exc.problems)) from None
+
+    @staticmethod
+    def default_resolution(dataset, family: str) -> int:
+        """The family's resolution, or less when the images were cropped smaller (never upscale them)."""
+        side = 512 if family == "sd15" else 1024
+        if dataset.crop_mode != "none":
+            cropped = int(math.sqrt(dataset.crop_width * dataset.crop_height)) // 64 * 64
+            side = max(64, min(side, cropped))
+        return side
+
+    async def _insert_and_charge(
+        self, owner_id: int, prepared: _Prepared, folder: Path, roles, channel_id: int | None
+    ) -> repo.JobRow:
+        est = prepared.estimate
+        async with transaction(self.conn):
+            user = await self.stamina.ensure_user(owner_id, roles)
+            tier = self.stamina.tier(self.stamina.effective_tier(user))
+            await self._check_room(owner_id, tier.max_queued)
+            job = await repo.insert_job(
+                self.conn,
+                repo.NewJob(
+                    owner_id=owner_id, kind="train", priority=tier.priority, title=est.dataset,
+                    dataset_id=prepared.dataset_id, base_model=est.base_model, family=est.family,
+                    resolution=est.resolution, batch_size=est.batch_size, total_steps=est.total_steps,
+                    cost=est.cost, folder=str(folder), channel_id=channel_id,
+                    spec={"options": prepared.options, "output_name": _file_name(est.dataset),
+                          "trigger": prepared.trigger},
+                ),
+                now=self.clock(),
+            )  # fmt: skip
+            await self._charge(owner_id, job, user.balance)
+        return job
+
+    async def _check_room(self, owner_id: int, max_queued: int) -> None:
+        active = await repo.count_active(self.conn, owner_id)
+        if active >= max_queued:
+            raise QueueError(
+                f"you already have {active} job{'s' * (active != 1)} queued or running (your limit is "
+                f"{max_queued}): wait for one to finish or cancel one in /queue"
+            )
+
+    async def _charge(self, owner_id: int, job: repo.JobRow, balance: int) -> None:
+        if job.cost == 0:
+            return
+        try:
+            await stamina_repo.change_balance(
+                self.conn, owner_id, -job.cost, "charge", job_id=job.id, note=f"job #{job.id} {job.title}",
+                now=self.clock(),
+            )  # fmt: skip
+        except stamina_repo.Overdraw as exc:
+            reset = self.stamina.now()
+            raise QueueError(
+                f"this job costs {job.cost} stamina and you have {exc.balance}: lower epochs, repeats or "
+                f"images, or wait for the daily reset ({_reset_text(self.stamina, reset)})"
+            ) from None
+
+    async def _epoch_file(self, owner_id: int, job_id: int, epoch: int) -> str:
+        job = await self.job(owner_id, job_id)
+        for row in await repo.epochs(self.conn, job.id):
+            if row.epoch == epoch and Path(row.path).is_file():
+                return row.path
+        raise QueueError(f"job #{job_id} has no saved epoch {epoch}: see /epochs job:{job_id}")
+
+    # Jobs ------------------------------------------------------------------------------------------
+
+    async def job(self, user_id: int, job_id: int, operator: bool = False) -> repo.JobRow:
+        """One job, if the caller may see it (its owner, or an operator)."""
+        job = await repo.get_job(self.conn, job_id)
+        if job is None or (job.owner_id != user_id and not operator):
+            raise QueueError(f"you have no job #{job_id} (see your jobs with /queue)")
+        return job
+
+    async def cancel(self, user_id: int, job_id: int, operator: bool = False) -> repo.JobRow:
+        """Cancel a job: a waiting one ends now with a full refund; a running one is told to stop
+        (the dispatcher stops its trainer and refunds the steps not trained)."""
+        job = await self.job(user_id, job_id, operator)
+        if job.finished:
+            raise QueueError(f"job #{job_id} has already ended ({job.state})")
+        if job.state == "queued":
+            ended = await settle(self.conn, job_id, "cancelled", 0, now=self.clock(), from_states=("queued",))
+            if ended is not None:
+                self._changed()
+                return ended
+        async with transaction(self.conn):
+            moved = await repo.transition(self.conn, job_id, ("running",), "cancelling")
+        self._changed()
+        return moved or await self.job(user_id, job_id, operator)
+
+    async def pause(self, actor_id: int | None) -> None:
+        async with transaction(self.conn):
+            await repo.set_flag(self.conn, "paused", "1", actor_id)
+
+    async def resume(self, actor_id: int | None) -> None:
+        async with transaction(self.conn):
+            await repo.set_flag(self.conn, "paused", "0", actor_id)
+        self._changed()
+
+    async def paused(self) -> bool:
+        return await repo.get_flag(self.conn, "paused") == "1"
+
+    async def step_rate(self, family: str, resolution: int, batch_size: int) -> float:
+        from .eta import estimate_rate
+
+        default = self.settings.steps_per_s_sd15 if family == "sd15" else self.settings.steps_per_s_sdxl
+        return estimate_rate(
+            family, resolution, batch_size, await repo.step_rates(self.conn, family), default
+        )
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+
+def _file_name(title: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", title).strip("._-")[:60] or "lora"
+
+
+def _reset_text(stamina: StaminaService, now) -> str:
+    from .eta import format_duration
+    from .stamina import next_reset
+
+    when = next_reset(now, stamina.tz, stamina.settings.reset_hour)
+    return f"in {format_duration((when - now).total_seconds())}"

@@ -1,0 +1,241 @@
+"""Workers: where a job's process runs. The dispatcher only sees the small interfaces here.
+
+:class:`TrainingWorker` runs one training job to its end and can be asked to stop it;
+:class:`LocalTrainerWorker` does it with a ``python -m trainer train`` process per job on one
+device of this host. A worker on another host (Ray) implements the same two methods.
+:class:`GenerationLane` keeps one ``python -m trainer serve`` process per device, so the base
+model stays loaded between /generate requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from trainer.contract import parse_event
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
+TERMINAL = ("done", "cancelled", "failed")
+STOP_GRACE_S = 60.0  # after SIGTERM, how long a trainer may take to stop before it is killed
+_LINE_LIMIT = 2**20
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job's process ended: its exit code, its last terminal event (if any), and whether it hung."""
+
+    exit_code: int | None
+    terminal: dict[str, Any] | None
+    hung: bool = False
+
+
+class TrainingWorker(Protocol):
+    device: str
+
+    async def run(
+        self,
+        job_file: Path,
+        log_file: Path,
+        on_event: EventHandler,
+        on_start: Callable[[int], Awaitable[None]],
+    ) -> Outcome: ...
+
+    async def stop(self) -> None: ...
+
+
+def trainer_env(device: str) -> dict[str, str]:
+    """The environment of a trainer on ``device``: only that GPU visible (none for cpu)."""
+    env = dict(os.environ)
+    env["CUDA_VISIBLE_DEVICES"] = "" if device == "cpu" else device
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the trainer gets SIGKILL when the bot dies, so a killed bot leaves no trainer behind."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+async def _spawn(command: Sequence[str], device: str, log_file: Path, stdin: int | None = None):
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as err:
+        return await asyncio.create_subprocess_exec(
+            *command,
+            stdin=stdin,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            env=trainer_env(device),
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            limit=_LINE_LIMIT,
+        )
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+
+
+class LocalTrainerWorker:
+    """Runs ``python -m trainer train --job FILE`` on one device, one job at a time."""
+
+    def __init__(self, device: str, hang_timeout_s: float, command: Sequence[str] | None = None):
+        self.device = device
+        self.hang_timeout_s = hang_timeout_s
+        self.command = list(command or [sys.executable, "-m", "trainer"])
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def run(
+        self,
+        job_file: Path,
+        log_file: Path,
+        on_event: EventHandler,
+        on_start: Callable[[int], Awaitable[None]],
+    ) -> Outcome:
+        proc = await _spawn([*self.command, "train", "--job", str(job_file)], self.device, log_file)
+        self._proc = proc
+        terminal, hung = None, False
+        try:
+            await on_start(proc.pid)
+            while True:
+                try:
+                    line = await asyncio.wait_for(proc.stdout.readline(), self.hang_timeout_s)
+                except asyncio.TimeoutError:
+                    log.warning(
+                        "trainer pid %d sent nothing for %.0f s: killing it", proc.pid, self.hang_timeout_s
+                    )
+                    hung = True
+                    break
+                if not line:
+                    break
+                event = parse_event(line.decode("utf-8", "replace"))
+                if event is not None:
+                    if event["event"] in TERMINAL:
+                        terminal = event
+                    await on_event(event)
+            if hung:
+                await _kill(proc)
+            code = await proc.wait()
+        except BaseException:
+            await _kill(proc)  # the dispatcher is stopping: the job stays 'running' and resumes on restart
+            raise
+        finally:
+            self._proc = None
+        return Outcome(code, terminal, hung)
+
+    async def stop(self) -> None:
+        """SIGTERM: the trainer stops between steps and reports ``cancelled``; killed after a grace time."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(proc.wait()), STOP_GRACE_S)
+        except asyncio.TimeoutError:
+            await _kill(proc)
+
+
+class GenerationLane:
+    """One long-lived ``python -m trainer serve`` process on a device; requests go one at a time."""
+
+    def __init__(
+        self, device: str, hang_timeout_s: float, log_file: Path, command: Sequence[str] | None = None
+    ):
+        self.device = device
+        self.hang_timeout_s = hang_timeout_s
+        self.log_file = log_file
+        self.command = list(command or [sys.executable, "-m", "trainer"])
+        self._proc: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()
+        self._current: str | None = None
+
+    async def _ensure_started(self) -> asyncio.subprocess.Process:
+        if self._proc is not None and self._proc.returncode is None:
+            return self._proc
+        proc = await _spawn(
+            [*self.command, "serve"], self.device, self.log_file, stdin=asyncio.subprocess.PIPE
+        )
+        try:
+            while True:  # wait for "ready": the process is up and reads requests
+                line = await asyncio.wait_for(proc.stdout.readline(), self.hang_timeout_s)
+                if not line:
+                    raise RuntimeError(
+                        f"the generation process on {self.device} exited at start (see {self.log_file})"
+                    )
+                event = parse_event(line.decode("utf-8", "replace"))
+                if event is not None and event["event"] == "ready":
+                    break
+        except BaseException:
+            await _kill(proc)
+            raise
+        self._proc = proc
+        return proc
+
+    async def run(self, request_id: str, job: dict[str, Any], on_event: EventHandler) -> Outcome:
+        """Render one request; events are passed on without their ``request`` key."""
+        async with self._lock:
+            proc = await self._ensure_started()
+            self._current = request_id
+            try:
+                return await self._exchange(proc, request_id, job, on_event)
+            except BaseException:
+                await _kill(proc)
+                raise
+            finally:
+                self._current = None
+
+    async def _exchange(self, proc, request_id: str, job: dict[str, Any], on_event: EventHandler) -> Outcome:
+        proc.stdin.write((json.dumps({"id": request_id, "job": job}) + "\n").encode())
+        await proc.stdin.drain()
+        deadline = time.monotonic() + self.hang_timeout_s
+        while True:
+            try:
+                line = await asyncio.wait_for(proc.stdout.readline(), max(0.1, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                log.warning("generation process on %s hung: killing it", self.device)
+                await _kill(proc)
+                return Outcome(proc.returncode, None, hung=True)
+            if not line:
+                return Outcome(await proc.wait(), None)
+            event = parse_event(line.decode("utf-8", "replace"))
+            if event is None or event.get("request") != request_id:
+                continue
+            deadline = time.monotonic() + self.hang_timeout_s
+            event.pop("request", None)
+            await on_event(event)
+            if event["event"] in TERMINAL:
+                return Outcome(None, event)
+
+    async def stop(self, request_id: str) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None or self._current != request_id:
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            proc.stdin.write((json.dumps({"cancel": request_id}) + "\n").encode())
+            await proc.stdin.drain()
+
+    async def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except asyncio.TimeoutError:
+                await _kill(proc)
