@@ -1,0 +1,85 @@
+"""What /queue and ``python -m bot queue`` show: each job with its position, progress and ETA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from db import jobs as repo
+
+from .eta import Slot, plan
+from .service import QueueService
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job: repo.JobRow
+    position: int | None  # 1-based among waiting jobs of its kind; None when not waiting
+    starts_in_s: float | None  # None when running, finished, or the queue is paused
+    ends_in_s: float | None
+    paused: bool
+
+    @property
+    def progress(self) -> str:
+        job = self.job
+        unit = "steps" if job.kind == "train" else "images"
+        text = f"{job.step}/{job.total_steps} {unit}"
+        if job.kind == "train" and job.epoch:
+            text += f", epoch {job.epoch}/{job.spec.get('options', {}).get('epochs', '?')}"
+        if job.loss is not None and job.state in ("running", "cancelling"):
+            text += f", loss {job.loss:.4f}"
+        return text
+
+
+async def queue_status(
+    queue: QueueService, owner_id: int | None = None, include_finished: bool = False, limit: int = 50
+) -> list[JobStatus]:
+    """Active jobs (and, with ``include_finished``, recent ended ones) of one member or of everyone."""
+    paused = await queue.paused()
+    slots: dict[int, Slot] = {}
+    for kind in ("train", "generate"):
+        slots.update(await _plan_kind(queue, kind))
+    states = None if include_finished else repo.ACTIVE
+    rows = await repo.list_jobs(queue.conn, owner_id=owner_id, states=states, limit=limit)
+    result = []
+    for job in sorted(rows, key=_order):
+        slot = slots.get(job.id)
+        waiting = job.state == "queued"
+        result.append(
+            JobStatus(
+                job,
+                slot.position if slot and waiting else None,
+                slot.starts_in_s if slot and waiting and not paused else None,
+                slot.ends_in_s if slot and not job.finished and not (paused and waiting) else None,
+                paused,
+            )
+        )
+    return result
+
+
+def _order(job: repo.JobRow) -> tuple:
+    rank = {"running": 0, "cancelling": 0, "queued": 1}.get(job.state, 2)
+    return (rank, -job.priority if rank == 1 else 0, job.id if rank < 2 else -job.id)
+
+
+async def _plan_kind(queue: QueueService, kind: str) -> dict[int, Slot]:
+    running = await repo.list_jobs(queue.conn, states=("running", "cancelling"), kind=kind, limit=1000)
+    waiting = await repo.queued_in_order(queue.conn, kind)
+    run_left = [(job, await _seconds_left(queue, job)) for job in running]
+    wait_len = [(job, await _seconds(queue, job, job.total_steps)) for job in waiting]
+    return plan(run_left, wait_len, len(queue.settings.devices))
+
+
+async def _seconds(queue: QueueService, job: repo.JobRow, steps: int) -> float:
+    if job.kind == "generate":  # a sampling step costs about a third of a training step
+        sampling_steps = int(job.spec.get("options", {}).get("steps", 25))
+        rate = 3 * await queue.step_rate(job.family, job.resolution, 1)
+        return steps * sampling_steps / rate
+    rate = await queue.step_rate(job.family, job.resolution, job.batch_size)
+    return steps / rate
+
+
+async def _seconds_left(queue: QueueService, job: repo.JobRow) -> float:
+    left = max(0, job.total_steps - job.step)
+    if job.kind == "train" and job.steps_per_s:
+        return left / job.steps_per_s
+    return await _seconds(queue, job, left)
