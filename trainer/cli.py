@@ -1,4 +1,4 @@
-"""``python -m trainer``: make-tiny, train, generate.
+"""``python -m trainer``: make-tiny, train, generate, serve.
 
 The process talks to its host through JSON-line events on stdout; logs and the
 progress bar go to stderr. Exit codes are in :mod:`trainer.contract`.
@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=what)
         cmd.add_argument("--job", required=True, help="job file (.toml or .json)")
         cmd.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
+    serve = sub.add_parser(
+        "serve", help="long-lived generation: requests as JSON lines on stdin (see trainer/serve.py)"
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="debug logs on stderr")
     return p
 
 
@@ -132,4 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(Path(args.out))
     _setup_logging(args.verbose)
+    if args.command == "serve":
+        from .serve import serve
+
+        return serve()
     return _run_job(args.command, args.job)

@@ -3,18 +3,35 @@
 LoRA files are loaded with diffusers' ``load_lora_weights`` (the same path any user
 of the files takes) and weighted with ``set_adapters``. With ``compare_weights`` the
 first LoRA is rendered at each weight, same seeds, into one labelled grid.
+
+The work is split in two so ``python -m trainer serve`` can keep a model loaded:
+:func:`load_for_job` loads and places a base model's pipeline, :func:`render_job`
+renders one job on it (loading the job's LoRAs and removing them again afterwards).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from PIL import Image
 
 from . import render
-from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, default_clip_skip
+from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, ModelSource, default_clip_skip
 from .events import EventWriter, StopFlag
-from .models import base_model_from_pipeline, load_pipeline, pick_device, place, weight_dtype
+from .models import (
+    BaseModel,
+    base_model_from_pipeline,
+    load_pipeline,
+    pick_device,
+    place,
+    resolved_precision,
+    weight_dtype,
+)
 from .text import check_clip_skip
 
 log = logging.getLogger(__name__)
@@ -24,7 +41,55 @@ class GenerateError(RuntimeError):
     pass
 
 
-def _load_loras(pipe, job: GenerateJob) -> list[str]:
+class Emitter(Protocol):
+    """Anything that writes contract events (an :class:`EventWriter` or a wrapper of one)."""
+
+    def emit(self, kind: str, **fields: Any) -> dict[str, Any]: ...
+
+
+PipelineKey = tuple[str, str, str, str, str]
+
+
+@dataclass
+class LoadedPipeline:
+    """A base model's diffusers pipeline, placed on its device, ready for any number of jobs."""
+
+    key: PipelineKey
+    pipe: Any
+    model: BaseModel
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def family(self) -> str:
+        return self.model.family
+
+
+def pipeline_key(job: ModelSource) -> PipelineKey:
+    """What identifies a loaded pipeline: base model, family, config, device and precision."""
+    device = pick_device(job.device)
+    return (
+        job.base_model,
+        job.model_family or "",
+        job.base_model_config or "",
+        str(device),
+        resolved_precision(job.mixed_precision, device),
+    )
+
+
+def load_for_job(job: ModelSource) -> LoadedPipeline:
+    """Load the job's base model and move it to its device in its precision."""
+    device = pick_device(job.device)
+    dtype = weight_dtype(job.mixed_precision, device)
+    pipe, family = load_pipeline(job.base_model, job.model_family, job.base_model_config)
+    model = base_model_from_pipeline(pipe, family, job.base_model)
+    place(model, device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return LoadedPipeline(pipeline_key(job), pipe, model, device, dtype)
+
+
+def load_loras(pipe, job: GenerateJob) -> list[str]:
+    """Load the job's LoRA files as adapters lora0, lora1, ...; returns their names."""
     names = []
     for i, ref in enumerate(job.loras):
         if not Path(ref.path).is_file():
@@ -38,15 +103,47 @@ def _load_loras(pipe, job: GenerateJob) -> list[str]:
     return names
 
 
+def unload_loras(pipe) -> None:
+    """Remove every LoRA layer from the pipeline's models (the base weights stay untouched)."""
+    pipe.unload_lora_weights()
+
+
+def has_lora_layers(pipe) -> bool:
+    """Whether any LoRA (PEFT) layer is still in the pipeline's UNet or text encoders."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    parts = [getattr(pipe, n, None) for n in ("unet", "text_encoder", "text_encoder_2")]
+    return any(isinstance(m, BaseTunerLayer) for part in parts if part is not None for m in part.modules())
+
+
 def run_generate(job: GenerateJob, events: EventWriter, stop: StopFlag) -> int:
-    device = pick_device(job.device)
-    dtype = weight_dtype(job.mixed_precision, device)
-    pipe, family = load_pipeline(job.base_model, job.model_family, job.base_model_config)
-    names = _load_loras(pipe, job)
-    model = base_model_from_pipeline(pipe, family, job.base_model)
-    place(model, device, dtype)
+    """The one-shot command: load the base model, render the job, return the exit code."""
+    return render_job(load_for_job(job), job, events, stop)
+
+
+def render_job(loaded: LoadedPipeline, job: GenerateJob, events: Emitter, stop: StopFlag) -> int:
+    """Render a job on an already loaded pipeline; emits started, image_ready..., done | cancelled.
+
+    The job's LoRAs are loaded first and always removed before returning, and the
+    sampler is made afresh, so nothing of this job stays on the pipeline.
+    """
+    pipe = loaded.pipe
+    try:
+        names = load_loras(pipe, job)
+        return _render_images(loaded, job, names, events, stop)
+    finally:
+        if job.loras:
+            try:
+                unload_loras(pipe)
+            except Exception:  # the server sees the leftovers (has_lora_layers) and reloads
+                log.exception("could not remove the LoRAs")
+
+
+def _render_images(
+    loaded: LoadedPipeline, job: GenerateJob, names: list[str], events: Emitter, stop: StopFlag
+) -> int:
+    pipe, model, family = loaded.pipe, loaded.model, loaded.family
     pipe.scheduler = render.make_sampler(job.sampler, model.scheduler_config)
-    pipe.set_progress_bar_config(disable=True)
     clip_skip = job.clip_skip if job.clip_skip is not None else default_clip_skip(family)
     check_clip_skip(clip_skip, family, model.text_encoders)
     width, height = job.resolved_size(family)
@@ -66,20 +163,7 @@ def run_generate(job: GenerateJob, events: EventWriter, stop: StopFlag) -> int:
                 return EXIT_CANCELLED
             if names:
                 pipe.set_adapters(names, adapter_weights=weights)
-            image = render.render(
-                pipe,
-                model,
-                job.prompt,
-                job.negative,
-                steps=job.steps,
-                cfg=job.cfg,
-                width=width,
-                height=height,
-                seed=seed + n,
-                clip_skip=clip_skip,
-                device=device,
-                dtype=dtype,
-            )
+            image = _render_one(loaded, job, seed + n, clip_skip, (width, height))
             path = out / f"{job.output_name}-{n:02d}{f'-w{weights[0]:g}' if job.compare_weights else ''}.png"
             image.save(path)
             files.append(str(path))
@@ -89,9 +173,28 @@ def run_generate(job: GenerateJob, events: EventWriter, stop: StopFlag) -> int:
     if job.compare_weights or job.count > 1:
         files.append(str(_save_grid(job, rows, seed, out)))
         events.emit("image_ready", index=len(files) - 1, path=files[-1], grid=True)
-    render.release_memory(device)
+    render.release_memory(loaded.device)
     events.emit("done", files=files, seed=seed)
     return EXIT_OK
+
+
+def _render_one(
+    loaded: LoadedPipeline, job: GenerateJob, seed: int, clip_skip: int, size: tuple[int, int]
+) -> Image.Image:
+    return render.render(
+        loaded.pipe,
+        loaded.model,
+        job.prompt,
+        job.negative,
+        steps=job.steps,
+        cfg=job.cfg,
+        width=size[0],
+        height=size[1],
+        seed=seed,
+        clip_skip=clip_skip,
+        device=loaded.device,
+        dtype=loaded.dtype,
+    )
 
 
 def _weight_sets(job: GenerateJob) -> list[list[float]]:
