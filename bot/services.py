@@ -67,6 +67,7 @@ async def open_services(
 def make_dispatcher(services: Services, trainer_command: list[str] | None = None) -> Dispatcher:
     """A dispatcher with one local training worker and one generation lane per configured device."""
     s = services.settings
+    trainer_command = trainer_command or s.trainer_argv()
     workers = [LocalTrainerWorker(d, s.hang_timeout_s, trainer_command) for d in s.devices]
     lanes = [
         GenerationLane(d, s.hang_timeout_s, s.data_dir / "logs" / f"generate-{d}.log", trainer_command)

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     max_attempts: int = Field(
         3, ge=1, le=20, description="starts of one job (crash recovery) before it fails"
     )
+    trainer_command: str = Field(
+        "",
+        description="how to start the trainer, e.g. '/opt/trainer-venv/bin/python -m trainer'; default: this Python",
+    )
     steps_per_s_sd15: float = Field(2.0, gt=0, description="ETA before a speed is measured: 512 px, batch 1")
     steps_per_s_sdxl: float = Field(1.0, gt=0, description="ETA before a speed is measured: 512 px, batch 1")
 
@@ -115,6 +119,12 @@ class Settings(BaseSettings):
 
     def tagger_choices(self) -> list[str]:
         return list(dict.fromkeys([self.tagger, *self.extra_taggers]))
+
+    def trainer_argv(self) -> list[str] | None:
+        """The trainer command as arguments (None: ``python -m trainer`` with this interpreter)."""
+        import shlex
+
+        return shlex.split(self.trainer_command) or None
 
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"

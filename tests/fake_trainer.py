@@ -2,7 +2,9 @@
 
 Run as ``python tests/fake_trainer.py train --job FILE``. ``FAKE_TRAINER_MODE``:
 ``crash`` (starts, reports a step, dies without a terminal event), ``hang`` (starts, then
-says nothing), ``crash_first`` (crashes unless the job resumes, then finishes).
+says nothing), ``crash_first`` (crashes unless the job resumes, then finishes), ``slow``
+(takes ``FAKE_TRAINER_SECONDS``, default 3, then finishes). ``serve`` answers each request
+with one image at once.
 """
 
 from __future__ import annotations
@@ -17,7 +19,21 @@ def emit(kind: str, **fields) -> None:
     print(json.dumps({"event": kind, "schema": 1, "time": time.time(), **fields}), flush=True)
 
 
+def serve() -> None:
+    emit("ready")
+    for line in sys.stdin:
+        request = json.loads(line)
+        if "id" not in request:
+            continue
+        rid = request["id"]
+        emit("started", request=rid, total_steps=1, total_epochs=0, model_cached=False)
+        emit("image_ready", request=rid, index=0, path="/dev/null")
+        emit("done", request=rid, files=["/dev/null"])
+
+
 def main() -> None:
+    if sys.argv[1] == "serve":
+        return serve()
     with open(sys.argv[sys.argv.index("--job") + 1]) as f:
         job = json.load(f)
     mode = os.environ.get("FAKE_TRAINER_MODE", "crash")
@@ -25,6 +41,8 @@ def main() -> None:
     emit("started", total_steps=total, total_epochs=1, resumed_from_step=0)
     if mode == "hang":
         time.sleep(3600)
+    if mode == "slow":
+        time.sleep(float(os.environ.get("FAKE_TRAINER_SECONDS", "3")))
     emit("step", step=3, total_steps=total, epoch=1, loss=0.5, lr=1e-4)
     if mode == "crash" or (mode == "crash_first" and not job.get("resume")):
         os._exit(9)

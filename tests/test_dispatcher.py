@@ -224,3 +224,24 @@ def test_queued_jobs_wait_while_paused_and_a_second_dispatcher_is_refused(tmp_pa
         assert (await finished(s.conn, job.id)).state == "done"
 
     run(_fake_settings(tmp_path), body, FAKE)
+
+
+@pytest.mark.parametrize("alongside", [True, False])
+def test_generation_runs_alongside_training_only_where_the_operator_allows(tmp_path, monkeypatch, alongside):
+    monkeypatch.setenv("FAKE_TRAINER_MODE", "slow")
+
+    async def body(s, dispatcher, updates):
+        await make_dataset(s, images=4)
+        job = await s.queue.submit_training(1, "chara", _fake_job_options())
+
+        async def running() -> bool:
+            return any(u.job.id == job.id and u.kind == "started" for u in updates)
+
+        await wait_until(running)
+        request = GenerateRequest("tkchar", base_model="tiny-sd15", steps=2, size="64")
+        generated = await finished(s.conn, (await s.generation.submit(1, request)).id)
+        training = await finished(s.conn, job.id)
+        assert generated.state == training.state == "done"
+        assert (generated.finished_at < training.finished_at) is alongside
+
+    run(_fake_settings(tmp_path, generate_alongside_training=alongside), body, FAKE)

@@ -172,3 +172,30 @@ def test_100_concurrent_debits_from_4_connections_accept_exactly_what_150_afford
             assert sorted(r.job_id for r in rows if r.reason == "charge") == sorted(j.id for j in accepted)
 
     asyncio.run(go())
+
+
+def test_the_scheduled_reset_tops_up_stale_members_at_the_local_reset_hour(tmp_path):
+    from datetime import timedelta
+
+    from bot.queue.schedule import start_reset_scheduler
+
+    clock = Clock(utc(2026, 11, 24, 12))
+
+    async def body(s):
+        st = s.stamina
+        for user in (1, 2, 3):
+            await st.revoke(user, 100, actor_id=None)
+        await st.grant(3, 500, actor_id=None)
+        clock.t += 86400
+        assert await st.reset_due() == 3
+        assert await st.reset_due() == 0  # once per period
+        assert [(await repo.get_user(s.conn, u)).balance for u in (1, 2, 3)] == [150, 150, 550]
+        scheduler = start_reset_scheduler(st)
+        try:
+            run_at = scheduler.get_job("stamina-reset").next_run_time
+            expected = next_reset(datetime.now(TOKYO), TOKYO, 4) + timedelta(seconds=5)
+            assert run_at == expected
+        finally:
+            scheduler.shutdown(wait=False)
+
+    run(tmp_path, body, clock, reset_hour=4, reset_timezone="Asia/Tokyo")
