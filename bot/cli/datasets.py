@@ -1,34 +1,23 @@
-"""``python -m bot``: the operator CLI over the same services the Discord cogs call.
-
-Settings come from the environment (``LORABOT_DATA_DIR``, default ``./data``; the
-database inside it unless ``LORABOT_DATABASE`` says otherwise). A bad argument or
-an unknown dataset is one line on stderr and a non-zero exit, never a traceback.
-"""
+"""``python -m bot dataset ...``: members' datasets, over :class:`bot.datasets.service.DatasetService`."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..services import Services
 
 EXIT_ERROR = 1
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Argument errors as one line (and exit 2), not a usage dump."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(prog="python -m bot", description="LoRA training bot: operator commands")
-    groups = p.add_subparsers(dest="group", required=True, parser_class=_OneLineParser)
-    ds = groups.add_parser("dataset", help="members' datasets").add_subparsers(
-        dest="command", required=True, parser_class=_OneLineParser
-    )
+def add_parser(groups: argparse._SubParsersAction) -> None:
+    """The ``dataset`` group and its commands."""
+    group = groups.add_parser("dataset", help="members' datasets")
+    ds = group.add_subparsers(dest="command", required=True, parser_class=type(group))
 
     def cmd(name: str, help_: str, *, named: bool = True) -> argparse.ArgumentParser:
         sub = ds.add_parser(name, help=help_)
@@ -69,31 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     remove_images.add_argument("ids", nargs="+", type=int)
     export = cmd("export", "write images + .txt captions for the trainer")
     export.add_argument("--out", type=Path, required=True)
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    from .settings import SettingsError, load_settings
-
-    try:
-        settings = load_settings()
-        return asyncio.run(_dispatch(args, settings))
-    except SettingsError as exc:
-        print(f"error: settings: {exc}", file=sys.stderr)
-    except _known_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-    except OSError as exc:
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
-    return EXIT_ERROR
-
-
-async def _dispatch(args: argparse.Namespace, settings) -> int:
-    from .services import open_services
-
-    async with open_services(settings) as services:
-        handler = DATASET_COMMANDS[args.command]
-        return await handler(services.datasets, args)
+async def run(services: Services, args: argparse.Namespace) -> int:
+    """Run one ``dataset`` command."""
+    return await DATASET_COMMANDS[args.command](services.datasets, args)
 
 
 async def _new(svc, a) -> int:
@@ -140,7 +109,7 @@ async def _delete(svc, a) -> int:
 
 
 async def _add(svc, a) -> int:
-    from .datasets.images import Skipped, too_big_reason
+    from ..datasets.images import Skipped, too_big_reason
 
     limit = svc.settings.limits().max_file_bytes
     files, too_big = [], []
@@ -224,12 +193,3 @@ DATASET_COMMANDS = {
     "remove-tags": _remove_tags, "add-tags": _add_tags, "replace-tag": _replace_tag, "undo": _undo,
     "export": _export, "remove-images": _remove_images,
 }  # fmt: skip
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from db.database import MigrationError
-
-    from .datasets.service import ServiceError
-    from .registry import RegistryError
-
-    return (ServiceError, RegistryError, MigrationError)

@@ -1,0 +1,82 @@
+"""``python -m bot``: the operator CLI over the same services the Discord cogs call.
+
+Settings come from the environment (``LORABOT_DATA_DIR``, default ``./data``; the
+database inside it unless ``LORABOT_DATABASE`` says otherwise). A bad argument is one
+line on stderr and exit 2; a request the services refuse (an unknown dataset, too little
+stamina, a queue already run by another process) is one line and exit 1, never a traceback.
+
+Groups: ``dataset`` (:mod:`bot.cli.datasets`), ``stamina``, ``queue``, ``job``, ``estimate``
+and ``worker`` (:mod:`bot.cli.queue`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import TYPE_CHECKING
+
+from . import datasets, queue
+from .datasets import EXIT_ERROR
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+__all__ = ["EXIT_ERROR", "main"]
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line (and exit 2), not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="python -m bot", description="LoRA training bot: operator commands")
+    groups = p.add_subparsers(dest="group", required=True, parser_class=_OneLineParser)
+    datasets.add_parser(groups)
+    queue.add_parsers(groups)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from ..settings import SettingsError, load_settings
+
+    try:
+        settings = load_settings()
+        return asyncio.run(_dispatch(args, settings))
+    except SettingsError as exc:
+        _fail(f"settings: {exc}")
+    except _known_errors() as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+    return EXIT_ERROR
+
+
+def _fail(message: str) -> None:
+    """One line on stderr, whatever the message holds."""
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    from ..services import open_services
+
+    async with open_services(settings) as services:
+        if args.group == "dataset":
+            return await datasets.run(services, args)
+        return await queue.run(services, args)
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from db.database import MigrationError
+
+    from ..datasets.service import ServiceError
+    from ..queue.recovery import DispatcherBusy
+    from ..queue.stamina import StaminaError
+    from ..registry import RegistryError
+
+    # QueueError is a ServiceError
+    return (ServiceError, RegistryError, MigrationError, StaminaError, DispatcherBusy)
