@@ -176,5 +176,15 @@ def test_event_payloads_are_json_and_jobs_keep_their_spec(tmp_path):
         stored = await repo.get_job(s.conn, job.id)
         assert stored.spec["options"]["repeats"] == 1 and stored.spec["output_name"] == "chara"
         json.dumps(stored.spec)
+        defaults = await s.queue.submit_training(1, "chara", {"resolution": 64})
+        assert defaults.spec["epochs"] == 10 and defaults.total_steps == 200  # 2 images x 10 x 10
+        async with transaction(s.conn):
+            await repo.update_progress(s.conn, defaults.id, step=25, epoch=1, loss=0.1234)
+        (status,) = [st for st in await queue_status(s.queue) if st.job.id == defaults.id]
+        assert status.progress == "25/200 steps, epoch 1/10"
+        ended = await s.queue.cancel(1, job.id)
+        everything = await queue_status(s.queue, include_finished=True, limit=0)
+        assert [st.job.id for st in everything] == [defaults.id]  # active jobs are never crowded out
+        assert ended.id in [st.job.id for st in await queue_status(s.queue, include_finished=True)]
 
     run(tmp_path, body)

@@ -222,7 +222,8 @@ class QueueService:
                     resolution=est.resolution, batch_size=est.batch_size, total_steps=est.total_steps,
                     cost=est.cost, folder=str(folder), channel_id=channel_id,
                     spec={"options": prepared.options, "output_name": _file_name(est.dataset),
-                          "trigger": prepared.trigger},
+                          "trigger": prepared.trigger, "epochs": est.epochs, "repeats": est.repeats,
+                          "images": est.images},
                 ),
                 now=self.clock(),
             )  # fmt: skip

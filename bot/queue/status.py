@@ -24,7 +24,7 @@ class JobStatus:
         unit = "steps" if job.kind == "train" else "images"
         text = f"{job.step}/{job.total_steps} {unit}"
         if job.kind == "train" and job.epoch:
-            text += f", epoch {job.epoch}/{job.spec.get('options', {}).get('epochs', '?')}"
+            text += f", epoch {job.epoch}/{job.spec.get('epochs', '?')}"
         if job.loss is not None and job.state in ("running", "cancelling"):
             text += f", loss {job.loss:.4f}"
         return text
@@ -38,8 +38,9 @@ async def queue_status(
     slots: dict[int, Slot] = {}
     for kind in ("train", "generate"):
         slots.update(await _plan_kind(queue, kind))
-    states = None if include_finished else repo.ACTIVE
-    rows = await repo.list_jobs(queue.conn, owner_id=owner_id, states=states, limit=limit)
+    rows = await repo.list_jobs(queue.conn, owner_id=owner_id, states=repo.ACTIVE, limit=10_000)
+    if include_finished:  # every active job, then the most recent ended ones
+        rows += await repo.list_jobs(queue.conn, owner_id=owner_id, states=repo.FINISHED, limit=limit)
     result = []
     for job in sorted(rows, key=_order):
         slot = slots.get(job.id)
