@@ -100,9 +100,16 @@ class StaminaService:
         return reset_period(self.now(), self.tz, self.settings.reset_hour).isoformat()
 
     async def balance(self, user_id: int, roles: Iterable[str | int] | None = None) -> Balance:
-        """The member's balance after any due reset; ``roles`` (when known) update their tier."""
-        async with transaction(self.conn):
-            user = await self.ensure_user(user_id, roles)
+        """The member's balance after any due reset; ``roles`` (when known) update their tier.
+
+        A plain read when nothing is due: only a new member, a due reset or a changed tier
+        takes the write transaction, so many members reading at once do not queue up.
+        """
+        user = await repo.get_user(self.conn, user_id)
+        stale = user is None or user.reset_period < self.period()
+        if stale or (roles is not None and self.tier_for_roles(roles) != user.tier):
+            async with transaction(self.conn):
+                user = await self.ensure_user(user_id, roles)
         return self._view(user)
 
     async def peek(self, user_id: int) -> int:
