@@ -45,9 +45,9 @@ async def open_services(
     async with open_database(settings.database_path()) as conn:
         datasets = DatasetService(conn, settings, registry, TaggerProvider(settings))
         stamina = StaminaService(conn, settings, clock)
-        queue = QueueService(conn, settings, registry, datasets, stamina, clock)
-        library = LibraryService(queue)
         bus = EventBus()
+        queue = QueueService(conn, settings, registry, datasets, stamina, clock, bus)
+        library = LibraryService(queue)
         try:
             yield Services(
                 settings,
@@ -74,7 +74,14 @@ def make_dispatcher(services: Services, trainer_command: list[str] | None = None
         for d in s.devices
     ]
     dispatcher = Dispatcher(
-        services.conn, s, services.registry, services.bus, workers, lanes, services.queue.clock
+        services.conn,
+        s,
+        services.registry,
+        services.bus,
+        workers,
+        lanes,
+        services.queue.clock,
+        services.stamina,
     )
     services.queue.on_change = dispatcher.wake
     return dispatcher

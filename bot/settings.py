@@ -24,7 +24,12 @@ class Tier(BaseModel):
     roles: list[str] = Field(default_factory=list)
     allowance: int = Field(ge=0, le=1_000_000)
     priority: int = Field(0, ge=0, le=100, description="higher runs first in the queue")
-    max_queued: int = Field(2, ge=1, le=100, description="jobs waiting or running at once")
+    max_queued: int | None = Field(None, ge=1, le=100, description="jobs waiting or running; default max_queued_jobs")
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _role_ids_as_text(cls, value):
+        return [str(v) for v in value] if isinstance(value, list) else value
 
 
 class Settings(BaseSettings):
@@ -85,6 +90,23 @@ class Settings(BaseSettings):
     )
     steps_per_s_sd15: float = Field(2.0, gt=0, description="ETA before a speed is measured: 512 px, batch 1")
     steps_per_s_sdxl: float = Field(1.0, gt=0, description="ETA before a speed is measured: 512 px, batch 1")
+
+    @field_validator("data_dir", "database", "model_registry")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        """Stored job and LoRA paths must not depend on the folder the bot was started from."""
+        return value.expanduser().absolute() if value is not None else None
+
+    @field_validator("trainer_command")
+    @classmethod
+    def _splits(cls, value: str) -> str:
+        import shlex
+
+        try:
+            shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot split into arguments: {exc}") from None
+        return value
 
     @field_validator("reset_timezone")
     @classmethod

@@ -106,13 +106,23 @@ async def transaction(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Con
     inside the block, so no other task's write can slip in between.
     """
     async with _write_lock(conn):
-        await conn.execute("BEGIN IMMEDIATE")
         try:
+            await conn.execute("BEGIN IMMEDIATE")
             yield conn
+            await conn.execute("COMMIT")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            # also after a cancelled BEGIN (it may still have run) or a failed COMMIT (disk full):
+            # never leave the shared connection inside a transaction that holds SQLite's write lock
+            await asyncio.shield(_rollback(conn))
             raise
-        await conn.execute("COMMIT")
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    import contextlib
+    import sqlite3
+
+    with contextlib.suppress(sqlite3.OperationalError):  # no transaction was open
+        await conn.execute("ROLLBACK")
 
 
 @asynccontextmanager

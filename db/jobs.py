@@ -172,6 +172,14 @@ async def claim_next(
     return _job(row) if row else None
 
 
+async def uncount_attempt(conn: aiosqlite.Connection, job_id: int) -> None:
+    """A start that the dispatcher itself interrupted (a clean shutdown) does not count."""
+    await conn.execute(
+        "UPDATE jobs SET attempts = MAX(0, attempts - 1) WHERE id = ? AND state IN ('running', 'cancelling')",
+        (job_id,),
+    )
+
+
 async def transition(
     conn: aiosqlite.Connection, job_id: int, from_states: tuple[str, ...], to_state: str, **values: Any
 ) -> JobRow | None:

@@ -33,7 +33,8 @@ from .bus import EventBus, JobUpdate
 from .record import generation_job, job_paths, record_event, write_training_job
 from .recovery import DispatcherLock, kill_orphan
 from .settle import settle
-from .workers import GenerationLane, Outcome, TrainingWorker
+from .stamina import StaminaService
+from .workers import GenerationLane, LaneStartError, Outcome, TrainingWorker
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
@@ -49,6 +50,7 @@ class Dispatcher:
         workers: list[TrainingWorker],
         lanes: list[GenerationLane],
         clock: Callable[[], float] = time.time,
+        stamina: StaminaService | None = None,
     ):
         self.conn = conn
         self.settings = settings
@@ -57,9 +59,11 @@ class Dispatcher:
         self.workers = workers
         self.lanes = lanes
         self.clock = clock
+        self.stamina = stamina
         self._wakers: list[asyncio.Event] = []
         self._tasks: list[asyncio.Task] = []
         self._running: dict[int, Any] = {}  # job id -> the worker or lane running it
+        self._stopping: set[asyncio.Task] = set()
         self._device_locks = {w.device: asyncio.Lock() for w in workers}
         self._lock = DispatcherLock(settings.data_dir / "dispatcher.lock")
 
@@ -81,14 +85,19 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stop the loops; running jobs stay ``running`` and resume on the next start."""
+        interrupted = list(self._running)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
         for lane in self.lanes:
             await lane.close()
+        if interrupted:  # a planned restart is not a crash: it does not use up one of the job's starts
+            async with transaction(self.conn):
+                for job_id in interrupted:
+                    await repo.uncount_attempt(self.conn, job_id)
         self._lock.release()
 
     def wake(self) -> None:
@@ -130,20 +139,24 @@ class Dispatcher:
                             self.settings.max_attempts)  # fmt: skip
                 self.bus.publish(JobUpdate(back, "requeued", {"reason": why}))
                 self.wake()
+                return
+            current = await repo.get_job(self.conn, job.id)
+            if current is not None and current.state == "cancelling":  # cancelled while it crashed
+                await self._end(current, "cancelled", current.step)
         else:
             await self._end(job, "failed", job.step, f"{why}, {job.attempts} times: the job was stopped")
 
     async def _end(self, job: repo.JobRow, state: str, done: int, error: str | None = None) -> None:
-        ended = await settle(self.conn, job.id, state, done, error, now=self.clock())
+        ended = await settle(self.conn, job.id, state, done, error, now=self.clock(), stamina=self.stamina)
         if ended is not None:
             self.bus.publish(JobUpdate(ended, "finished", {"state": state, "refunded": ended.refunded}))
 
     # Claiming --------------------------------------------------------------------------------------
 
     async def _claim(self, kind: str, device: str) -> repo.JobRow | None:
-        if await repo.get_flag(self.conn, "paused") == "1":
-            return None
         async with transaction(self.conn):
+            if await repo.get_flag(self.conn, "paused") == "1":
+                return None
             return await repo.claim_next(self.conn, kind, device, self.clock())
 
     def _device_lock(self, device: str) -> contextlib.AbstractAsyncContextManager:
@@ -151,23 +164,67 @@ class Dispatcher:
             return contextlib.nullcontext()
         return self._device_locks[device]
 
+    async def _guarded(self, running, job: repo.JobRow) -> None:
+        """Run one job; an unexpected error ends in a retry (or failure with the refund), never a dead loop."""
+        try:
+            await running
+        except Exception as exc:
+            log.exception("job #%d", job.id)
+            self._running.pop(job.id, None)
+            current = await repo.get_job(self.conn, job.id)
+            if current is not None and not current.finished:
+                await self._retry_or_fail(current, f"an internal error ({type(exc).__name__}: {exc})"[:300])
+
+    async def _free_lane(self, device: str) -> None:
+        """Without generation alongside training, the lane's loaded model leaves the device first."""
+        if not self.settings.generate_alongside_training:
+            for lane in self.lanes:
+                if lane.device == device:
+                    await lane.close()
+
+    async def _infrastructure_fault(self, job: repo.JobRow, what: str) -> None:
+        """The trainer cannot even start (bad command, missing interpreter): every job would fail the
+        same way, so put this one back without using up a start and pause the queue for an operator."""
+        log.error("%s: the queue is paused until an operator fixes it ('python -m bot queue resume')", what)
+        async with transaction(self.conn):
+            await repo.set_flag(self.conn, "paused", "1", None)
+            back = await repo.transition(
+                self.conn,
+                job.id,
+                ("running",),
+                "queued",
+                error=what,
+                pid=None,
+                attempts=max(0, job.attempts - 1),
+            )
+        if back is not None:
+            self.bus.publish(JobUpdate(back, "requeued", {"reason": what, "paused": True}))
+        else:
+            current = await repo.get_job(self.conn, job.id)
+            if current is not None and current.state == "cancelling":
+                await self._end(current, "cancelled", current.step)
+
     # Training --------------------------------------------------------------------------------------
 
     async def _training_loop(self, worker: TrainingWorker) -> None:
         wake = self._waker()
         while True:
-            async with self._device_lock(worker.device):
-                job = await self._claim("train", worker.device)
-                if job is not None:
-                    await self._run_training(worker, job)
-                    continue
+            try:
+                async with self._device_lock(worker.device):
+                    job = await self._claim("train", worker.device)
+                    if job is not None:
+                        await self._free_lane(worker.device)
+                        await self._guarded(self._run_training(worker, job), job)
+                        continue
+            except Exception:  # the database, most likely: log it and keep the device serving
+                log.exception("training loop on %s", worker.device)
             await self._idle(wake)
 
     async def _run_training(self, worker: TrainingWorker, job: repo.JobRow) -> None:
         try:
             job_file = await asyncio.to_thread(write_training_job, self.registry, job, worker.device)
         except Exception as exc:  # base model gone from the registry, snapshot missing, disk full
-            await self._end(job, "failed", 0, f"the job cannot start: {exc}")
+            await self._end(job, "failed", job.step, f"the job cannot start: {exc}")
             return
         _, log_file = job_paths(job)
         self._running[job.id] = worker
@@ -175,7 +232,9 @@ class Dispatcher:
         try:
             outcome = await worker.run(job_file, log_file, self._on_event(job), self._on_start(job))
         except OSError as exc:
-            outcome = Outcome(None, {"event": "failed", "message": f"the trainer could not start: {exc}"})
+            self._running.pop(job.id, None)
+            await self._infrastructure_fault(job, f"the trainer could not start ({exc})")
+            return
         finally:
             self._running.pop(job.id, None)
         await self._finish(job, outcome)
@@ -188,8 +247,12 @@ class Dispatcher:
         return started
 
     def _on_event(self, job: repo.JobRow):
+        attempt: dict[str, Any] = {}
+
         async def handle(event: dict[str, Any]) -> None:
-            updated = await record_event(self.conn, job, event, self.clock())
+            if event["event"] == "started":
+                attempt["started"] = event
+            updated = await record_event(self.conn, job, event, self.clock(), attempt.get("started"))
             self.bus.publish(JobUpdate(updated, event["event"], event))
 
         return handle
@@ -230,11 +293,14 @@ class Dispatcher:
     async def _generation_loop(self, lane: GenerationLane) -> None:
         wake = self._waker()
         while True:
-            async with self._device_lock(lane.device):
-                job = await self._claim("generate", lane.device)
-                if job is not None:
-                    await self._run_generation(lane, job)
-                    continue
+            try:
+                async with self._device_lock(lane.device):
+                    job = await self._claim("generate", lane.device)
+                    if job is not None:
+                        await self._guarded(self._run_generation(lane, job), job)
+                        continue
+            except Exception:
+                log.exception("generation loop on %s", lane.device)
             await self._idle(wake)
 
     async def _run_generation(self, lane: GenerationLane, job: repo.JobRow) -> None:
@@ -242,14 +308,16 @@ class Dispatcher:
             request = await asyncio.to_thread(generation_job, self.registry, job, lane.device)
             Path(request["output_dir"]).mkdir(parents=True, exist_ok=True)
         except Exception as exc:
-            await self._end(job, "failed", 0, f"the job cannot start: {exc}")
+            await self._end(job, "failed", job.step, f"the job cannot start: {exc}")
             return
         self._running[job.id] = lane
         self.bus.publish(JobUpdate(job, "running", {"device": lane.device, "attempt": job.attempts}))
         try:
             outcome = await lane.run(str(job.id), request, self._on_event(job))
-        except (OSError, RuntimeError) as exc:
-            outcome = Outcome(None, {"event": "failed", "message": str(exc)})
+        except (OSError, LaneStartError) as exc:
+            self._running.pop(job.id, None)
+            await self._infrastructure_fault(job, f"the generation process could not start ({exc})")
+            return
         finally:
             self._running.pop(job.id, None)
         await self._finish(job, outcome)
@@ -261,15 +329,21 @@ class Dispatcher:
         asked: set[int] = set()
         wake = self._waker()
         while True:
-            for job in await repo.list_jobs(self.conn, states=("cancelling",), limit=1000):
-                runner = self._running.get(job.id)
-                if runner is None or job.id in asked:
-                    continue
-                asked.add(job.id)
-                self.bus.publish(JobUpdate(job, "cancelling"))
-                if isinstance(runner, GenerationLane):
-                    asyncio.create_task(runner.stop(str(job.id)))
-                else:
-                    asyncio.create_task(runner.stop())
-            asked &= set(self._running)
+            try:
+                await self._deliver_cancels(asked)
+            except Exception:
+                log.exception("watching for cancelled jobs")
             await self._idle(wake)
+
+    async def _deliver_cancels(self, asked: set[int]) -> None:
+        for job in await repo.list_jobs(self.conn, states=("cancelling",), limit=1000):
+            runner = self._running.get(job.id)
+            if runner is None or job.id in asked:
+                continue
+            asked.add(job.id)
+            self.bus.publish(JobUpdate(job, "cancelling"))
+            stop = runner.stop(str(job.id)) if isinstance(runner, GenerationLane) else runner.stop()
+            task = asyncio.create_task(stop, name=f"stop-{job.id}")
+            self._stopping.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._stopping.discard)
+        asked &= set(self._running)

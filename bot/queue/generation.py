@@ -14,7 +14,7 @@ import shutil
 import sqlite3
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ class GenerateRequest:
     compare_weights: list[float] | None = None
     base_model: str | None = None
     sampler: str = "euler_a"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -148,7 +147,7 @@ class GenerationService:
                 now=q.clock(),
             )  # fmt: skip
             await q._charge(owner_id, job, user.balance)
-        q._changed()
+        q._publish(job, "queued")
         return job
 
     async def _prepare(
@@ -176,7 +175,6 @@ class GenerationService:
             "compare_weights": request.compare_weights, "steps": request.steps, "cfg": request.cfg,
             "width": width, "height": height, "count": request.count, "sampler": request.sampler,
             "seed": request.seed if request.seed is not None else random.SystemRandom().randrange(2**32),
-            **request.extra,
         }  # fmt: skip
         try:
             parse_job(

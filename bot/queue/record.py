@@ -69,9 +69,16 @@ def generation_job(registry: ModelRegistry, job: repo.JobRow, device: str) -> di
 
 
 async def record_event(
-    conn: aiosqlite.Connection, job: repo.JobRow, event: dict[str, Any], now: float | None = None
+    conn: aiosqlite.Connection,
+    job: repo.JobRow,
+    event: dict[str, Any],
+    now: float | None = None,
+    started: dict[str, Any] | None = None,
 ) -> repo.JobRow:
-    """Store one event of ``job``'s process; returns the job as it is afterwards."""
+    """Store one event of ``job``'s process; returns the job as it is afterwards.
+
+    ``started`` is this attempt's ``started`` event (the speed is measured from it).
+    """
     now = time.time() if now is None else now
     kind = event["event"]
     progress: dict[str, Any] = {"last_event_at": now}
@@ -79,7 +86,7 @@ async def record_event(
         await repo.add_event(conn, job.id, event)
         if kind == "step":
             progress.update(step=int(event["step"]), epoch=int(event["epoch"]), loss=event.get("loss"))
-            rate = await _rate(conn, job, int(event["step"]), float(event.get("time", now)))
+            rate = _rate(started, int(event["step"]), float(event.get("time", now))) if started else None
             if rate:
                 progress["steps_per_s"] = rate
         elif kind == "epoch_saved":
@@ -100,14 +107,8 @@ async def record_event(
     return updated
 
 
-async def _rate(conn: aiosqlite.Connection, job: repo.JobRow, step: int, at: float) -> float | None:
+def _rate(started: dict[str, Any], step: int, at: float) -> float | None:
     """Steps per second of this attempt so far, from its ``started`` event."""
-    started = [
-        e for e in await repo.events(conn, job.id, "started") if e.get("time", 0) >= (job.started_at or 0) - 1
-    ]
-    if not started:
-        return None
-    first = started[-1]
-    done = step - int(first.get("resumed_from_step", 0))
-    elapsed = at - float(first["time"])
+    done = step - int(started.get("resumed_from_step", 0))
+    elapsed = at - float(started["time"])
     return done / elapsed if done > 0 and elapsed > 0 else None

@@ -87,6 +87,7 @@ class QueueService:
         datasets: DatasetService,
         stamina: StaminaService,
         clock: Callable[[], float] = time.time,
+        bus=None,
     ):
         self.conn = conn
         self.settings = settings
@@ -95,6 +96,7 @@ class QueueService:
         self.stamina = stamina
         self.clock = clock
         self.on_change: Callable[[], None] | None = None  # the dispatcher's wake-up, when one runs here
+        self.bus = bus
 
     # Training --------------------------------------------------------------------------------------
 
@@ -145,7 +147,7 @@ class QueueService:
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, folder, True)
             raise
-        self._changed()
+        self._publish(job, "queued")
         return job
 
     async def _prepare(
@@ -276,9 +278,18 @@ class QueueService:
         if job.finished:
             raise QueueError(f"job #{job_id} has already ended ({job.state})")
         if job.state == "queued":
-            ended = await settle(self.conn, job_id, "cancelled", 0, now=self.clock(), from_states=("queued",))
+            done = job.step if job.attempts else 0  # a job waiting to resume keeps what it trained
+            ended = await settle(
+                self.conn,
+                job_id,
+                "cancelled",
+                done,
+                now=self.clock(),
+                from_states=("queued",),
+                stamina=self.stamina,
+            )
             if ended is not None:
-                self._changed()
+                self._publish(ended, "finished", {"state": "cancelled", "refunded": ended.refunded})
                 return ended
         async with transaction(self.conn):
             moved = await repo.transition(self.conn, job_id, ("running",), "cancelling")
@@ -309,6 +320,14 @@ class QueueService:
         if self.on_change is not None:
             self.on_change()
 
+    def _publish(self, job: repo.JobRow, kind: str, event: dict[str, Any] | None = None) -> None:
+        """Tell the subscribers (the Discord layer) and wake the dispatcher."""
+        if self.bus is not None:
+            from .bus import JobUpdate
+
+            self.bus.publish(JobUpdate(job, kind, event or {}))
+        self._changed()
+
 
 def _file_name(title: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", title).strip("._-")[:60] or "lora"
@@ -319,4 +338,4 @@ def _reset_text(stamina: StaminaService, now) -> str:
     from .stamina import next_reset
 
     when = next_reset(now, stamina.tz, stamina.settings.reset_hour)
-    return f"in {format_duration((when - now).total_seconds())}"
+    return f"in {format_duration(when.timestamp() - now.timestamp())}"  # real seconds, across DST too

@@ -16,6 +16,24 @@ from db import stamina as stamina_repo
 from db.database import transaction
 
 from .costs import refund_for
+from .stamina import StaminaService
+
+
+async def _expired_part(
+    conn: aiosqlite.Connection, job: jobs_repo.JobRow, refund: int, stamina: StaminaService | None
+) -> tuple[int, str]:
+    """Stamina charged before the last daily reset would have expired at it: its refund can lift the
+    balance to the allowance, not above (else spending all just before the reset and cancelling after
+    it would bank stamina day after day). Applies any due reset first."""
+    if stamina is None or refund <= 0:
+        return refund, ""
+    user = await stamina.ensure_user(job.owner_id)
+    charges = [r for r in await stamina_repo.job_ledger(conn, job.id) if r.reason == "charge"]
+    if not charges or charges[0].created_at >= stamina.period_start():
+        return refund, ""
+    allowance = stamina.tier(stamina.effective_tier(user)).allowance
+    capped = max(0, min(refund, allowance - user.balance))
+    return capped, (f" ({refund - capped} expired at the daily reset)" if capped < refund else "")
 
 
 async def settle(
@@ -26,6 +44,7 @@ async def settle(
     error: str | None = None,
     now: float | None = None,
     from_states: tuple[str, ...] = jobs_repo.ACTIVE,
+    stamina: StaminaService | None = None,
 ) -> jobs_repo.JobRow | None:
     """Finish an active job as ``state`` and refund the work not done (``done`` of its total).
 
@@ -38,6 +57,7 @@ async def settle(
         if job is None or job.state not in from_states:
             return None
         refund = 0 if state == "done" else refund_for(job.cost, job.total_steps, done)
+        refund, expired = await _expired_part(conn, job, refund, stamina)
         ended = await jobs_repo.transition(
             conn, job_id, from_states, state, finished_at=now, error=error, refunded=refund, pid=None
         )
@@ -51,7 +71,7 @@ async def settle(
                 refund,
                 "refund",
                 job_id=job_id,
-                note=f"job #{job_id} {state}: {what}",
+                note=f"job #{job_id} {state}: {what}{expired}",
                 now=now,
             )
         return ended

@@ -78,11 +78,12 @@ class StaminaService:
         return tier.allowance, tier.priority
 
     def tier(self, name: str) -> Tier:
-        if name in self.settings.tiers:
-            return self.settings.tiers[name]
-        return Tier(
-            allowance=self.settings.daily_stamina, priority=0, max_queued=self.settings.max_queued_jobs
-        )
+        tier = self.settings.tiers.get(name)
+        if tier is None:
+            return Tier(allowance=self.settings.daily_stamina, priority=0, max_queued=self.settings.max_queued_jobs)
+        if tier.max_queued is None:
+            return tier.model_copy(update={"max_queued": self.settings.max_queued_jobs})
+        return tier
 
     def effective_tier(self, user: repo.UserRow) -> str:
         if user.tier_override and (
@@ -95,6 +96,11 @@ class StaminaService:
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=self.tz)
+
+    def period_start(self) -> float:
+        """When the current reset period began (a Unix time)."""
+        day = reset_period(self.now(), self.tz, self.settings.reset_hour)
+        return datetime(day.year, day.month, day.day, self.settings.reset_hour, tzinfo=self.tz).timestamp()
 
     def period(self) -> str:
         return reset_period(self.now(), self.tz, self.settings.reset_hour).isoformat()

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
 TERMINAL = ("done", "cancelled", "failed")
 STOP_GRACE_S = 60.0  # after SIGTERM, how long a trainer may take to stop before it is killed
+EXIT_GRACE_S = 60.0  # after its last event, how long a trainer may take to exit before it is killed
 _LINE_LIMIT = 2**20
 
 
@@ -64,10 +65,30 @@ def trainer_env(device: str) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the trainer gets SIGKILL when the bot dies, so a killed bot leaves no trainer behind."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+class LaneStartError(RuntimeError):
+    """The generation process did not come up."""
+
+
+def _death_signal():
+    """Linux: a preexec function giving the child SIGKILL when the bot dies (PR_SET_PDEATHSIG).
+
+    prctl is looked up here, in the parent: the child, forked from a threaded process, only calls it.
+    If the bot died before the call took effect, the child exits at once.
+    """
+    if sys.platform != "linux":
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
+        prctl(1, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return set_death_signal
 
 
 async def _spawn(command: Sequence[str], device: str, log_file: Path, stdin: int | None = None):
@@ -79,9 +100,19 @@ async def _spawn(command: Sequence[str], device: str, log_file: Path, stdin: int
             stdout=asyncio.subprocess.PIPE,
             stderr=err,
             env=trainer_env(device),
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=_death_signal(),
+            start_new_session=True,  # Ctrl-C or systemd's SIGTERM to the bot is not a cancel of the job
             limit=_LINE_LIMIT,
         )
+
+
+async def _read_line(stream: asyncio.StreamReader, timeout: float) -> bytes | None:
+    """One line, or None for a line over the limit (skipped); raises TimeoutError after ``timeout``."""
+    try:
+        return await asyncio.wait_for(stream.readline(), timeout)
+    except ValueError:  # longer than _LINE_LIMIT: asyncio dropped it; not an event of ours
+        log.warning("skipped an over-long output line of a trainer process")
+        return None
 
 
 async def _kill(proc: asyncio.subprocess.Process) -> None:
@@ -99,6 +130,7 @@ class LocalTrainerWorker:
         self.hang_timeout_s = hang_timeout_s
         self.command = list(command or [sys.executable, "-m", "trainer"])
         self._proc: asyncio.subprocess.Process | None = None
+        self._stop_requested = False
 
     async def run(
         self,
@@ -107,29 +139,14 @@ class LocalTrainerWorker:
         on_event: EventHandler,
         on_start: Callable[[int], Awaitable[None]],
     ) -> Outcome:
+        self._stop_requested = False
         proc = await _spawn([*self.command, "train", "--job", str(job_file)], self.device, log_file)
         self._proc = proc
-        terminal, hung = None, False
         try:
             await on_start(proc.pid)
-            while True:
-                try:
-                    line = await asyncio.wait_for(proc.stdout.readline(), self.hang_timeout_s)
-                except asyncio.TimeoutError:
-                    log.warning(
-                        "trainer pid %d sent nothing for %.0f s: killing it", proc.pid, self.hang_timeout_s
-                    )
-                    hung = True
-                    break
-                if not line:
-                    break
-                event = parse_event(line.decode("utf-8", "replace"))
-                if event is not None:
-                    if event["event"] in TERMINAL:
-                        terminal = event
-                    await on_event(event)
-            if hung:
-                await _kill(proc)
+            if self._stop_requested:  # a cancel that came while the process was being started
+                proc.send_signal(signal.SIGTERM)
+            terminal, hung = await self._read_events(proc, on_event)
             code = await proc.wait()
         except BaseException:
             await _kill(proc)  # the dispatcher is stopping: the job stays 'running' and resumes on restart
@@ -138,8 +155,32 @@ class LocalTrainerWorker:
             self._proc = None
         return Outcome(code, terminal, hung)
 
+    async def _read_events(
+        self, proc: asyncio.subprocess.Process, on_event: EventHandler
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Pass events on until the output ends; kill a process silent too long (or slow to exit)."""
+        terminal = None
+        while True:
+            wait = min(self.hang_timeout_s, EXIT_GRACE_S) if terminal else self.hang_timeout_s
+            try:
+                line = await _read_line(proc.stdout, wait)
+            except asyncio.TimeoutError:
+                log.warning("trainer pid %d sent nothing for %.0f s: killing it", proc.pid, wait)
+                await _kill(proc)
+                return terminal, terminal is None
+            if line is None:
+                continue
+            if not line:
+                return terminal, False
+            event = parse_event(line.decode("utf-8", "replace"))
+            if event is not None:
+                if event["event"] in TERMINAL:
+                    terminal = event
+                await on_event(event)
+
     async def stop(self) -> None:
         """SIGTERM: the trainer stops between steps and reports ``cancelled``; killed after a grace time."""
+        self._stop_requested = True
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
@@ -164,6 +205,7 @@ class GenerationLane:
         self._proc: asyncio.subprocess.Process | None = None
         self._lock = asyncio.Lock()
         self._current: str | None = None
+        self._cancel_requested: set[str] = set()
 
     async def _ensure_started(self) -> asyncio.subprocess.Process:
         if self._proc is not None and self._proc.returncode is None:
@@ -173,12 +215,13 @@ class GenerationLane:
         )
         try:
             while True:  # wait for "ready": the process is up and reads requests
-                line = await asyncio.wait_for(proc.stdout.readline(), self.hang_timeout_s)
-                if not line:
-                    raise RuntimeError(
-                        f"the generation process on {self.device} exited at start (see {self.log_file})"
-                    )
-                event = parse_event(line.decode("utf-8", "replace"))
+                try:
+                    line = await _read_line(proc.stdout, self.hang_timeout_s)
+                except asyncio.TimeoutError:
+                    raise LaneStartError(f"the generation process on {self.device} did not start") from None
+                if line == b"":
+                    raise LaneStartError(f"the process exited at start (see {self.log_file})")
+                event = parse_event(line.decode("utf-8", "replace")) if line else None
                 if event is not None and event["event"] == "ready":
                     break
         except BaseException:
@@ -190,30 +233,34 @@ class GenerationLane:
     async def run(self, request_id: str, job: dict[str, Any], on_event: EventHandler) -> Outcome:
         """Render one request; events are passed on without their ``request`` key."""
         async with self._lock:
-            proc = await self._ensure_started()
-            self._current = request_id
             try:
+                proc = await self._ensure_started()
+                self._current = request_id
                 return await self._exchange(proc, request_id, job, on_event)
             except BaseException:
-                await _kill(proc)
+                if self._proc is not None:
+                    await _kill(self._proc)
                 raise
             finally:
                 self._current = None
+                self._cancel_requested.discard(request_id)
 
     async def _exchange(self, proc, request_id: str, job: dict[str, Any], on_event: EventHandler) -> Outcome:
         proc.stdin.write((json.dumps({"id": request_id, "job": job}) + "\n").encode())
+        if request_id in self._cancel_requested:  # cancelled while the process was starting
+            proc.stdin.write((json.dumps({"cancel": request_id}) + "\n").encode())
         await proc.stdin.drain()
         deadline = time.monotonic() + self.hang_timeout_s
         while True:
             try:
-                line = await asyncio.wait_for(proc.stdout.readline(), max(0.1, deadline - time.monotonic()))
+                line = await _read_line(proc.stdout, max(0.1, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 log.warning("generation process on %s hung: killing it", self.device)
                 await _kill(proc)
                 return Outcome(proc.returncode, None, hung=True)
-            if not line:
+            if line == b"":
                 return Outcome(await proc.wait(), None)
-            event = parse_event(line.decode("utf-8", "replace"))
+            event = parse_event(line.decode("utf-8", "replace")) if line else None
             if event is None or event.get("request") != request_id:
                 continue
             deadline = time.monotonic() + self.hang_timeout_s
@@ -223,6 +270,8 @@ class GenerationLane:
                 return Outcome(None, event)
 
     async def stop(self, request_id: str) -> None:
+        """Cancel a request: now if it is rendering, or as soon as it is sent."""
+        self._cancel_requested.add(request_id)
         proc = self._proc
         if proc is None or proc.returncode is not None or self._current != request_id:
             return
