@@ -3,7 +3,8 @@
 Run as ``python tests/fake_trainer.py train --job FILE``. ``FAKE_TRAINER_MODE``:
 ``crash`` (starts, reports a step, dies without a terminal event), ``hang`` (starts, then
 says nothing), ``crash_first`` (crashes unless the job resumes, then finishes), ``slow``
-(takes ``FAKE_TRAINER_SECONDS``, default 3, then finishes). ``serve`` answers each request
+(takes ``FAKE_TRAINER_SECONDS``, default 3, then finishes), ``longline`` (prints a 2 MiB line,
+then finishes). ``serve`` answers each request
 with one image at once.
 """
 
@@ -41,6 +42,8 @@ def main() -> None:
     emit("started", total_steps=total, total_epochs=1, resumed_from_step=0)
     if mode == "hang":
         time.sleep(3600)
+    if mode == "longline":  # 2 MiB of output on one line, more than the dispatcher reads as one
+        print("x" * (2 * 2**20), flush=True)
     if mode == "slow":
         time.sleep(float(os.environ.get("FAKE_TRAINER_SECONDS", "3")))
     emit("step", step=3, total_steps=total, epoch=1, loss=0.5, lr=1e-4)

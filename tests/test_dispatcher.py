@@ -245,3 +245,34 @@ def test_generation_runs_alongside_training_only_where_the_operator_allows(tmp_p
         assert (generated.finished_at < training.finished_at) is alongside
 
     run(_fake_settings(tmp_path, generate_alongside_training=alongside), body, FAKE)
+
+
+def test_an_over_long_output_line_is_skipped_and_the_job_finishes(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_TRAINER_MODE", "longline")
+
+    async def body(s, dispatcher, updates):
+        await make_dataset(s, images=4)
+        first = await s.queue.submit_training(1, "chara", _fake_job_options())
+        assert (await finished(s.conn, first.id)).state == "done"
+        second = await s.queue.submit_training(1, "chara", _fake_job_options())
+        assert (await finished(s.conn, second.id)).state == "done"  # the worker is still serving
+
+    run(_fake_settings(tmp_path), body, FAKE)
+
+
+def test_a_trainer_that_cannot_start_pauses_the_queue_and_loses_no_job(tmp_path):
+    async def body(s, dispatcher, updates):
+        await make_dataset(s, images=4)
+        job = await s.queue.submit_training(1, "chara", _fake_job_options())
+
+        async def paused() -> bool:
+            return await s.queue.paused()
+
+        await wait_until(paused, timeout=30)
+        await asyncio.sleep(0.5)
+        waiting = await repo.get_job(s.conn, job.id)
+        assert (waiting.state, waiting.attempts, waiting.refunded) == ("queued", 0, 0)
+        assert "could not start" in waiting.error
+        assert [r.reason for r in await stamina_repo.job_ledger(s.conn, job.id)] == ["charge"]
+
+    run(_fake_settings(tmp_path), body, ["/nonexistent/python3", "-m", "trainer"])

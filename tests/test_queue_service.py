@@ -188,3 +188,52 @@ def test_event_payloads_are_json_and_jobs_keep_their_spec(tmp_path):
         assert ended.id in [st.job.id for st in await queue_status(s.queue, include_finished=True)]
 
     run(tmp_path, body)
+
+
+def test_a_job_waiting_to_resume_keeps_its_trained_steps_charged_when_cancelled(tmp_path):
+    async def body(s):
+        await make_dataset(s, images=4)
+        job = await s.queue.submit_training(
+            1, "chara", {**FAST, "repeats": 25, "epochs": 4, "resolution": 512}
+        )
+        async with transaction(s.conn):  # it ran 300 of 400 steps, crashed, and waits to resume
+            await repo.claim_next(s.conn, "train", "cpu")
+            await repo.update_progress(s.conn, job.id, step=300)
+            await repo.transition(s.conn, job.id, ("running",), "queued")
+        ended = await s.queue.cancel(1, job.id)
+        assert (job.cost, ended.refunded) == (40, 10)
+
+    run(tmp_path, body)
+
+
+def test_stamina_charged_before_a_reset_is_not_banked_by_cancelling_after_it(tmp_path):
+    from tests.test_stamina import Clock, utc
+
+    clock = Clock(utc(2026, 11, 24, 23))
+    settings = queue_settings(tmp_path, MODELS)
+
+    async def go():
+        async with open_services(settings, clock=clock) as s:
+            await make_dataset(s, images=4)
+            options = {**FAST, "repeats": 25, "epochs": 4, "resolution": 512}  # cost 40
+            same_day = await s.queue.submit_training(1, "chara", options)
+            assert (await s.queue.cancel(1, same_day.id)).refunded == 40  # same day: all back
+            await s.stamina.revoke(1, 50, actor_id=None)
+            job = await s.queue.submit_training(1, "chara", options)
+            assert (await s.stamina.balance(1)).balance == 60
+            clock.t += 2 * 3600  # past midnight UTC: the daily reset tops up to 150
+            ended = await s.queue.cancel(1, job.id)
+            assert ended.refunded == 0 and (await s.stamina.balance(1)).balance == 150
+            second = await s.queue.submit_training(1, "chara", options)  # 110 left
+            clock.t += 86400
+            assert (await s.stamina.balance(1)).balance == 150
+            assert (await s.queue.cancel(1, second.id)).refunded == 0
+            await s.stamina.revoke(1, 130, actor_id=None)  # 20 left
+            third = await s.queue.submit_training(1, "chara", {**options, "epochs": 2})  # cost 20: 0 left
+            clock.t += 86400  # reset: 150
+            await s.stamina.revoke(1, 140, actor_id=None)  # 10 left
+            ended = await s.queue.cancel(1, third.id)
+            assert ended.refunded == 20  # up to the allowance: all of it fits
+            assert (await s.stamina.balance(1)).balance == 30
+
+    asyncio.run(go())
