@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from .test_dataset_service import picture
 
@@ -109,3 +110,21 @@ def test_remove_images_and_oversized_files(tmp_path):
     assert removed.returncode == 0 and "removed 1 images" in removed.stdout
     bad_out = bot(tmp_path, "dataset", "export", "d", "--user", "1", "--out", str(tmp_path / "a.png"))
     assert bad_out.returncode == 1 and len(bad_out.stderr.strip().splitlines()) == 1
+
+
+def test_env_example_lists_every_setting_and_loads():
+    """.env.example documents every setting, and its values are valid settings."""
+    from bot.settings import Settings, load_settings
+
+    text = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    names = {line.split("=", 1)[0].lstrip("# ").strip() for line in text.splitlines() if "=" in line}
+    missing = [f for f in Settings.model_fields if f"LORABOT_{f.upper()}" not in names]
+    assert not missing
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            if value:
+                values[key.removeprefix("LORABOT_").lower()] = value
+    parsed = {k: json.loads(v) if v[:1] in "[{" else v for k, v in values.items()}
+    assert load_settings(**parsed).daily_stamina == 150
