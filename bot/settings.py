@@ -24,7 +24,9 @@ class Tier(BaseModel):
     roles: list[str] = Field(default_factory=list)
     allowance: int = Field(ge=0, le=1_000_000)
     priority: int = Field(0, ge=0, le=100, description="higher runs first in the queue")
-    max_queued: int | None = Field(None, ge=1, le=100, description="jobs waiting or running; default max_queued_jobs")
+    max_queued: int | None = Field(
+        None, ge=1, le=100, description="jobs waiting or running; default max_queued_jobs"
+    )
 
     @field_validator("roles", mode="before")
     @classmethod

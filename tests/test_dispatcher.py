@@ -276,3 +276,24 @@ def test_a_trainer_that_cannot_start_pauses_the_queue_and_loses_no_job(tmp_path)
         assert [r.reason for r in await stamina_repo.job_ledger(s.conn, job.id)] == ["charge"]
 
     run(_fake_settings(tmp_path), body, ["/nonexistent/python3", "-m", "trainer"])
+
+
+def test_a_job_another_process_cancels_reaches_the_subscribers_once(tmp_path):
+    settings = _fake_settings(tmp_path)
+
+    async def body(s, dispatcher, updates):
+        await make_dataset(s, images=4)
+        await s.queue.pause(actor_id=9)
+        job = await s.queue.submit_training(1, "chara", _fake_job_options())
+        async with open_services(settings) as cli:  # the operator CLI: its own connection and bus
+            await cli.queue.cancel(0, job.id, operator=True)
+
+        async def heard() -> bool:
+            return any(u.kind == "finished" and u.job.id == job.id for u in updates)
+
+        await wait_until(heard, timeout=10)
+        await asyncio.sleep(2.5)
+        finals = [u for u in updates if u.kind == "finished" and u.job.id == job.id]
+        assert len(finals) == 1 and finals[0].event == {"state": "cancelled", "refunded": job.cost}
+
+    run(settings, body, FAKE)

@@ -37,6 +37,7 @@ class EventBus:
         self._queues: dict[int, asyncio.Queue[JobUpdate | None]] = {}
         self._tasks: dict[int, asyncio.Task] = {}
         self._next = 0
+        self._finished: set[int] = set()  # a job's "finished" goes out once, whoever noticed it
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """Call ``callback`` with every update from now on; returns the unsubscribe function."""
@@ -54,6 +55,10 @@ class EventBus:
         return unsubscribe
 
     def publish(self, update: JobUpdate) -> None:
+        if update.kind == "finished":
+            if update.job.id in self._finished:
+                return
+            self._finished.add(update.job.id)
         for queue in self._queues.values():
             queue.put_nowait(update)
 

@@ -64,6 +64,7 @@ class Dispatcher:
         self._tasks: list[asyncio.Task] = []
         self._running: dict[int, Any] = {}  # job id -> the worker or lane running it
         self._stopping: set[asyncio.Task] = set()
+        self._ended_mark = clock()
         self._device_locks = {w.device: asyncio.Lock() for w in workers}
         self._lock = DispatcherLock(settings.data_dir / "dispatcher.lock")
 
@@ -331,9 +332,17 @@ class Dispatcher:
         while True:
             try:
                 await self._deliver_cancels(asked)
+                await self._publish_ended_elsewhere()
             except Exception:
                 log.exception("watching for cancelled jobs")
             await self._idle(wake)
+
+    async def _publish_ended_elsewhere(self) -> None:
+        """Jobs another process ended (the operator CLI cancelled a waiting job) reach the subscribers too."""
+        since, self._ended_mark = self._ended_mark, self.clock()
+        for job in await repo.list_jobs(self.conn, states=repo.FINISHED, limit=100):
+            if job.finished_at is not None and job.finished_at >= since - 2 * POLL_S:
+                self.bus.publish(JobUpdate(job, "finished", {"state": job.state, "refunded": job.refunded}))
 
     async def _deliver_cancels(self, asked: set[int]) -> None:
         for job in await repo.list_jobs(self.conn, states=("cancelling",), limit=1000):

@@ -80,7 +80,9 @@ class StaminaService:
     def tier(self, name: str) -> Tier:
         tier = self.settings.tiers.get(name)
         if tier is None:
-            return Tier(allowance=self.settings.daily_stamina, priority=0, max_queued=self.settings.max_queued_jobs)
+            return Tier(
+                allowance=self.settings.daily_stamina, priority=0, max_queued=self.settings.max_queued_jobs
+            )
         if tier.max_queued is None:
             return tier.model_copy(update={"max_queued": self.settings.max_queued_jobs})
         return tier
