@@ -35,7 +35,9 @@ class Tier(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LORABOT_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="LORABOT_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     data_dir: Path = Field(Path("data"), description="datasets, models, jobs and the database live here")
     database: Path | None = Field(None, description="SQLite file; default DATA_DIR/lorabot.sqlite3")
@@ -97,7 +99,9 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         """Stored job and LoRA paths must not depend on the folder the bot was started from."""
-        return value.expanduser().absolute() if value is not None else None
+        if value is None or str(value) == ":memory:":
+            return value
+        return value.expanduser().absolute()
 
     @field_validator("trainer_command")
     @classmethod

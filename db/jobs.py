@@ -21,7 +21,7 @@ FINISHED = ("done", "failed", "cancelled")
 _COLUMNS = (
     "id, owner_id, kind, state, priority, title, dataset_id, base_model, family, resolution, batch_size,"
     " total_steps, cost, spec, folder, channel_id, message_id, step, epoch, loss, steps_per_s, device, pid,"
-    " attempts, error, refunded, created_at, started_at, finished_at, last_event_at"
+    " attempts, error, refunded, refund_expired, created_at, started_at, finished_at, last_event_at"
 )
 
 
@@ -53,6 +53,7 @@ class JobRow:
     attempts: int
     error: str | None
     refunded: int
+    refund_expired: int
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -250,6 +251,25 @@ async def files(conn: aiosqlite.Connection, job_id: int) -> list[tuple[int, str,
         "SELECT idx, path, is_grid FROM job_files WHERE job_id = ? ORDER BY idx", (job_id,)
     ) as cur:
         return [(int(i), p, bool(g)) for i, p, g in await cur.fetchall()]
+
+
+async def finished_since(conn: aiosqlite.Connection, since: float) -> list[JobRow]:
+    """Jobs that ended at or after ``since`` (a Unix time), oldest first."""
+    async with conn.execute(
+        f"SELECT {_COLUMNS} FROM jobs WHERE state IN ('done', 'failed', 'cancelled') AND finished_at >= ?"
+        " ORDER BY finished_at",
+        (since,),
+    ) as cur:
+        return [_job(row) for row in await cur.fetchall()]
+
+
+async def expired_since(conn: aiosqlite.Connection, owner_id: int, since: float) -> int:
+    """Refunds withheld (expired stamina) from a member's jobs that ended after ``since``."""
+    async with conn.execute(
+        "SELECT COALESCE(SUM(refund_expired), 0) FROM jobs WHERE owner_id = ? AND finished_at > ?",
+        (owner_id, since),
+    ) as cur:
+        return int((await cur.fetchone())[0])
 
 
 async def get_flag(conn: aiosqlite.Connection, key: str) -> str | None:

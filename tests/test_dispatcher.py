@@ -52,7 +52,7 @@ def test_training_and_generation_through_the_dispatcher(tiny_sd15, tmp_path):
 
     async def body(s, dispatcher, updates):
         await make_dataset(s, images=4)
-        job = await s.queue.submit_training(1, "chara", {**FAST, "repeats": 40})
+        job = await s.queue.submit_training(1, "chara", {**FAST, "repeats": 60})  # long enough to overlap
 
         async def started() -> bool:
             return any(u.job.id == job.id and u.kind == "step" for u in updates)
@@ -70,12 +70,12 @@ def test_training_and_generation_through_the_dispatcher(tiny_sd15, tmp_path):
         assert cached == [False, True]
 
         ended = await finished(s.conn, job.id)
-        assert ended.state == "done" and ended.refunded == 0 and ended.step == ended.total_steps == 320
+        assert ended.state == "done" and ended.refunded == 0 and ended.step == ended.total_steps == 480
         kinds = [e["event"] for e in await repo.events(s.conn, job.id)]
         assert kinds[0] == "started" and kinds[-1] == "done"
         assert kinds.count("epoch_saved") == 2 and kinds.count("preview_ready") == 2
         epochs = await repo.epochs(s.conn, job.id)
-        assert [(e.epoch, e.step) for e in epochs] == [(1, 160), (2, 320)]
+        assert [(e.epoch, e.step) for e in epochs] == [(1, 240), (2, 480)]
         assert all(Path(e.path).is_file() and Path(e.preview_path).is_file() for e in epochs)
         assert await repo.step_rate(s.conn, "sd15", 64, 1) > 0  # measured: the next ETA uses it
         ledger = await stamina_repo.job_ledger(s.conn, job.id)
@@ -229,6 +229,7 @@ def test_queued_jobs_wait_while_paused_and_a_second_dispatcher_is_refused(tmp_pa
 @pytest.mark.parametrize("alongside", [True, False])
 def test_generation_runs_alongside_training_only_where_the_operator_allows(tmp_path, monkeypatch, alongside):
     monkeypatch.setenv("FAKE_TRAINER_MODE", "slow")
+    monkeypatch.setenv("FAKE_TRAINER_SECONDS", "8")  # room for a cold generation process on a loaded machine
 
     async def body(s, dispatcher, updates):
         await make_dataset(s, images=4)

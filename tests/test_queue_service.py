@@ -233,7 +233,21 @@ def test_stamina_charged_before_a_reset_is_not_banked_by_cancelling_after_it(tmp
             clock.t += 86400  # reset: 150
             await s.stamina.revoke(1, 140, actor_id=None)  # 10 left
             ended = await s.queue.cancel(1, third.id)
-            assert ended.refunded == 20  # up to the allowance: all of it fits
-            assert (await s.stamina.balance(1)).balance == 30
+            assert (ended.refunded, ended.refund_expired) == (0, 20)  # unspent, it would have expired too
+            assert (await s.stamina.balance(1)).balance == 10
+            assert "20 expired at a daily reset" in (await s.stamina.history(1))[0].note
+            # a grant is not a daily allowance: spending it and cancelling after a reset gives it all back
+            await s.stamina.grant(1, 300, actor_id=9)  # 310
+            fourth = await s.queue.submit_training(1, "chara", options)  # 270: above the allowance
+            clock.t += 86400  # the reset adds nothing
+            assert (await s.queue.cancel(1, fourth.id)).refunded == 40
+            assert (await s.stamina.balance(1)).balance == 310
+            # spending all just before a reset, topping up, spending again, then cancelling the first job
+            await s.stamina.revoke(1, 270, actor_id=9)  # 40
+            first = await s.queue.submit_training(1, "chara", options)  # 0
+            clock.t += 86400  # 150
+            await s.queue.submit_training(1, "chara", options)  # 110
+            assert (await s.queue.cancel(1, first.id)).refunded == 0
+            assert (await s.stamina.balance(1)).balance == 110
 
     asyncio.run(go())

@@ -25,7 +25,7 @@ from typing import Any
 import aiosqlite
 
 from db import jobs as repo
-from db.database import transaction
+from db.database import BUSY_TIMEOUT_MS, transaction
 
 from ..registry import ModelRegistry
 from ..settings import Settings
@@ -34,7 +34,7 @@ from .record import generation_job, job_paths, record_event, write_training_job
 from .recovery import DispatcherLock, kill_orphan
 from .settle import settle
 from .stamina import StaminaService
-from .workers import GenerationLane, LaneStartError, Outcome, TrainingWorker
+from .workers import GenerationLane, Outcome, StartError, TrainingWorker
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
@@ -64,6 +64,7 @@ class Dispatcher:
         self._tasks: list[asyncio.Task] = []
         self._running: dict[int, Any] = {}  # job id -> the worker or lane running it
         self._stopping: set[asyncio.Task] = set()
+        self._claimed: set[int] = set()  # jobs this dispatcher took and has not finished handling
         self._ended_mark = clock()
         self._device_locks = {w.device: asyncio.Lock() for w in workers}
         self._lock = DispatcherLock(settings.data_dir / "dispatcher.lock")
@@ -86,20 +87,22 @@ class Dispatcher:
 
     async def stop(self) -> None:
         """Stop the loops; running jobs stay ``running`` and resume on the next start."""
-        interrupted = list(self._running)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        self._tasks.clear()
-        for lane in self.lanes:
-            await lane.close()
-        if interrupted:  # a planned restart is not a crash: it does not use up one of the job's starts
-            async with transaction(self.conn):
-                for job_id in interrupted:
-                    await repo.uncount_attempt(self.conn, job_id)
-        self._lock.release()
+        interrupted = list(self._claimed)
+        try:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self._tasks.clear()
+            for lane in self.lanes:
+                await lane.close()
+            if interrupted:  # a planned restart is not a crash: it does not use up one of the job's starts
+                async with transaction(self.conn):
+                    for job_id in interrupted:
+                        await repo.uncount_attempt(self.conn, job_id)
+        finally:
+            self._lock.release()
 
     def wake(self) -> None:
         """Something changed (a job queued or cancelled, the queue resumed): look now, not at the next poll."""
@@ -158,7 +161,10 @@ class Dispatcher:
         async with transaction(self.conn):
             if await repo.get_flag(self.conn, "paused") == "1":
                 return None
-            return await repo.claim_next(self.conn, kind, device, self.clock())
+            job = await repo.claim_next(self.conn, kind, device, self.clock())
+        if job is not None:
+            self._claimed.add(job.id)
+        return job
 
     def _device_lock(self, device: str) -> contextlib.AbstractAsyncContextManager:
         if self.settings.generate_alongside_training or device not in self._device_locks:
@@ -169,7 +175,9 @@ class Dispatcher:
         """Run one job; an unexpected error ends in a retry (or failure with the refund), never a dead loop."""
         try:
             await running
+            self._claimed.discard(job.id)
         except Exception as exc:
+            self._claimed.discard(job.id)
             log.exception("job #%d", job.id)
             self._running.pop(job.id, None)
             current = await repo.get_job(self.conn, job.id)
@@ -232,7 +240,7 @@ class Dispatcher:
         self.bus.publish(JobUpdate(job, "running", {"device": worker.device, "attempt": job.attempts}))
         try:
             outcome = await worker.run(job_file, log_file, self._on_event(job), self._on_start(job))
-        except OSError as exc:
+        except StartError as exc:
             self._running.pop(job.id, None)
             await self._infrastructure_fault(job, f"the trainer could not start ({exc})")
             return
@@ -315,7 +323,7 @@ class Dispatcher:
         self.bus.publish(JobUpdate(job, "running", {"device": lane.device, "attempt": job.attempts}))
         try:
             outcome = await lane.run(str(job.id), request, self._on_event(job))
-        except (OSError, LaneStartError) as exc:
+        except StartError as exc:
             self._running.pop(job.id, None)
             await self._infrastructure_fault(job, f"the generation process could not start ({exc})")
             return
@@ -340,9 +348,9 @@ class Dispatcher:
     async def _publish_ended_elsewhere(self) -> None:
         """Jobs another process ended (the operator CLI cancelled a waiting job) reach the subscribers too."""
         since, self._ended_mark = self._ended_mark, self.clock()
-        for job in await repo.list_jobs(self.conn, states=repo.FINISHED, limit=100):
-            if job.finished_at is not None and job.finished_at >= since - 2 * POLL_S:
-                self.bus.publish(JobUpdate(job, "finished", {"state": job.state, "refunded": job.refunded}))
+        # finished_at is stamped before the commit, which may wait for SQLite's write lock: look back that far
+        for job in await repo.finished_since(self.conn, since - BUSY_TIMEOUT_MS / 1000 - 2 * POLL_S):
+            self.bus.publish(JobUpdate(job, "finished", {"state": job.state, "refunded": job.refunded}))
 
     async def _deliver_cancels(self, asked: set[int]) -> None:
         for job in await repo.list_jobs(self.conn, states=("cancelling",), limit=1000):

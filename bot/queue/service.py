@@ -278,7 +278,7 @@ class QueueService:
         if job.finished:
             raise QueueError(f"job #{job_id} has already ended ({job.state})")
         if job.state == "queued":
-            done = job.step if job.attempts else 0  # a job waiting to resume keeps what it trained
+            done = job.step if job.kind == "train" else 0  # a job waiting to resume keeps what it trained
             ended = await settle(
                 self.conn,
                 job_id,

@@ -21,19 +21,22 @@ from .stamina import StaminaService
 
 async def _expired_part(
     conn: aiosqlite.Connection, job: jobs_repo.JobRow, refund: int, stamina: StaminaService | None
-) -> tuple[int, str]:
-    """Stamina charged before the last daily reset would have expired at it: its refund can lift the
-    balance to the allowance, not above (else spending all just before the reset and cancelling after
-    it would bank stamina day after day). Applies any due reset first."""
+) -> int:
+    """The part of a refund that expired: stamina charged before a daily reset that then topped the
+    balance up would have been lost at that reset had it not been spent, so it does not come back
+    (else spending everything just before the reset and cancelling after it would bank stamina).
+    That part is at most the top-ups since the charge, less what other refunds already lost to them."""
     if stamina is None or refund <= 0:
-        return refund, ""
-    user = await stamina.ensure_user(job.owner_id)
+        return 0
+    await stamina.ensure_user(job.owner_id)  # a due reset first
     charges = [r for r in await stamina_repo.job_ledger(conn, job.id) if r.reason == "charge"]
-    if not charges or charges[0].created_at >= stamina.period_start():
-        return refund, ""
-    allowance = stamina.tier(stamina.effective_tier(user)).allowance
-    capped = max(0, min(refund, allowance - user.balance))
-    return capped, (f" ({refund - capped} expired at the daily reset)" if capped < refund else "")
+    if not charges:
+        return 0
+    charged_at = charges[0].created_at
+    rows = await stamina_repo.ledger(conn, job.owner_id, limit=10_000)
+    topped_up = sum(r.delta for r in rows if r.reason == "daily_reset" and r.created_at > charged_at)
+    already = await jobs_repo.expired_since(conn, job.owner_id, charged_at)
+    return max(0, min(refund, topped_up - already))
 
 
 async def settle(
@@ -57,13 +60,15 @@ async def settle(
         if job is None or job.state not in from_states:
             return None
         refund = 0 if state == "done" else refund_for(job.cost, job.total_steps, done)
-        refund, expired = await _expired_part(conn, job, refund, stamina)
+        expired = await _expired_part(conn, job, refund, stamina)
+        refund -= expired
         ended = await jobs_repo.transition(
-            conn, job_id, from_states, state, finished_at=now, error=error, refunded=refund, pid=None
-        )
+            conn, job_id, from_states, state, finished_at=now, error=error, refunded=refund, pid=None,
+            refund_expired=expired,
+        )  # fmt: skip
         if ended is None:
             return None
-        if refund > 0:
+        if refund > 0 or expired > 0:  # an expired refund is a (zero) ledger row too: the member sees why
             what = f"{done}/{job.total_steps} {'steps' if job.kind == 'train' else 'images'} done"
             await stamina_repo.change_balance(
                 conn,
@@ -71,7 +76,8 @@ async def settle(
                 refund,
                 "refund",
                 job_id=job_id,
-                note=f"job #{job_id} {state}: {what}{expired}",
+                note=f"job #{job_id} {state}: {what}"
+                + (f" ({expired} expired at a daily reset)" if expired else ""),
                 now=now,
             )
         return ended

@@ -165,7 +165,7 @@ class StaminaService:
             if user.balance < allowance:
                 note = f"daily allowance ({allowance})"
                 await repo.change_balance(
-                    self.conn, user_id, allowance - user.balance, "daily_reset", note=note
+                    self.conn, user_id, allowance - user.balance, "daily_reset", note=note, now=self.clock()
                 )
             await repo.set_reset_period(self.conn, user_id, period)
             user = await repo.get_user(self.conn, user_id)

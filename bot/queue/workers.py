@@ -65,7 +65,11 @@ def trainer_env(device: str) -> dict[str, str]:
     return env
 
 
-class LaneStartError(RuntimeError):
+class StartError(RuntimeError):
+    """A job's process could not be started at all (bad command, missing interpreter)."""
+
+
+class LaneStartError(StartError):
     """The generation process did not come up."""
 
 
@@ -94,16 +98,23 @@ def _death_signal():
 async def _spawn(command: Sequence[str], device: str, log_file: Path, stdin: int | None = None):
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as err:
-        return await asyncio.create_subprocess_exec(
-            *command,
-            stdin=stdin,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err,
-            env=trainer_env(device),
-            preexec_fn=_death_signal(),
-            start_new_session=True,  # Ctrl-C or systemd's SIGTERM to the bot is not a cancel of the job
-            limit=_LINE_LIMIT,
-        )
+        try:
+            return await _exec(command, device, stdin, err)
+        except OSError as exc:
+            raise StartError(f"{command[0]}: {exc.strerror or exc}") from exc
+
+
+async def _exec(command: Sequence[str], device: str, stdin: int | None, err) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *command,
+        stdin=stdin,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=err,
+        env=trainer_env(device),
+        preexec_fn=_death_signal(),
+        start_new_session=True,  # Ctrl-C or systemd's SIGTERM to the bot is not a cancel of the job
+        limit=_LINE_LIMIT,
+    )
 
 
 async def _read_line(stream: asyncio.StreamReader, timeout: float) -> bytes | None:
@@ -115,10 +126,17 @@ async def _read_line(stream: asyncio.StreamReader, timeout: float) -> bytes | No
         return None
 
 
+def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
+    """Signal the process and whatever it started (it leads its own session: a wrapper's trainer too)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(sig)
+
+
 async def _kill(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        _signal_group(proc, signal.SIGKILL)
         await proc.wait()
 
 
@@ -145,7 +163,7 @@ class LocalTrainerWorker:
         try:
             await on_start(proc.pid)
             if self._stop_requested:  # a cancel that came while the process was being started
-                proc.send_signal(signal.SIGTERM)
+                _signal_group(proc, signal.SIGTERM)
             terminal, hung = await self._read_events(proc, on_event)
             code = await proc.wait()
         except BaseException:
@@ -185,7 +203,7 @@ class LocalTrainerWorker:
         if proc is None or proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
+            _signal_group(proc, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(proc.wait()), STOP_GRACE_S)
         except asyncio.TimeoutError:

@@ -41,6 +41,7 @@ CREATE TABLE jobs (
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
     refunded INTEGER NOT NULL DEFAULT 0,
+    refund_expired INTEGER NOT NULL DEFAULT 0,  -- refund withheld: stamina that expired at a daily reset
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
