@@ -6,7 +6,7 @@ line on stderr and exit 2; a request the services refuse (an unknown dataset, to
 stamina, a queue already run by another process) is one line and exit 1, never a traceback.
 
 Groups: ``dataset`` (:mod:`bot.cli.datasets`), ``stamina``, ``queue``, ``job``, ``estimate``
-and ``worker`` (:mod:`bot.cli.queue`).
+and ``worker`` (:mod:`bot.cli.queue`, :mod:`bot.cli.worker`).
 """
 
 from __future__ import annotations
