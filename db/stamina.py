@@ -139,3 +139,12 @@ async def job_ledger(conn: aiosqlite.Connection, job_id: int) -> list[LedgerRow]
         (job_id,),
     ) as cur:
         return [LedgerRow(*row) for row in await cur.fetchall()]
+
+
+async def total_since(conn: aiosqlite.Connection, user_id: int, reason: str, since: float) -> int:
+    """The sum of a member's ledger deltas for ``reason`` written after ``since``."""
+    async with conn.execute(
+        "SELECT COALESCE(SUM(delta), 0) FROM stamina_ledger WHERE user_id = ? AND reason = ? AND created_at > ?",
+        (user_id, reason, since),
+    ) as cur:
+        return int((await cur.fetchone())[0])

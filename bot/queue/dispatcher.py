@@ -132,23 +132,25 @@ class Dispatcher:
                 await self._retry_or_fail(job, "the bot stopped while it ran")
 
     async def _retry_or_fail(self, job: repo.JobRow, why: str) -> None:
-        if job.attempts < self.settings.max_attempts:
-            async with transaction(self.conn):
-                back = await repo.transition(
-                    self.conn, job.id, ("running",), "queued", error=f"restarted: {why}", pid=None,
-                    **({"step": 0} if job.kind == "generate" else {}),
-                )  # fmt: skip
-            if back is not None:
-                log.warning("job #%d: %s; it resumes (start %d of %d)", job.id, why, job.attempts + 1,
-                            self.settings.max_attempts)  # fmt: skip
-                self.bus.publish(JobUpdate(back, "requeued", {"reason": why}))
-                self.wake()
-                return
-            current = await repo.get_job(self.conn, job.id)
-            if current is not None and current.state == "cancelling":  # cancelled while it crashed
-                await self._end(current, "cancelled", current.step)
-        else:
+        if job.attempts >= self.settings.max_attempts:
             await self._end(job, "failed", job.step, f"{why}, {job.attempts} times: the job was stopped")
+            return
+        log.warning("job #%d: %s; it resumes (start %d of %d)", job.id, why, job.attempts + 1,
+                    self.settings.max_attempts)  # fmt: skip
+        await self._requeue(job, {"reason": why}, error=f"restarted: {why}",
+                            **({"step": 0} if job.kind == "generate" else {}))  # fmt: skip
+
+    async def _requeue(self, job: repo.JobRow, event: dict[str, Any], **values: Any) -> None:
+        """Put a running job back in the queue; one cancelled meanwhile ends as cancelled instead."""
+        async with transaction(self.conn):
+            back = await repo.transition(self.conn, job.id, ("running",), "queued", pid=None, **values)
+        if back is not None:
+            self.bus.publish(JobUpdate(back, "requeued", event))
+            self.wake()
+            return
+        current = await repo.get_job(self.conn, job.id)
+        if current is not None and current.state == "cancelling":
+            await self._end(current, "cancelled", current.step)
 
     async def _end(self, job: repo.JobRow, state: str, done: int, error: str | None = None) -> None:
         ended = await settle(self.conn, job.id, state, done, error, now=self.clock(), stamina=self.stamina)
@@ -197,21 +199,9 @@ class Dispatcher:
         log.error("%s: the queue is paused until an operator fixes it ('python -m bot queue resume')", what)
         async with transaction(self.conn):
             await repo.set_flag(self.conn, "paused", "1", None)
-            back = await repo.transition(
-                self.conn,
-                job.id,
-                ("running",),
-                "queued",
-                error=what,
-                pid=None,
-                attempts=max(0, job.attempts - 1),
-            )
-        if back is not None:
-            self.bus.publish(JobUpdate(back, "requeued", {"reason": what, "paused": True}))
-        else:
-            current = await repo.get_job(self.conn, job.id)
-            if current is not None and current.state == "cancelling":
-                await self._end(current, "cancelled", current.step)
+        await self._requeue(
+            job, {"reason": what, "paused": True}, error=what, attempts=max(0, job.attempts - 1)
+        )
 
     # Training --------------------------------------------------------------------------------------
 

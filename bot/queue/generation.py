@@ -68,7 +68,7 @@ class LibraryService:
 
     async def save(self, owner_id: int, job_id: int, epoch: int, name: str | None = None) -> repo.LoraRow:
         job = await self.queue.job(owner_id, job_id)
-        path = Path(await self.queue._epoch_file(owner_id, job_id, epoch))
+        path = Path(await self.queue.epoch_file(owner_id, job_id, epoch))
         name = (name or f"{job.title}-e{epoch}").strip()
         if not _LORA_NAME.match(name):
             raise QueueError(
@@ -130,25 +130,13 @@ class GenerationService:
         estimate, options = await self._prepare(owner_id, request)
         if expected_cost is not None and expected_cost != estimate.cost:
             raise QueueError(f"the cost changed from {expected_cost} to {estimate.cost}: confirm again")
-        q = self.queue
-        folder = q.settings.jobs_dir() / uuid.uuid4().hex
-        async with transaction(q.conn):
-            user = await q.stamina.ensure_user(owner_id, roles)
-            tier = q.stamina.tier(q.stamina.effective_tier(user))
-            await q._check_room(owner_id, tier.max_queued)
-            job = await jobs_repo.insert_job(
-                q.conn,
-                jobs_repo.NewJob(
-                    owner_id=owner_id, kind="generate", priority=tier.priority, title=request.prompt[:80],
-                    dataset_id=None, base_model=estimate.base_model, family=estimate.family,
-                    resolution=max(estimate.width, estimate.height), batch_size=1, total_steps=estimate.images,
-                    cost=estimate.cost, spec={"options": options}, folder=str(folder), channel_id=channel_id,
-                ),
-                now=q.clock(),
-            )  # fmt: skip
-            await q._charge(owner_id, job, user.balance)
-        q._publish(job, "queued")
-        return job
+        new = jobs_repo.NewJob(
+            owner_id=owner_id, kind="generate", priority=0, title=request.prompt[:80], dataset_id=None,
+            base_model=estimate.base_model, family=estimate.family, resolution=max(estimate.width, estimate.height),
+            batch_size=1, total_steps=estimate.images, cost=estimate.cost, spec={"options": options},
+            folder=str(self.queue.settings.jobs_dir() / uuid.uuid4().hex), channel_id=channel_id,
+        )  # fmt: skip
+        return await self.queue.enqueue(new, roles, "render fewer or smaller images")
 
     async def _prepare(
         self, owner_id: int, request: GenerateRequest

@@ -11,6 +11,7 @@ the job changed since (e.g. images were added).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 import re
@@ -132,7 +133,7 @@ class QueueService:
         row = await self.datasets.get(owner_id, dataset)
         options = dict(options or {})
         if init_from is not None:
-            options["init_weights"] = await self._epoch_file(owner_id, *init_from)
+            options["init_weights"] = await self.epoch_file(owner_id, *init_from)
         folder = self.settings.jobs_dir() / uuid.uuid4().hex
         try:
             await self.datasets.export(owner_id, row.name, folder / "dataset")
@@ -143,12 +144,10 @@ class QueueService:
                     f"the cost changed from {expected_cost} to {prepared.estimate.cost} since the estimate "
                     "(the dataset changed): check the new estimate and confirm again"
                 )
-            job = await self._insert_and_charge(owner_id, prepared, folder, roles, channel_id)
+            return await self._insert_and_charge(owner_id, prepared, folder, roles, channel_id)
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, folder, True)
             raise
-        self._publish(job, "queued")
-        return job
 
     async def _prepare(
         self, owner_id: int, dataset, images: int, options: dict[str, Any], roles: Iterable[str] | None
@@ -212,24 +211,32 @@ class QueueService:
         self, owner_id: int, prepared: _Prepared, folder: Path, roles, channel_id: int | None
     ) -> repo.JobRow:
         est = prepared.estimate
+        new = repo.NewJob(
+            owner_id=owner_id, kind="train", priority=0, title=est.dataset,
+            dataset_id=prepared.dataset_id, base_model=est.base_model, family=est.family,
+            resolution=est.resolution, batch_size=est.batch_size, total_steps=est.total_steps,
+            cost=est.cost, folder=str(folder), channel_id=channel_id,
+            spec={"options": prepared.options, "output_name": _file_name(est.dataset),
+                  "trigger": prepared.trigger, "epochs": est.epochs, "repeats": est.repeats,
+                  "images": est.images},
+        )  # fmt: skip
+        return await self.enqueue(new, roles, "lower epochs, repeats or images")
+
+    async def enqueue(self, new: repo.NewJob, roles: Iterable[str] | None, cheaper: str) -> repo.JobRow:
+        """Insert a job at its owner's tier priority and charge its cost, in one transaction.
+
+        Refused (nothing written) over the member's job limit or balance; ``cheaper`` says how to
+        make the job cost less. Subscribers hear "queued" afterwards.
+        """
         async with transaction(self.conn):
-            user = await self.stamina.ensure_user(owner_id, roles)
+            user = await self.stamina.ensure_user(new.owner_id, roles)
             tier = self.stamina.tier(self.stamina.effective_tier(user))
-            await self._check_room(owner_id, tier.max_queued)
+            await self._check_room(new.owner_id, tier.max_queued)
             job = await repo.insert_job(
-                self.conn,
-                repo.NewJob(
-                    owner_id=owner_id, kind="train", priority=tier.priority, title=est.dataset,
-                    dataset_id=prepared.dataset_id, base_model=est.base_model, family=est.family,
-                    resolution=est.resolution, batch_size=est.batch_size, total_steps=est.total_steps,
-                    cost=est.cost, folder=str(folder), channel_id=channel_id,
-                    spec={"options": prepared.options, "output_name": _file_name(est.dataset),
-                          "trigger": prepared.trigger, "epochs": est.epochs, "repeats": est.repeats,
-                          "images": est.images},
-                ),
-                now=self.clock(),
-            )  # fmt: skip
-            await self._charge(owner_id, job, user.balance)
+                self.conn, dataclasses.replace(new, priority=tier.priority), self.clock()
+            )
+            await self._charge(job, cheaper)
+        self._publish(job, "queued")
         return job
 
     async def _check_room(self, owner_id: int, max_queued: int) -> None:
@@ -240,22 +247,22 @@ class QueueService:
                 f"{max_queued}): wait for one to finish or cancel one in /queue"
             )
 
-    async def _charge(self, owner_id: int, job: repo.JobRow, balance: int) -> None:
+    async def _charge(self, job: repo.JobRow, cheaper: str) -> None:
         if job.cost == 0:
             return
         try:
             await stamina_repo.change_balance(
-                self.conn, owner_id, -job.cost, "charge", job_id=job.id, note=f"job #{job.id} {job.title}",
+                self.conn, job.owner_id, -job.cost, "charge", job_id=job.id, note=f"job #{job.id} {job.title}",
                 now=self.clock(),
             )  # fmt: skip
         except stamina_repo.Overdraw as exc:
             reset = self.stamina.now()
             raise QueueError(
-                f"this job costs {job.cost} stamina and you have {exc.balance}: lower epochs, repeats or "
-                f"images, or wait for the daily reset ({_reset_text(self.stamina, reset)})"
+                f"this job costs {job.cost} stamina and you have {exc.balance}: {cheaper}, "
+                f"or wait for the daily reset ({_reset_text(self.stamina, reset)})"
             ) from None
 
-    async def _epoch_file(self, owner_id: int, job_id: int, epoch: int) -> str:
+    async def epoch_file(self, owner_id: int, job_id: int, epoch: int) -> str:
         job = await self.job(owner_id, job_id)
         for row in await repo.epochs(self.conn, job.id):
             if row.epoch == epoch and Path(row.path).is_file():

@@ -33,8 +33,7 @@ async def _expired_part(
     if not charges:
         return 0
     charged_at = charges[0].created_at
-    rows = await stamina_repo.ledger(conn, job.owner_id, limit=10_000)
-    topped_up = sum(r.delta for r in rows if r.reason == "daily_reset" and r.created_at > charged_at)
+    topped_up = await stamina_repo.total_since(conn, job.owner_id, "daily_reset", charged_at)
     already = await jobs_repo.expired_since(conn, job.owner_id, charged_at)
     return max(0, min(refund, topped_up - already))
 

@@ -120,15 +120,6 @@ class StaminaService:
                 user = await self.ensure_user(user_id, roles)
         return self._view(user)
 
-    async def peek(self, user_id: int) -> int:
-        """The stored balance without a write (0 for an unknown member); for hot read paths."""
-        user = await repo.get_user(self.conn, user_id)
-        if user is None:
-            return self.tier(DEFAULT_TIER).allowance
-        if user.reset_period < self.period():
-            return max(user.balance, self.tier(self.effective_tier(user)).allowance)
-        return user.balance
-
     async def history(self, user_id: int, limit: int = 20) -> list[repo.LedgerRow]:
         return await repo.ledger(self.conn, user_id, limit)
 
