@@ -17,6 +17,7 @@ from .datasets.taggers import TaggerProvider
 from .queue.bus import EventBus
 from .queue.dispatcher import Dispatcher
 from .queue.generation import GenerationService, LibraryService
+from .queue.presets import PresetService
 from .queue.service import QueueService
 from .queue.stamina import StaminaService
 from .queue.workers import GenerationLane, LocalTrainerWorker
@@ -35,6 +36,7 @@ class Services:
     library: LibraryService
     generation: GenerationService
     bus: EventBus
+    presets: PresetService
 
 
 @asynccontextmanager
@@ -59,6 +61,7 @@ async def open_services(
                 library,
                 GenerationService(queue, library),
                 bus,
+                PresetService(conn, clock, queue),
             )
         finally:
             await bus.close()

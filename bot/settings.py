@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -95,6 +95,33 @@ class Settings(BaseSettings):
     steps_per_s_sd15: float = Field(2.0, gt=0, description="ETA before a speed is measured: 512 px, batch 1")
     steps_per_s_sdxl: float = Field(1.0, gt=0, description="ETA before a speed is measured: 512 px, batch 1")
 
+    # Discord ---------------------------------------------------------------------------------------
+    discord_token: SecretStr | None = Field(None, description="the bot's token (Developer Portal > Bot)")
+    guild_ids: list[int] = Field(
+        default_factory=list,
+        description="guilds to sync the slash commands to at start (instant); empty: global (up to an hour)",
+    )
+    operator_permission: str = Field(
+        "manage_guild", description="the guild permission that makes a member an operator of the bot"
+    )
+    progress_interval_s: float = Field(
+        5.0, ge=1, le=600, description="at most one edit of a job's progress message per this many seconds"
+    )
+    command_cooldown_s: float = Field(
+        2.0, ge=0, le=600, description="a member's commands of one kind, at most one per this many seconds"
+    )
+
+    # Download links for files over Discord's upload limit ----------------------------------------------
+    http_bind: str = Field("127.0.0.1:8765", description="host:port of the bot's small file server")
+    public_url: str = Field(
+        "",
+        description="how members reach that server, e.g. https://lora.example.org; default http://HTTP_BIND",
+    )
+    link_lifetime_s: int = Field(3600, ge=60, le=7 * 86400, description="a download link works this long")
+    link_secret: SecretStr | None = Field(
+        None, description="signs download links; default: a random one kept in DATA_DIR/link-secret"
+    )
+
     @field_validator("data_dir", "database", "model_registry")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
@@ -144,6 +171,34 @@ class Settings(BaseSettings):
             if source != "tiny" and not _HUB_ID.match(source) and not source.startswith(("/", ".")):
                 raise ValueError(f"'{source}' is not 'tiny', a folder path or an owner/name hub id")
         return value
+
+    @field_validator("http_bind")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"'{value}' is not host:port, e.g. 127.0.0.1:8765 or 0.0.0.0:8765")
+        return value
+
+    @field_validator("link_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 16:
+            raise ValueError("use at least 16 characters (e.g. the output of: openssl rand -hex 32)")
+        return value
+
+    @field_validator("operator_permission")
+    @classmethod
+    def _known_permission(cls, value: str) -> str:
+        import discord
+
+        if value not in discord.Permissions.VALID_FLAGS:
+            raise ValueError(f"'{value}' is not a Discord permission name, e.g. manage_guild")
+        return value
+
+    def base_url(self) -> str:
+        """The public root of the file server, without a trailing slash."""
+        return (self.public_url or f"http://{self.http_bind}").rstrip("/")
 
     def tagger_choices(self) -> list[str]:
         return list(dict.fromkeys([self.tagger, *self.extra_taggers]))

@@ -66,6 +66,11 @@ def the_guild(server: LoopbackDiscord) -> Guild:
     return next(iter(server.guilds.values()))
 
 
+def guild_obj(server: LoopbackDiscord) -> discord.Object:
+    """The stand-in's (only) guild as a ``discord.Object`` for command registration."""
+    return discord.Object(the_guild(server).id)
+
+
 def test_connects_ready_with_guild() -> None:
     async def scenario(server: LoopbackDiscord, bot: Bot) -> None:
         guild = the_guild(server)
@@ -315,3 +320,77 @@ def test_validation_limits() -> None:
     assert validate.is_empty_message({}) and not validate.is_empty_message({"content": "x"})
     body = validate.invalid_form_body({"content": {}})
     assert body["code"] == 50035 and body["message"] == "Invalid Form Body"
+
+
+def test_callback_type_rules() -> None:
+    from bot.loopback.validate_callbacks import check_callback_type, check_choices, check_modal_layout
+
+    assert check_callback_type(4, 4) and check_callback_type(8, 2) and not check_callback_type(8, 4)
+    assert check_callback_type(6, 2) and not check_callback_type(7, 3) and check_callback_type(9, 5)
+    assert not check_choices({"choices": [{"name": "a", "value": 1}]}, 4)
+    assert check_choices({"choices": [{"name": "a", "value": "1"}]}, 4)
+    assert check_choices({"choices": [{"name": "a", "value": "x" * 101}]}, 3)
+    assert check_choices({"choices": [{"name": "", "value": "x"}]}, 3)
+    row = {
+        "type": 1,
+        "components": [{"type": 4, "custom_id": "a", "style": 1, "label": "A", "max_length": 4001}],
+    }
+    assert check_modal_layout({"title": "t", "custom_id": "m", "components": [row]})
+
+
+def test_burst_of_concurrent_interactions() -> None:
+    async def scenario(server: LoopbackDiscord, bot: Bot) -> None:
+        guild = the_guild(server)
+        members = [server.add_member(guild, f"m{i}") for i in range(120)]
+
+        @bot.tree.command(name="echo", description="Echo", guild=guild_obj(server))
+        async def echo(interaction: discord.Interaction, n: int) -> None:
+            await interaction.response.send_message(f"{interaction.user.name}:{n}", ephemeral=True)
+
+        await bot.tree.sync(guild=guild_obj(server))
+        handles = await asyncio.gather(
+            *(server.send_interaction(guild, m, "echo", {"n": i}) for i, m in enumerate(members))
+        )
+        responses = await asyncio.gather(*(h.wait_response(timeout=8) for h in handles))
+        assert [r["data"]["content"] for r in responses] == [f"m{i}:{i}" for i in range(120)]
+        assert all(h.ack_s is not None and h.ack_s < 3 for h in handles)
+        [session] = server.gateway.sessions.values()
+        seqs = [e["s"] for e in session.events]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+    run(scenario)
+
+
+def test_channel_message_lookups() -> None:
+    async def scenario(server: LoopbackDiscord, bot: Bot) -> None:
+        guild = the_guild(server)
+        alice = server.add_member(guild, "alice")
+        channel = next(iter(guild.channels.values()))
+
+        class Job(discord.ui.View):
+            @discord.ui.button(label="Cancel", custom_id="job:7:cancel")
+            async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+                await interaction.response.defer()
+
+        @bot.tree.command(name="train", description="Train", guild=guild_obj(server))
+        async def train(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("queued", ephemeral=True)
+            assert isinstance(interaction.channel, discord.TextChannel)
+            await interaction.channel.send("progress 0%", view=Job())
+
+        await bot.tree.sync(guild=guild_obj(server))
+        await server.send_interaction(guild, alice, "train")
+        progress = await server.wait_for_message(lambda m: m.content.startswith("progress"))
+        assert server.channel_messages(channel) == [progress]
+        assert len(server.channel_messages(channel, interactions=True)) == 2
+        assert server.messages_with_component("job:") == [progress]
+        member_post = await server.post_message(channel, alice, "hello", dispatch=False)
+        assert member_post not in server.channel_messages(channel)
+        text = bot.get_channel(channel.id)
+        assert isinstance(text, discord.TextChannel)
+        with pytest.raises(discord.Forbidden):
+            await (await text.fetch_message(member_post.id)).edit(content="hacked")
+        with pytest.raises(asyncio.TimeoutError):
+            await server.wait_for_message(lambda m: m.content == "never", timeout=0.05)
+
+    run(scenario)

@@ -267,6 +267,13 @@ class LoraRef(_Strict):
     weight: float = Field(1.0, ge=-2.0, le=2.0)
 
 
+class LabelledLora(_Strict):
+    """One row of a compare grid: a LoRA file and the row's label (e.g. "epoch 3")."""
+
+    path: str
+    label: str = Field(min_length=1, max_length=40)
+
+
 class GenerateJob(ModelSource):
     """A rendering job: prompts with a base model and zero or more LoRAs at given weights."""
 
@@ -278,6 +285,10 @@ class GenerateJob(ModelSource):
     compare_weights: list[Annotated[float, Field(ge=-2.0, le=2.0)]] | None = Field(
         None, min_length=1, max_length=8, description="render the first LoRA at each weight into one grid"
     )
+    compare_loras: list[LabelledLora] | None = Field(
+        None, min_length=1, max_length=8,
+        description="grid rows: each LoRA at each compare_weights weight (one seed); loras apply in every cell",
+    )  # fmt: skip
     steps: int = Field(25, ge=1, le=150)
     cfg: float = Field(7.0, ge=1.0, le=30.0)
     width: int | None = Field(None, ge=64, le=2048, description="default 512 (SD1.5) / 1024 (SDXL)")
@@ -305,9 +316,18 @@ class GenerateJob(ModelSource):
         return TrainJob._safe_name(v)
 
     @model_validator(mode="after")
-    def _compare_needs_lora(self) -> GenerateJob:
-        if self.compare_weights and not self.loras:
-            raise ValueError("compare_weights needs a LoRA in loras")
+    def _compare_rules(self) -> GenerateJob:
+        problems = []
+        if self.compare_weights and not (self.loras or self.compare_loras):
+            problems.append("compare_weights needs a LoRA in loras or compare_loras")
+        if self.compare_loras and not self.compare_weights:
+            problems.append("compare_loras needs compare_weights (the grid's columns, e.g. [0.6, 0.8, 1.0])")
+        if self.compare_loras and self.count != 1:
+            problems.append("compare_loras renders one grid with one seed: leave count at 1")
+        if self.compare_loras and len({r.label for r in self.compare_loras}) < len(self.compare_loras):
+            problems.append("compare_loras labels must differ (they name the grid's rows)")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
 

@@ -2,7 +2,10 @@
 
 LoRA files are loaded with diffusers' ``load_lora_weights`` (the same path any user
 of the files takes) and weighted with ``set_adapters``. With ``compare_weights`` the
-first LoRA is rendered at each weight, same seeds, into one labelled grid.
+first LoRA is rendered at each weight, same seeds, into one labelled grid. With
+``compare_loras`` too (compare epochs), each row is one of those LoRAs, loaded as its own
+adapter and the only compared one active in its row, at each weight, all with one seed;
+the job's ``loras`` apply in every cell at their weights.
 
 The work is split in two so ``python -m trainer serve`` can keep a model loaded:
 :func:`load_for_job` loads and places a base model's pipeline, :func:`render_job`
@@ -90,17 +93,22 @@ def load_for_job(job: ModelSource) -> LoadedPipeline:
 
 def load_loras(pipe, job: GenerateJob) -> list[str]:
     """Load the job's LoRA files as adapters lora0, lora1, ...; returns their names."""
-    names = []
-    for i, ref in enumerate(job.loras):
-        if not Path(ref.path).is_file():
-            raise GenerateError(f"LoRA file {ref.path} does not exist")
-        name = f"lora{i}"
-        try:
-            pipe.load_lora_weights(ref.path, adapter_name=name)
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise GenerateError(f"{Path(ref.path).name} does not fit this base model: {exc}") from exc
-        names.append(name)
-    return names
+    return [_load_lora(pipe, ref.path, f"lora{i}") for i, ref in enumerate(job.loras)]
+
+
+def load_compared(pipe, job: GenerateJob) -> list[str]:
+    """Load the compare grid's row LoRAs as adapters cmp0, cmp1, ...; returns their names."""
+    return [_load_lora(pipe, row.path, f"cmp{i}") for i, row in enumerate(job.compare_loras or [])]
+
+
+def _load_lora(pipe, path: str, name: str) -> str:
+    if not Path(path).is_file():
+        raise GenerateError(f"LoRA file {path} does not exist")
+    try:
+        pipe.load_lora_weights(path, adapter_name=name)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise GenerateError(f"{Path(path).name} does not fit this base model: {exc}") from exc
+    return name
 
 
 def unload_loras(pipe) -> None:
@@ -130,9 +138,10 @@ def render_job(loaded: LoadedPipeline, job: GenerateJob, events: Emitter, stop: 
     pipe = loaded.pipe
     try:
         names = load_loras(pipe, job)
-        return _render_images(loaded, job, names, events, stop)
+        rows = load_compared(pipe, job)
+        return _render_images(loaded, job, names, rows, events, stop)
     finally:
-        if job.loras:
+        if job.loras or job.compare_loras:
             try:
                 unload_loras(pipe)
             except Exception:  # the server sees the leftovers (has_lora_layers) and reloads
@@ -140,7 +149,12 @@ def render_job(loaded: LoadedPipeline, job: GenerateJob, events: Emitter, stop: 
 
 
 def _render_images(
-    loaded: LoadedPipeline, job: GenerateJob, names: list[str], events: Emitter, stop: StopFlag
+    loaded: LoadedPipeline,
+    job: GenerateJob,
+    names: list[str],
+    rows: list[str],
+    events: Emitter,
+    stop: StopFlag,
 ) -> int:
     pipe, model, family = loaded.pipe, loaded.model, loaded.family
     pipe.scheduler = render.make_sampler(job.sampler, model.scheduler_config)
@@ -148,35 +162,68 @@ def _render_images(
     check_clip_skip(clip_skip, family, model.text_encoders)
     width, height = job.resolved_size(family)
     seed = job.seed if job.seed is not None else random.SystemRandom().randrange(2**32)
-    weights_sets = _weight_sets(job)
+    plan = _plan(job, names, rows, seed)
     out = Path(job.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    total = len(weights_sets) * job.count
+    total = sum(len(cells) for cells in plan)
     events.emit("started", total_steps=total, total_epochs=0, seed=seed, family=family, images=total)
-    rows: list[list] = []
+    grid_rows: list[list] = []
     files: list[str] = []
-    for n in range(job.count):
-        row = []
-        for weights in weights_sets:
+    for cells in plan:
+        grid_rows.append([])
+        for cell in cells:
             if stop.requested:
                 events.emit("cancelled", step=len(files), files=files)
                 return EXIT_CANCELLED
-            if names:
-                pipe.set_adapters(names, adapter_weights=weights)
-            image = _render_one(loaded, job, seed + n, clip_skip, (width, height))
-            path = out / f"{job.output_name}-{n:02d}{f'-w{weights[0]:g}' if job.compare_weights else ''}.png"
+            if cell.adapters:
+                pipe.set_adapters(cell.adapters, adapter_weights=cell.weights)
+            image = _render_one(loaded, job, cell.seed, clip_skip, (width, height))
+            path = out / f"{job.output_name}{cell.suffix}.png"
             image.save(path)
             files.append(str(path))
-            row.append(image)
-            events.emit("image_ready", index=len(files) - 1, path=str(path), seed=seed + n, weights=weights)
-        rows.append(row)
+            grid_rows[-1].append(image)
+            events.emit("image_ready", index=len(files) - 1, path=str(path), **cell.info)
     if job.compare_weights or job.count > 1:
-        files.append(str(_save_grid(job, rows, seed, out)))
+        files.append(str(_save_grid(job, grid_rows, seed, out)))
         events.emit("image_ready", index=len(files) - 1, path=files[-1], grid=True)
     if loaded.device.type == "cuda":  # give sampling buffers back to a training job on the same GPU
         torch.cuda.empty_cache()  # (no gc.collect: a full collection costs a warm request ~0.25 s)
     events.emit("done", files=files, seed=seed)
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One image: the adapters active for it at their weights, its seed, file suffix and event fields."""
+
+    adapters: list[str]
+    weights: list[float]
+    seed: int
+    suffix: str
+    info: dict[str, Any]
+
+
+def _plan(job: GenerateJob, names: list[str], rows: list[str], seed: int) -> list[list[_Cell]]:
+    """The images row by row: seeds x weights, or (compare_loras) row LoRAs x weights with one seed.
+
+    Only the row's compared adapter is active in its row (the others are not computed at all),
+    ahead of the job's ``loras``, so a row renders as a compare_weights job with that LoRA first.
+    """
+    base = [ref.weight for ref in job.loras]
+    if rows:
+        labels = [row.label for row in job.compare_loras or []]
+        return [
+            [_Cell([row, *names], [w, *base], seed, f"-r{r:02d}-w{w:g}",
+                   {"seed": seed, "weights": [w, *base], "label": labels[r], "row": r})
+             for w in job.compare_weights or []]
+            for r, row in enumerate(rows)
+        ]  # fmt: skip
+    return [
+        [_Cell(names, weights, seed + n, f"-{n:02d}{f'-w{weights[0]:g}' if job.compare_weights else ''}",
+               {"seed": seed + n, "weights": weights})
+         for weights in _weight_sets(job)]
+        for n in range(job.count)
+    ]  # fmt: skip
 
 
 def _render_one(
@@ -209,6 +256,8 @@ def _save_grid(job: GenerateJob, rows: list[list], seed: int, out: Path) -> Path
     if job.compare_weights:
         cols = [render.weight_label(w) for w in job.compare_weights]
         row_labels = [f"seed {seed + n}" for n in range(len(rows))] if len(rows) > 1 else None
+        if job.compare_loras:
+            row_labels = [row.label for row in job.compare_loras]
         grid = render.make_grid(rows, cols, row_labels, title=job.grid_title or job.prompt[:80])
     else:
         cols = [f"seed {seed + n}" for n in range(len(rows))]

@@ -5,6 +5,8 @@ database inside it unless ``LORABOT_DATABASE`` says otherwise). A bad argument i
 line on stderr and exit 2; a request the services refuse (an unknown dataset, too little
 stamina, a queue already run by another process) is one line and exit 1, never a traceback.
 
+``python -m bot`` alone (or ``python -m bot run``) starts the Discord bot (:mod:`bot.app`).
+
 Groups: ``dataset`` (:mod:`bot.cli.datasets`), ``stamina``, ``queue``, ``job``, ``estimate``
 and ``worker`` (:mod:`bot.cli.queue`, :mod:`bot.cli.worker`).
 """
@@ -35,13 +37,15 @@ class _OneLineParser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="python -m bot", description="LoRA training bot: operator commands")
     groups = p.add_subparsers(dest="group", required=True, parser_class=_OneLineParser)
+    groups.add_parser("run", help="start the Discord bot (the default)")
     datasets.add_parser(groups)
     queue.add_parsers(groups)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv or ["run"])
     from ..settings import SettingsError, load_settings
 
     try:
@@ -64,6 +68,10 @@ def _fail(message: str) -> None:
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from ..services import open_services
 
+    if args.group == "run":
+        from ..app import run_bot
+
+        return await run_bot(settings)
     async with open_services(settings) as services:
         if args.group == "dataset":
             return await datasets.run(services, args)

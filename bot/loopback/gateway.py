@@ -9,6 +9,7 @@ server-side dispatches (e.g. INTERACTION_CREATE).  Frames are plain JSON text
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MESSAGE_CONTENT_INTENT = 1 << 15
 DISPATCH, HEARTBEAT, IDENTIFY, RESUME, RECONNECT, REQUEST_MEMBERS = 0, 1, 2, 6, 7, 8
 INVALID_SESSION, HELLO, HEARTBEAT_ACK = 9, 10, 11
 
@@ -36,6 +38,7 @@ class Session:
     ws: web.WebSocketResponse | None = None
     heartbeats: int = 0
     resumes: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class Gateway:
@@ -53,6 +56,13 @@ class Gateway:
         """Heartbeats received over all sessions."""
         return sum(s.heartbeats for s in self.sessions.values())
 
+    @property
+    def message_content_intent(self) -> bool:
+        """Whether the client identified with the privileged MESSAGE_CONTENT intent."""
+        if not self.identify_payloads:
+            return False
+        return bool(int(self.identify_payloads[-1].get("intents") or 0) & MESSAGE_CONTENT_INTENT)
+
     def live_sessions(self) -> list[Session]:
         """Sessions with an open websocket."""
         return [s for s in self.sessions.values() if s.ws is not None and not s.ws.closed]
@@ -66,11 +76,13 @@ class Gateway:
         return sent
 
     async def _send_event(self, session: Session, event: str, data: dict[str, Any]) -> None:
-        session.seq += 1
-        frame = {"op": DISPATCH, "s": session.seq, "t": event, "d": data}
-        session.events.append(frame)
-        if session.ws is not None and not session.ws.closed:
-            await session.ws.send_str(json.dumps(frame))
+        """Send one DISPATCH; the lock keeps sequence numbers in sending order under concurrency."""
+        async with session.lock:
+            session.seq += 1
+            frame = {"op": DISPATCH, "s": session.seq, "t": event, "d": data}
+            session.events.append(frame)
+            if session.ws is not None and not session.ws.closed:
+                await session.ws.send_str(json.dumps(frame))
 
     async def request_reconnect(self) -> int:
         """Send op 7 RECONNECT to every live session (the client should RESUME)."""

@@ -38,6 +38,9 @@ async def running_client(
 
     Pass ``guild_ready_timeout=0.05`` (or similar) to the client so that READY is
     not held back discord.py's default 2 s waiting for more GUILD_CREATEs.
+
+    discord.py's client dies (without logging) on a gateway payload it cannot
+    parse; when that happened during the block, leaving it raises RuntimeError.
     """
     with point_discord_at(server):
         task = asyncio.create_task(client.start(TOKEN))
@@ -50,6 +53,8 @@ async def running_client(
                     task.result()  # re-raise the client's failure
                 raise TimeoutError("the client did not become ready")
             yield client
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise RuntimeError("the discord.py client died during the test") from task.exception()
         finally:
             await client.close()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .files import attachment_payload, guess_content_type
 from .state import JSON, RecordedFile, RecordedMessage, iso_now, snowflake
 
 UploadedFile = tuple[int, str, bytes, str | None]  # (index n of files[n], filename, data, content type)
@@ -43,22 +44,6 @@ async def read_body(request: web.Request) -> tuple[JSON, list[UploadedFile]]:
     return (json.loads(text) if text.strip() else {}), []
 
 
-def _attachment_payload(base_url: str, channel_id: int, f: RecordedFile) -> JSON:
-    url = f"{base_url}/attachments/{channel_id}/{f.id}/{f.filename}"
-    data: JSON = {
-        "id": str(f.id),
-        "filename": f.filename,
-        "size": len(f.data),
-        "url": url,
-        "proxy_url": url,
-    }
-    if f.content_type:
-        data["content_type"] = f.content_type
-    if f.description:
-        data["description"] = f.description
-    return data
-
-
 def resolve_files(payload: JSON, uploads: list[UploadedFile], kept: list[RecordedFile]) -> list[RecordedFile]:
     """The attachments of a message after a create or edit.
 
@@ -76,7 +61,7 @@ def resolve_files(payload: JSON, uploads: list[UploadedFile], kept: list[Recorde
                 id=snowflake(),
                 filename=meta.get("filename") or filename,
                 data=data,
-                content_type=ctype,
+                content_type=guess_content_type(meta.get("filename") or filename, ctype),
                 description=meta.get("description"),
             )
         )
@@ -109,7 +94,7 @@ def new_message(
         "mention_everyone": False,
         "mentions": [],
         "mention_roles": [],
-        "attachments": [_attachment_payload(base_url, channel_id, f) for f in files],
+        "attachments": [attachment_payload(base_url, channel_id, f) for f in files],
         "embeds": payload.get("embeds") or [],
         "components": payload.get("components") or [],
         "pinned": False,
@@ -143,9 +128,7 @@ def apply_edit(message: RecordedMessage, payload: JSON, uploads: list[UploadedFi
         message.data["flags"] = keep | (int(payload["flags"]) & (4 | (1 << 15)))
     message.data["flags"] = int(message.data.get("flags", 0)) & ~128  # no longer "thinking"
     message.files = resolve_files(payload, uploads, message.files)
-    message.data["attachments"] = [
-        _attachment_payload(base_url, message.channel_id, f) for f in message.files
-    ]
+    message.data["attachments"] = [attachment_payload(base_url, message.channel_id, f) for f in message.files]
     message.data["edited_timestamp"] = iso_now()
     message.edits += 1
 
@@ -155,3 +138,33 @@ def merged_view(message: RecordedMessage, payload: JSON) -> dict[str, Any]:
     view = {k: message.data.get(k) for k in ("content", "embeds", "components", "flags")}
     view.update({k: v for k, v in payload.items() if k in EDITABLE_KEYS})
     return view
+
+
+def without_content(data: JSON) -> JSON:
+    """A member's message as a bot without the MESSAGE_CONTENT intent receives it.
+
+    (``poll`` is left out, not set to null: discord.py's client dies on ``"poll": null``.)
+    """
+    blank = {**data, "content": "", "embeds": [], "attachments": [], "components": []}
+    blank.pop("poll", None)
+    return blank
+
+
+def member_message(
+    *,
+    base_url: str,
+    channel_id: int,
+    guild_id: int,
+    author: JSON,
+    content: str,
+    files: list[RecordedFile],
+) -> RecordedMessage:
+    """A message a member posts (type 0, no webhook)."""
+    return new_message(
+        base_url=base_url,
+        channel_id=channel_id,
+        guild_id=guild_id,
+        author=author,
+        payload={"content": content},
+        files=files,
+    )

@@ -11,38 +11,53 @@ Usage::
     handle = await server.send_interaction(guild, alice, "hello", {"who": "me"})
     response = await handle.wait_response()
     await server.close()
+
+The members' side (slash commands with subcommands and attachments, autocomplete,
+context menus, components, modals) is in :mod:`bot.loopback.interactions`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
 from . import validate
+from .components import custom_ids
+from .files import UploadLike, as_upload, recorded_file
 from .gateway import Gateway
+from .interactions import InteractionSender
+from .messages import member_message, without_content
 from .rest import Rest
 from .state import (
+    EVERYONE_PERMISSIONS,
     JSON,
     Channel,
     Guild,
     Interaction,
     Member,
+    RecordedFile,
     RecordedMessage,
     Role,
-    new_token,
     snowflake,
     user_payload,
 )
 
 log = logging.getLogger(__name__)
 
-_OPTION_TYPES = {bool: 5, int: 4, float: 10, str: 3}
 
+class LoopbackDiscord(InteractionSender):
+    """An in-memory Discord (REST + gateway) served by aiohttp on 127.0.0.1.
 
-class LoopbackDiscord:
-    """An in-memory Discord (REST + gateway) served by aiohttp on 127.0.0.1."""
+    ``upload_limit``: the bot's upload limit (413 over it); ``member_upload_limit``:
+    the largest file a member can attach (default: ``upload_limit``);
+    ``ack_deadline_s``: the time a bot has for the first callback of an
+    interaction (Discord: 3 s); ``token_lifetime_s``: how long the interaction
+    webhook works (Discord: 15 minutes).
+    """
 
     def __init__(
         self,
@@ -50,16 +65,24 @@ class LoopbackDiscord:
         bot_name: str = "LoopbackBot",
         heartbeat_interval_ms: int = 41250,
         upload_limit: int = validate.DEFAULT_ATTACHMENT_LIMIT,
+        member_upload_limit: int | None = None,
+        ack_deadline_s: float = 3.0,
+        token_lifetime_s: float = 15 * 60.0,
     ) -> None:
         self.application_id = snowflake()
         self.bot_user_id = self.application_id
         self.bot_name = bot_name
         self.upload_limit = upload_limit
+        self.member_upload_limit = upload_limit if member_upload_limit is None else member_upload_limit
+        self.ack_deadline_s = ack_deadline_s
+        self.token_lifetime_s = token_lifetime_s
         self.guilds: dict[int, Guild] = {}
         self.messages: dict[int, list[RecordedMessage]] = {}
         self.commands: dict[int | None, list[JSON]] = {}  # None: global commands
         self.interactions: dict[int, Interaction] = {}
+        self.ephemeral_files: dict[int, tuple[int, RecordedFile]] = {}  # id -> (channel id, file)
         self.unhandled: list[str] = []
+        self._tokens: dict[str, Interaction] = {}
         self.gateway = Gateway(self, heartbeat_interval_ms)
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -116,7 +139,7 @@ class LoopbackDiscord:
         """A new guild with an @everyone role, the bot as member, and text channels."""
         guild_id = snowflake()
         guild = Guild(id=guild_id, name=name, owner_id=self.bot_user_id)
-        guild.roles[guild_id] = Role(id=guild_id, name="@everyone", permissions=0x0000_0000_0006_4C40)
+        guild.roles[guild_id] = Role(id=guild_id, name="@everyone", permissions=EVERYONE_PERMISSIONS)
         guild.members[self.bot_user_id] = Member(self.bot_user_id, self.bot_name, bot=True)
         for position, channel_name in enumerate(channels):
             self.add_channel(guild, channel_name, position=position)
@@ -129,8 +152,14 @@ class LoopbackDiscord:
         self.messages.setdefault(channel.id, [])
         return channel
 
-    def add_role(self, guild: Guild, name: str, permissions: int = 0) -> Role:
-        role = Role(id=snowflake(), name=name, permissions=permissions, position=len(guild.roles))
+    def add_role(self, guild: Guild, name: str, permissions: Any = 0) -> Role:
+        """A new role; ``permissions`` is an int or a ``discord.Permissions`` (its ``.value``).
+
+        An operator role: ``add_role(guild, "Operator", discord.Permissions(manage_guild=True))``
+        or ``permissions=state.MANAGE_GUILD`` (0x20).
+        """
+        value = int(getattr(permissions, "value", permissions))
+        role = Role(id=snowflake(), name=name, permissions=value, position=len(guild.roles))
         guild.roles[role.id] = role
         return role
 
@@ -201,159 +230,100 @@ class LoopbackDiscord:
             bucket.remove(message)
 
     def interaction_by_token(self, token: str) -> Interaction | None:
-        for inter in self.interactions.values():
-            if inter.token == token:
-                return inter
-        return None
+        return self._tokens.get(token)
 
-    def command(self, name: str, guild: Guild | None = None) -> JSON | None:
-        """A registered command by name (guild commands first, then global)."""
+    def command(self, name: str, guild: Guild | None = None, *, kind: int | None = None) -> JSON | None:
+        """A registered command by name (guild commands first, then global).
+
+        ``kind``: 1 slash, 2 user and 3 message context menu (None: any type).
+        """
         scopes = ([guild.id] if guild else []) + [None]
         for scope in scopes:
             for cmd in self.commands.get(scope, []):
-                if cmd["name"] == name:
+                if cmd["name"] == name and (kind is None or int(cmd.get("type", 1)) == kind):
                     return cmd
         return None
 
-    # -- interactions ---------------------------------------------------------
+    def channel_messages(
+        self, channel: Channel | int, *, interactions: bool = False
+    ) -> list[RecordedMessage]:
+        """Messages the bot posted in ``channel``, oldest first.
 
-    def _options(self, command: JSON | None, options: dict[str, Any]) -> list[JSON]:
-        declared = {o["name"]: o for o in (command or {}).get("options", [])}
-        result = []
-        for name, value in options.items():
-            kind = declared.get(name, {}).get("type") or _OPTION_TYPES.get(type(value), 3)
-            result.append({"name": name, "type": kind, "value": value})
-        return result
-
-    async def send_interaction(
-        self,
-        guild: Guild,
-        member: Member,
-        command: str,
-        options: dict[str, Any] | None = None,
-        *,
-        channel: Channel | None = None,
-        attachment_size_limit: int | None = None,
-        locale: str = "en-US",
-    ) -> Interaction:
-        """Dispatch a slash command INTERACTION_CREATE (type 2) as ``member``.
-
-        The command must be registered (``tree.sync``) in the guild or globally,
-        as on Discord.  Returns the :class:`Interaction` record; await its
-        ``wait_response()`` for the bot's answer.
+        Only those posted through the channel (progress messages, preview grids...)
+        unless ``interactions``, which adds interaction responses and followups.
         """
-        registered = self.command(command, guild)
-        if registered is None:
-            raise LookupError(f"/{command} is not registered for guild {guild.id} nor globally")
-        data: JSON = {
-            "id": registered["id"],
-            "name": command,
-            "type": 1,
-            "options": self._options(registered, options or {}),
-        }
-        if registered.get("guild_id"):
-            data["guild_id"] = registered["guild_id"]
-        channel = channel or next(iter(guild.channels.values()))
-        return await self._dispatch_interaction(
-            2, data, guild, member, channel, attachment_size_limit=attachment_size_limit, locale=locale
-        )
+        channel_id = channel if isinstance(channel, int) else channel.id
+        return [
+            m
+            for m in self.messages.get(channel_id, [])
+            if m.author_id == self.bot_user_id and (interactions or "webhook_id" not in m.data)
+        ]
 
-    async def send_component(
+    def all_messages(self) -> list[RecordedMessage]:
+        """Every recorded message of every channel."""
+        return [m for bucket in self.messages.values() for m in bucket]
+
+    def messages_with_component(self, custom_id_prefix: str) -> list[RecordedMessage]:
+        """Recorded messages with a component whose custom_id starts with the prefix."""
+        return [
+            m
+            for m in self.all_messages()
+            if any(cid.startswith(custom_id_prefix) for cid in custom_ids(m.components))
+        ]
+
+    async def wait_for_message(
+        self, predicate: Callable[[RecordedMessage], bool], timeout: float = 5.0
+    ) -> RecordedMessage:
+        """The first recorded message (posted or edited) for which ``predicate`` holds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for message in self.all_messages():
+                if predicate(message):
+                    return message
+            if loop.time() > deadline:
+                raise asyncio.TimeoutError("no recorded message matched")
+            await asyncio.sleep(0.01)
+
+    # -- members posting ------------------------------------------------------
+
+    async def post_message(
         self,
-        message: RecordedMessage,
-        member: Member,
-        custom_id: str,
-        *,
-        component_type: int = 2,
-        values: list[str] | None = None,
-        locale: str = "en-US",
-    ) -> Interaction:
-        """Dispatch a component INTERACTION_CREATE (type 3): ``member`` clicks a button
-        (or picks ``values`` in a select) with ``custom_id`` on a recorded ``message``.
-
-        Raises LookupError when the message has no such component, as Discord
-        offers no way to click a component that is not there.
-        """
-        if not _has_custom_id(message.components, custom_id):
-            raise LookupError(f"message {message.id} has no component with custom_id {custom_id!r}")
-        channel = self.find_channel(message.channel_id)
-        if channel is None:
-            raise LookupError(f"message {message.id} is not in a known channel")
-        guild = self.guilds[channel.guild_id]
-        data: JSON = {"custom_id": custom_id, "component_type": component_type}
-        if values is not None:
-            data["values"] = values
-        return await self._dispatch_interaction(
-            3, data, guild, member, channel, message=message.data, locale=locale
-        )
-
-    async def _dispatch_interaction(
-        self,
-        kind: int,
-        data: JSON,
-        guild: Guild,
-        member: Member,
         channel: Channel,
+        member: Member,
+        content: str = "",
+        files: Sequence[UploadLike] = (),
         *,
-        message: JSON | None = None,
-        attachment_size_limit: int | None = None,
-        locale: str = "en-US",
-    ) -> Interaction:
-        """Build the full INTERACTION_CREATE payload, record it and dispatch it.
+        dispatch: bool = True,
+    ) -> RecordedMessage:
+        """``member`` posts a message (with attachments) in ``channel``.
 
-        discord.py kills the client on a payload without ``id``, ``application_id``,
-        ``type``, ``token``, ``version``, ``attachment_size_limit`` or
-        ``member.user/roles/flags``, so all of them are always present.
+        ValueError for what Discord's client refuses: an empty message, content over
+        2000 characters, more than 10 files, a file over ``member_upload_limit``.
+        With ``dispatch`` the bot gets a MESSAGE_CREATE (content, embeds and
+        attachments blanked unless it identified with the MESSAGE_CONTENT intent).
         """
-        limit = attachment_size_limit or self.upload_limit
-        inter_id = snowflake()
-        token = new_token()
-        payload: JSON = {
-            "id": str(inter_id),
-            "application_id": str(self.application_id),
-            "type": kind,
-            "data": data,
-            "guild_id": str(guild.id),
-            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
-            "channel_id": str(channel.id),
-            "channel": channel.payload(),
-            "member": member.payload(permissions=guild.permissions_of(member)),
-            "token": token,
-            "version": 1,
-            "app_permissions": str(guild.permissions_of(guild.members[self.bot_user_id])),
-            "locale": locale,
-            "guild_locale": "en-US",
-            "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild.id)},
-            "context": 0,
-            "attachment_size_limit": limit,
-        }
-        if message is not None:
-            payload["message"] = message
-        inter = Interaction(
-            id=inter_id,
-            token=token,
-            type=kind,
-            guild_id=guild.id,
+        guild = self.guilds[channel.guild_id]
+        if member.user_id not in guild.members:
+            raise LookupError(f"{member.name} is not a member of guild {guild.id}")
+        if len(content) > validate.MAX_CONTENT:
+            raise ValueError(f"content is {len(content)} characters, over {validate.MAX_CONTENT}")
+        if len(files) > 10:
+            raise ValueError("a message takes at most 10 attachments")
+        kept = [recorded_file(as_upload(f), self.member_upload_limit) for f in files]
+        if not content and not kept:
+            raise ValueError("cannot send an empty message")
+        message = member_message(
+            base_url=self.http_url,
             channel_id=channel.id,
-            user_id=member.user_id,
-            payload=payload,
-            attachment_size_limit=limit,
+            guild_id=guild.id,
+            author=user_payload(member.user_id, member.name, bot=member.bot),
+            content=content,
+            files=kept,
         )
-        self.interactions[inter_id] = inter
-        if await self.gateway.dispatch("INTERACTION_CREATE", payload) == 0:
-            raise RuntimeError("no gateway session is connected")
-        return inter
-
-
-def _has_custom_id(components: list[JSON], custom_id: str) -> bool:
-    """Whether a component tree (rows, containers, sections) holds ``custom_id``."""
-    for component in components:
-        if component.get("custom_id") == custom_id:
-            return True
-        children = list(component.get("components") or [])
-        if component.get("accessory"):
-            children.append(component["accessory"])
-        if _has_custom_id(children, custom_id):
-            return True
-    return False
+        self.record_message(message)
+        if dispatch:
+            event = message.data if self.gateway.message_content_intent else without_content(message.data)
+            member_data = {k: v for k, v in member.payload().items() if k != "user"}
+            await self.gateway.dispatch("MESSAGE_CREATE", {**event, "member": member_data})
+        return message

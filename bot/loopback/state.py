@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -18,6 +19,11 @@ from typing import Any
 JSON = dict[str, Any]
 
 _EPOCH_MS = 1420070400000
+
+ADMINISTRATOR = 0x8
+MANAGE_GUILD = 0x20
+EVERYONE_PERMISSIONS = 0x0000_0000_0006_4C40
+ALL_PERMISSIONS = (1 << 53) - 1
 _counter = itertools.count(1)
 
 
@@ -142,8 +148,8 @@ class Guild:
         for role_id in member.roles:
             if role_id in self.roles:
                 perms |= self.roles[role_id].permissions
-        if member.user_id == self.owner_id or perms & 0x8:
-            return (1 << 53) - 1
+        if member.user_id == self.owner_id or perms & ADMINISTRATOR:
+            return ALL_PERMISSIONS
         return perms
 
     def payload(self) -> JSON:
@@ -206,13 +212,21 @@ class RecordedFile:
 
 @dataclass
 class RecordedMessage:
-    """A message the bot posted or edited; ``data`` is the payload served back."""
+    """A message (posted by the bot or a member); ``data`` is the payload served back.
+
+    ``visible_to`` is the one user who sees an ephemeral message (None: everyone).
+    """
 
     id: int
     channel_id: int
     data: JSON
     files: list[RecordedFile] = field(default_factory=list)
     edits: int = 0
+    visible_to: int | None = None
+
+    @property
+    def author_id(self) -> int:
+        return int(self.data["author"]["id"])
 
     @property
     def content(self) -> str:
@@ -258,10 +272,33 @@ class Interaction:
     original: RecordedMessage | None = None
     followups: list[RecordedMessage] = field(default_factory=list)
     responded: asyncio.Event = field(default_factory=asyncio.Event)
+    dispatched_at: float = field(default_factory=time.monotonic)
+    ack_s: float | None = None  # seconds from dispatch to the first (accepted or late) callback
+    late_callbacks: int = 0  # callbacks refused with 10062 because the ack deadline had passed
+    focused_type: int | None = None  # autocomplete: the type of the focused option
+
+    @property
+    def data(self) -> JSON:
+        """The ``data`` of the dispatched INTERACTION_CREATE."""
+        return self.payload.get("data") or {}
 
     @property
     def response_type(self) -> int | None:
         return None if self.response is None else int(self.response["type"])
+
+    @property
+    def choices(self) -> list[JSON]:
+        """The autocomplete choices the bot answered (callback type 8); [] before or otherwise."""
+        if self.response_type != 8:
+            return []
+        return list((self.response or {}).get("data", {}).get("choices") or [])
+
+    @property
+    def modal(self) -> JSON | None:
+        """The modal the bot opened (callback type 9: custom_id, title, components), else None."""
+        if self.response_type != 9:
+            return None
+        return (self.response or {}).get("data") or {}
 
     async def wait_response(self, timeout: float = 5.0) -> JSON:
         """Wait until the bot calls the interaction callback; return its payload."""

@@ -1,0 +1,138 @@
+"""The Discord client: loads the cogs, registers the persistent buttons, syncs the commands.
+
+Everything a command does goes through :class:`~bot.services.Services` (plain values); the
+client only owns what is Discord's: the command tree and its error handling, the per-member
+cooldowns, the progress notifier and the file server that serves download links.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from .cogs import COGS
+from .progress import ProgressNotifier
+from .ui.common import friendly_error
+from .ui.persistent import PERSISTENT_ITEMS
+
+if TYPE_CHECKING:
+    from .services import Services
+    from .web import FileServer
+
+log = logging.getLogger(__name__)
+
+
+class Cooldowns:
+    """One command of a kind per member per ``seconds`` (against spam; autocomplete is free)."""
+
+    def __init__(self, seconds: float, clock=time.monotonic):
+        self.seconds = seconds
+        self.clock = clock
+        self._last: dict[tuple[int, str], float] = {}
+
+    def retry_after(self, user_id: int, command: str) -> float:
+        """0 when the member may run ``command`` now (and it is counted), else seconds to wait."""
+        if self.seconds <= 0:
+            return 0.0
+        now = self.clock()
+        last = self._last.get((user_id, command))
+        if last is not None and now - last < self.seconds:
+            return self.seconds - (now - last)
+        if len(self._last) > 10_000:  # forget old entries; they cannot matter any more
+            self._last = {k: t for k, t in self._last.items() if now - t < self.seconds}
+        self._last[(user_id, command)] = now
+        return 0.0
+
+
+class LoraTree(app_commands.CommandTree):
+    """The command tree: cooldowns before every command, one short message for every error."""
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        command = interaction.command
+        if command is None or interaction.type is not discord.InteractionType.application_command:
+            return True
+        client: LoraBot = interaction.client  # type: ignore[assignment]
+        wait = client.cooldowns.retry_after(interaction.user.id, command.qualified_name)
+        if wait > 0:
+            cooldown = app_commands.Cooldown(1, client.cooldowns.seconds)
+            raise app_commands.CommandOnCooldown(cooldown, wait)
+        return True
+
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        message = friendly_error(error)
+        if message is None:
+            log.error("command %s failed", interaction.command and interaction.command.qualified_name,
+                      exc_info=error)  # fmt: skip
+            message = (
+                "Something went wrong on the bot's side; the operator can see it in the log. Try again later."
+            )
+        await send_error(interaction, message)
+
+
+async def send_error(interaction: discord.Interaction, message: str) -> None:
+    """An ephemeral error, whether or not the interaction was answered already."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(message, ephemeral=True)
+        else:
+            await interaction.response.send_message(message, ephemeral=True)
+    except discord.HTTPException:
+        log.warning("could not tell the member about an error: %s", message)
+
+
+class LoraBot(commands.Bot):
+    """The bot. ``file_server`` serves files over the upload limit (None: such files are refused)."""
+
+    def __init__(
+        self,
+        services: Services,
+        file_server: FileServer | None = None,
+        *,
+        guild_ready_timeout: float = 2.0,
+    ):
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            intents=discord.Intents.default(),
+            tree_cls=LoraTree,
+            guild_ready_timeout=guild_ready_timeout,
+            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+        )
+        self.services = services
+        self.settings = services.settings
+        self.file_server = file_server
+        self.cooldowns = Cooldowns(services.settings.command_cooldown_s)
+        self.notifier = ProgressNotifier(self, services, services.settings.progress_interval_s)
+        self._unsubscribe = None
+
+    async def setup_hook(self) -> None:
+        for cog in COGS:
+            await self.add_cog(cog(self))
+        self.add_dynamic_items(*PERSISTENT_ITEMS)
+        self._unsubscribe = self.services.bus.subscribe(self.notifier.on_update)
+        await self.sync_commands()
+
+    async def sync_commands(self) -> None:
+        """Guild commands (instant) when guild ids are set, else global ones (up to an hour)."""
+        guild_ids = self.settings.guild_ids
+        if not guild_ids:
+            await self.tree.sync()
+            return
+        for guild_id in guild_ids:
+            guild = discord.Object(guild_id)
+            self.tree.copy_global_to(guild=guild)
+            await self.tree.sync(guild=guild)
+        self.tree.clear_commands(guild=None)
+        await self.tree.sync()  # no global copies beside the guild ones
+
+    async def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        await self.notifier.close()
+        await super().close()

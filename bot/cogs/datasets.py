@@ -1,0 +1,122 @@
+"""/dataset new | list | info | delete."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from ..ui.base import ConfirmView
+from ..ui.common import answer, base_model_choices, dataset_choices, services_of
+from ..ui.embeds import table
+
+
+@app_commands.guild_only()
+class DatasetCog(commands.GroupCog, group_name="dataset", group_description="Your training image sets"):
+    def __init__(self, bot: commands.Bot):
+        self.bot = bot
+
+    @app_commands.command(name="new", description="Create an empty dataset (then /upload images to it)")
+    @app_commands.describe(
+        name="A name for it, e.g. 'my-oc'",
+        base_model="The model the LoRA is trained for",
+        trigger="The word that will call up your character or style, e.g. 'myoc'",
+        crop_mode="none: keep the aspect (buckets); center; focus: keep the most detailed part",
+        crop_size="WIDTHxHEIGHT for center/focus, e.g. 512x512 (default: the model's size)",
+        tagger="The auto-tagger (ask the operator which exist)",
+        threshold="Tagger confidence 0-1 (lower: more tags; default 0.35)",
+    )
+    @app_commands.autocomplete(base_model=base_model_choices)
+    async def new(
+        self,
+        interaction: discord.Interaction,
+        name: app_commands.Range[str, 1, 40],
+        base_model: str,
+        trigger: app_commands.Range[str, 1, 64],
+        crop_mode: Literal["none", "center", "focus"] = "none",
+        crop_size: str | None = None,
+        tagger: str | None = None,
+        threshold: app_commands.Range[float, 0.01, 0.99] | None = None,
+    ) -> None:
+        services = services_of(interaction)
+        row = await services.datasets.create(
+            interaction.user.id, name, base_model, trigger, crop_mode=crop_mode, crop_size=crop_size,
+            tagger=tagger, general_threshold=threshold,
+        )  # fmt: skip
+        crop = (
+            "no crop (aspect kept)"
+            if row.crop_mode == "none"
+            else f"{row.crop_mode} {row.crop_width}x{row.crop_height}"
+        )
+        await answer(
+            interaction,
+            f"📁 Created **{row.name}** for {row.base_model} · trigger `{row.trigger_word}` · {crop} · "
+            f"tagger {row.tagger} at {row.general_threshold:g}.\nNext: `/upload dataset:{row.name}` with your "
+            "images (or a zip), or long-press a message with images → Apps → *Add to dataset*.",
+        )
+
+    @new.autocomplete("tagger")
+    async def _taggers(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        names = services_of(interaction).settings.tagger_choices()
+        return [
+            app_commands.Choice(name=t[:100], value=t[:100]) for t in names if current.lower() in t.lower()
+        ][:25]
+
+    @app_commands.command(name="list", description="Your datasets")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        rows = await services_of(interaction).datasets.list(interaction.user.id)
+        if not rows:
+            await answer(interaction, "You have no datasets yet: start with `/dataset new`.")
+            return
+        lines = [(d.name, str(n), d.base_model, d.trigger_word) for d, n in rows]
+        embed = discord.Embed(
+            title="Your datasets", description=table(lines, ("name", "images", "model", "trigger"))
+        )
+        await answer(interaction, embed=embed)
+
+    @app_commands.command(name="info", description="One dataset: images, tags, settings")
+    @app_commands.autocomplete(name=dataset_choices)
+    async def info(self, interaction: discord.Interaction, name: str) -> None:
+        services = services_of(interaction)
+        info = await services.datasets.info(interaction.user.id, name)
+        d = info.dataset
+        top = await services.datasets.tag_table(interaction.user.id, name)
+        embed = discord.Embed(title=f"📁 {d.name}", color=discord.Color.blurple())
+        embed.add_field(name="Images", value=str(info.images))
+        embed.add_field(name="Distinct tags", value=str(info.tags))
+        embed.add_field(name="Base model", value=d.base_model)
+        embed.add_field(name="Trigger", value=f"`{d.trigger_word}`")
+        crop = "none (buckets)" if d.crop_mode == "none" else f"{d.crop_mode} {d.crop_width}x{d.crop_height}"
+        embed.add_field(name="Crop", value=crop)
+        embed.add_field(name="Tagger", value=f"{d.tagger} @ {d.general_threshold:g}")
+        if top:
+            embed.add_field(
+                name="Most common tags",
+                value=", ".join(f"{t.tag} ({t.count})" for t in top[:15])[:1024],
+                inline=False,
+            )
+        embed.set_footer(text=f"{info.undo_steps} tag edit(s) can be undone · /tags view to prune tags")
+        await answer(interaction, embed=embed)
+
+    @app_commands.command(name="delete", description="Delete a dataset and its images (asks first)")
+    @app_commands.autocomplete(name=dataset_choices)
+    async def delete(self, interaction: discord.Interaction, name: str) -> None:
+        services = services_of(interaction)
+        info = await services.datasets.info(interaction.user.id, name)
+        owner = interaction.user.id
+
+        async def confirmed(click: discord.Interaction) -> None:
+            await services.datasets.delete(owner, info.dataset.name)
+            await click.response.edit_message(content=f"🗑️ Deleted **{info.dataset.name}**.", view=None)
+
+        view = ConfirmView(owner, confirmed, confirm_label="Delete", style=discord.ButtonStyle.danger)
+        view.message = await answer(
+            interaction,
+            f"Delete **{info.dataset.name}** and its {info.images} images? This cannot be undone "
+            "(jobs already queued keep their own copy).",
+            view=view,
+        )

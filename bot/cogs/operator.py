@@ -1,0 +1,91 @@
+"""/operator grant | revoke | tier | pause | resume | cancel | models: for members with the
+operator permission (Discord hides the group from others; every command checks again)."""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from ..ui.common import answer, any_job_choices, require_operator, services_of
+from ..ui.embeds import table
+
+
+@app_commands.guild_only()
+class OperatorCog(commands.GroupCog, group_name="operator", group_description="Run the bot (operators only)"):
+    def __init__(self, bot: commands.Bot):
+        self.bot = bot
+        permission = bot.settings.operator_permission  # type: ignore[attr-defined]
+        self.__cog_app_commands_group__.default_permissions = discord.Permissions(**{permission: True})
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        require_operator(interaction)
+        return True
+
+    @app_commands.command(name="grant", description="Give a member stamina (kept across resets)")
+    async def grant(
+        self, interaction: discord.Interaction, member: discord.Member, amount: app_commands.Range[int, 1, 1_000_000],
+        note: str = "",
+    ) -> None:  # fmt: skip
+        balance = await services_of(interaction).stamina.grant(member.id, amount, interaction.user.id, note)
+        await answer(interaction, f"⚡ Granted {amount} to {member.mention}: balance {balance.balance}.")
+
+    @app_commands.command(name="revoke", description="Take stamina from a member (never below 0)")
+    async def revoke(
+        self, interaction: discord.Interaction, member: discord.Member, amount: app_commands.Range[int, 1, 1_000_000],
+        note: str = "",
+    ) -> None:  # fmt: skip
+        balance = await services_of(interaction).stamina.revoke(member.id, amount, interaction.user.id, note)
+        await answer(interaction, f"⚡ Took up to {amount} from {member.mention}: balance {balance.balance}.")
+
+    @app_commands.command(
+        name="tier", description="Put a member on a stamina tier (empty: back to their roles)"
+    )
+    async def tier(
+        self, interaction: discord.Interaction, member: discord.Member, tier: str | None = None
+    ) -> None:
+        balance = await services_of(interaction).stamina.set_tier(member.id, tier, interaction.user.id)
+        await answer(
+            interaction, f"🎚️ {member.mention} is on tier **{balance.tier}** ({balance.allowance} a day)."
+        )
+
+    @tier.autocomplete("tier")
+    async def _tiers(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        names = ["default", *services_of(interaction).settings.tiers]
+        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:25]
+
+    @app_commands.command(name="pause", description="Pause the queue: running jobs finish, no new ones start")
+    async def pause(self, interaction: discord.Interaction) -> None:
+        await services_of(interaction).queue.pause(interaction.user.id)
+        await answer(interaction, "⏸️ The queue is paused. `/operator resume` starts it again.")
+
+    @app_commands.command(name="resume", description="Resume the queue")
+    async def resume(self, interaction: discord.Interaction) -> None:
+        await services_of(interaction).queue.resume(interaction.user.id)
+        await answer(interaction, "▶️ The queue runs again.")
+
+    @app_commands.command(name="cancel", description="Cancel any member's job (refunds what was not used)")
+    @app_commands.autocomplete(job=any_job_choices)
+    async def cancel(self, interaction: discord.Interaction, job: str) -> None:
+        from .epochs import QueueError
+
+        try:
+            job_id = int(job.strip().lstrip("#"))
+        except ValueError:
+            raise QueueError(f"'{job}' is not a job number like 12") from None
+        row = await services_of(interaction).queue.cancel(interaction.user.id, job_id, operator=True)
+        state = "cancelled" if row.state == "cancelled" else "stopping"
+        await answer(interaction, f"🛑 Job #{row.id} of <@{row.owner_id}>: {state}.")
+
+    @app_commands.command(name="models", description="The base models members can train on")
+    async def models(self, interaction: discord.Interaction) -> None:
+        registry = services_of(interaction).registry
+        rows = []
+        for key in registry.keys():
+            entry = registry.get(key)
+            rows.append((key, entry.family or "?", "tiny" if entry.tiny else entry.source[-40:]))
+        embed = discord.Embed(
+            title="🧩 Base models", description=table(rows, ("key", "family", "source"))[:4096]
+        )
+        embed.set_footer(text="Edit the registry file (LORABOT_MODEL_REGISTRY) and restart to change them.")
+        await answer(interaction, embed=embed)

@@ -1,0 +1,58 @@
+"""/preset save | list | show | delete: named training recipes for /train preset:<name>."""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from ..ui.common import answer, choices, services_of
+from ..ui.embeds import table
+
+
+async def preset_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    rows = await services_of(interaction).presets.list(interaction.user.id)
+    return choices([(p.name, p.name) for p in rows], current)
+
+
+@app_commands.guild_only()
+class PresetCog(commands.GroupCog, group_name="preset", group_description="Your saved training recipes"):
+    def __init__(self, bot: commands.Bot):
+        self.bot = bot
+
+    @app_commands.command(
+        name="save", description="Save training options under a name (replaces one of that name)"
+    )
+    @app_commands.describe(
+        name="e.g. 'prodigy-style'",
+        options="key=value pairs separated by commas, e.g. optimizer=Prodigy, learning_rate=1, network_dim=16",
+    )
+    async def save(
+        self, interaction: discord.Interaction, name: app_commands.Range[str, 1, 40], options: str
+    ) -> None:
+        from ..queue.options import format_options, parse_option_lines
+
+        services = services_of(interaction)
+        parsed = parse_option_lines(options)
+        preset = await services.presets.save(interaction.user.id, name, parsed)
+        text = format_options(preset.options)
+        await answer(interaction, f"💾 Saved preset **{preset.name}**:\n```\n{text[:1800]}\n```\nUse it with "
+                                  f"`/train preset:{preset.name}`.")  # fmt: skip
+
+    @app_commands.command(name="list", description="Your presets")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        rows = await services_of(interaction).presets.list(interaction.user.id)
+        if not rows:
+            await answer(interaction, "No presets yet: `/preset save name:… options:optimizer=Prodigy, …`.")
+            return
+        lines = [(p.name, ", ".join(f"{k}={v}" for k, v in sorted(p.options.items()))[:60]) for p in rows]
+        await answer(
+            interaction,
+            embed=discord.Embed(title="Your presets", description=table(lines, ("name", "options"))[:4096]),
+        )
+
+    @app_commands.command(name="delete", description="Delete a preset")
+    @app_commands.autocomplete(name=preset_choices)
+    async def delete(self, interaction: discord.Interaction, name: str) -> None:
+        await services_of(interaction).presets.delete(interaction.user.id, name)
+        await answer(interaction, f"🗑️ Deleted preset **{name}**.")

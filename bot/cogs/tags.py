@@ -1,0 +1,90 @@
+"""/tags view | remove | add | replace | undo."""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from ..ui.base import ConfirmView
+from ..ui.common import answer, dataset_choices, services_of, tag_choices
+from ..ui.tags import TagBrowser, open_remover
+
+IMAGE_HELP = "Only this image (its id is on its page in /tags view); default: every image"
+
+
+@app_commands.guild_only()
+class TagsCog(commands.GroupCog, group_name="tags", group_description="See and prune your dataset's tags"):
+    def __init__(self, bot: commands.Bot):
+        self.bot = bot
+
+    @app_commands.command(name="view", description="Tag frequency, then each image with its caption")
+    @app_commands.autocomplete(dataset=dataset_choices)
+    async def view(self, interaction: discord.Interaction, dataset: str) -> None:
+        row = await services_of(interaction).datasets.get(interaction.user.id, dataset)
+        browser = TagBrowser(interaction.user.id, row.name)
+        embed, files = await browser.render(interaction)
+        browser.message = await answer(interaction, embed=embed, files=files, view=browser)
+
+    @app_commands.command(
+        name="remove", description="Remove tags from every caption (or one image); asks first"
+    )
+    @app_commands.describe(tags="Comma-separated; leave empty to pick from a menu", image=IMAGE_HELP)
+    @app_commands.autocomplete(dataset=dataset_choices, tags=tag_choices)
+    async def remove(
+        self,
+        interaction: discord.Interaction,
+        dataset: str,
+        tags: str | None = None,
+        image: int | None = None,
+    ) -> None:
+        services = services_of(interaction)
+        row = await services.datasets.get(interaction.user.id, dataset)
+        if not tags:
+            await open_remover(interaction, row.name, image)
+            return
+        wanted = [t.strip() for t in tags.split(",") if t.strip()]
+        owner = interaction.user.id
+
+        async def confirmed(click: discord.Interaction) -> None:
+            result = await services.datasets.remove_tags(owner, row.name, wanted, image)
+            await click.response.edit_message(
+                content=f"✂️ Removed {', '.join(f'`{t}`' for t in wanted)} from {result.changed} caption(s). "
+                f"Undo with `/tags undo dataset:{row.name}`.",
+                view=None,
+            )
+
+        where = f"image {image}" if image is not None else "every image"
+        view = ConfirmView(owner, confirmed, confirm_label="Remove", style=discord.ButtonStyle.danger)
+        view.message = await answer(
+            interaction, f"Remove {', '.join(f'`{t}`' for t in wanted)} from {where} of **{row.name}**?"[:2000],
+            view=view,
+        )  # fmt: skip
+
+    @app_commands.command(name="add", description="Add tags to every caption (or one image)")
+    @app_commands.describe(tags="Comma-separated tags", image=IMAGE_HELP)
+    @app_commands.autocomplete(dataset=dataset_choices)
+    async def add(
+        self, interaction: discord.Interaction, dataset: str, tags: str, image: int | None = None
+    ) -> None:
+        result = await services_of(interaction).datasets.add_tags(interaction.user.id, dataset, [tags], image)
+        await answer(interaction, f"🏷️ {result.description}: {result.changed} caption(s) changed.")
+
+    @app_commands.command(
+        name="replace", description="Replace one tag with another everywhere (or in one image)"
+    )
+    @app_commands.describe(old="The tag to replace", new="What to put instead", image=IMAGE_HELP)
+    @app_commands.autocomplete(dataset=dataset_choices, old=tag_choices)
+    async def replace(
+        self, interaction: discord.Interaction, dataset: str, old: str, new: str, image: int | None = None
+    ) -> None:
+        result = await services_of(interaction).datasets.replace_tag(
+            interaction.user.id, dataset, old, new, image
+        )
+        await answer(interaction, f"🏷️ {result.description}: {result.changed} caption(s) changed.")
+
+    @app_commands.command(name="undo", description="Undo the last tag edit of a dataset")
+    @app_commands.autocomplete(dataset=dataset_choices)
+    async def undo(self, interaction: discord.Interaction, dataset: str) -> None:
+        result = await services_of(interaction).datasets.undo(interaction.user.id, dataset)
+        await answer(interaction, f"↩️ {result.description} ({result.changed} caption(s)).")

@@ -1,0 +1,151 @@
+"""/upload (up to 10 attachments: images or zips) and the "Add to dataset" message command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from ..datasets.ingest import BatchReport
+from ..ui.base import OwnerView
+from ..ui.common import answer, dataset_choices, run_service, services_of
+
+PROGRESS_EVERY_S = 2.0
+STAGES = {"checking files": "Checking and cropping", "tagging": "Tagging"}
+
+
+class UploadCog(commands.Cog):
+    def __init__(self, bot: commands.Bot):
+        self.bot = bot
+        self.menu = app_commands.ContextMenu(name="Add to dataset", callback=self.add_to_dataset)
+        self.menu.guild_only = True
+        bot.tree.add_command(self.menu)
+
+    async def cog_unload(self) -> None:
+        self.bot.tree.remove_command(self.menu.name, type=self.menu.type)
+
+    @app_commands.command(
+        name="upload", description="Add images (PNG, JPEG, WEBP, BMP, GIF) or a zip to a dataset"
+    )
+    @app_commands.guild_only()
+    @app_commands.describe(
+        dataset="The dataset to add to", file1="An image, or a zip of images and .txt captions"
+    )
+    @app_commands.autocomplete(dataset=dataset_choices)
+    async def upload(
+        self,
+        interaction: discord.Interaction,
+        dataset: str,
+        file1: discord.Attachment,
+        file2: discord.Attachment | None = None,
+        file3: discord.Attachment | None = None,
+        file4: discord.Attachment | None = None,
+        file5: discord.Attachment | None = None,
+        file6: discord.Attachment | None = None,
+        file7: discord.Attachment | None = None,
+        file8: discord.Attachment | None = None,
+        file9: discord.Attachment | None = None,
+        file10: discord.Attachment | None = None,
+    ) -> None:
+        files = [f for f in (file1, file2, file3, file4, file5, file6, file7, file8, file9, file10) if f]
+        await services_of(interaction).datasets.get(interaction.user.id, dataset)  # fails fast on a bad name
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await ingest_attachments(interaction, dataset, files)
+
+    async def add_to_dataset(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        files = list(message.attachments)
+        if not files:
+            await answer(
+                interaction, "❌ That message has no attachments: pick a message with images or a zip."
+            )
+            return
+        rows = await services_of(interaction).datasets.list(interaction.user.id)
+        if not rows:
+            await answer(interaction, "You have no datasets yet: create one with `/dataset new` first.")
+            return
+        view = PickDatasetView(interaction.user.id, [d.name for d, _ in rows], files)
+        view.message = await answer(
+            interaction, f"Add the {len(files)} attachment(s) of that message to which dataset?", view=view
+        )
+
+
+class PickDatasetView(OwnerView):
+    def __init__(self, owner_id: int, names: list[str], files: list[discord.Attachment]):
+        super().__init__(owner_id)
+        self.files = files
+        self.pick.options = [discord.SelectOption(label=n[:100], value=n[:100]) for n in names[:25]]
+
+    @discord.ui.select(placeholder="Choose a dataset", min_values=1, max_values=1)
+    async def pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+        self.stop()
+        await interaction.response.edit_message(content=f"Adding to **{select.values[0]}**…", view=None)
+        await ingest_attachments(interaction, select.values[0], self.files)
+
+
+async def ingest_attachments(
+    interaction: discord.Interaction, dataset: str, files: list[discord.Attachment]
+) -> None:
+    """Download, check, crop and tag the attachments, showing progress on the (deferred) answer."""
+    services = services_of(interaction)
+    limit = services.settings.max_file_mb
+    too_big = [f for f in files if f.size > limit * 2**20]
+    wanted = [f for f in files if f not in too_big]
+    progress = _Progress(interaction)
+    progress.show(f"Downloading {len(wanted)} file(s)…")
+    payload = [(f.filename, await f.read()) for f in wanted]
+    report = BatchReport()
+    if payload:
+        result = await run_service(
+            interaction, services.datasets.add_files(interaction.user.id, dataset, payload, progress)
+        )
+        await progress.finish()
+        if result is None:
+            return
+        report = result
+    skipped = [
+        f"{f.filename}: {f.size / 2**20:.1f} MB is over the {limit:g} MB limit per file" for f in too_big
+    ]
+    skipped += [f"{s.name}: {s.reason}" for s in report.skipped]
+    info = await services.datasets.info(interaction.user.id, dataset)
+    embed = discord.Embed(
+        title=f"📥 {dataset}: added {len(report.added)} image(s)",
+        color=discord.Color.green() if report.added else discord.Color.orange(),
+        description=f"The dataset now has **{info.images}** images and {info.tags} distinct tags.",
+    )
+    if skipped:
+        embed.add_field(name=f"Skipped {len(skipped)}", value="\n".join(skipped)[:1024], inline=False)
+    if report.warnings:
+        embed.add_field(name="Warnings", value="\n".join(report.warnings)[:1024], inline=False)
+    embed.set_footer(text="Next: /tags view to check the tags, then /train")
+    await interaction.edit_original_response(content=None, embed=embed)
+
+
+class _Progress:
+    """The ingest's progress on the deferred answer, at most one edit per PROGRESS_EVERY_S."""
+
+    def __init__(self, interaction: discord.Interaction):
+        self.interaction = interaction
+        self.last = 0.0
+        self.task: asyncio.Task | None = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if time.monotonic() - self.last >= PROGRESS_EVERY_S or done == total:
+            self.show(f"{STAGES.get(stage, stage.title())}: {done}/{total}")
+
+    def show(self, text: str) -> None:
+        if self.task is not None and not self.task.done():
+            return
+        self.last = time.monotonic()
+        self.task = asyncio.create_task(self._edit(text))
+
+    async def _edit(self, text: str) -> None:
+        with contextlib.suppress(discord.HTTPException):
+            await self.interaction.edit_original_response(content=f"⏳ {text}")
+
+    async def finish(self) -> None:
+        if self.task is not None:
+            await self.task

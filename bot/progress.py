@@ -1,0 +1,185 @@
+"""Job updates into Discord: one progress message per training job, edited in place at most once
+per ``interval`` seconds; a preview grid per saved epoch; the owner mentioned at the end;
+generated images posted when a /generate job is done.
+
+It is a subscriber of the queue's :class:`~bot.queue.bus.EventBus`. Messages go to the channel
+the job was started from (a partial messageable: no fetch, no cache needed), and the progress
+message's id is stored on the job, so after a restart the bot edits the same message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import discord
+
+from db import jobs as repo
+from db.database import transaction
+
+from .queue.status import queue_status
+from .ui.embeds import job_embed
+from .ui.persistent import CancelJobButton, epoch_buttons
+
+if TYPE_CHECKING:
+    from .queue.bus import JobUpdate
+    from .services import Services
+
+log = logging.getLogger(__name__)
+PROGRESS_KINDS = frozenset({"queued", "running", "started", "step", "epoch_saved", "requeued", "cancelling"})
+DEFAULT_UPLOAD_LIMIT = 10 * 2**20
+MAX_FILES = 10
+
+
+class ProgressNotifier:
+    def __init__(self, client: discord.Client, services: Services, interval: float, clock=time.monotonic):
+        self.client = client
+        self.services = services
+        self.interval = interval
+        self.clock = clock
+        self._last_edit: dict[int, float] = {}
+        self._pending: dict[int, asyncio.Task] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self.edits: dict[int, list[float]] = {}  # job id -> clock of each edit (tests read it)
+
+    async def on_update(self, update: JobUpdate) -> None:
+        job = update.job
+        if job.channel_id is None:
+            return
+        if job.kind == "train":
+            if update.kind in PROGRESS_KINDS or update.kind == "finished":
+                self._request_edit(job.id)
+            if update.kind == "preview_ready":
+                await self._post_preview(job, int(update.event["epoch"]), Path(update.event["path"]))
+            if update.kind == "finished":
+                await self._announce_end(job)
+        elif update.kind == "finished":
+            await self._post_images(job)
+
+    async def close(self) -> None:
+        for task in list(self._pending.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._pending.clear()
+
+    # The progress message --------------------------------------------------------------------------
+
+    def _request_edit(self, job_id: int) -> None:
+        """Edit now if the last edit is ``interval`` old, else once when it is (latest state then)."""
+        if job_id in self._pending:
+            return
+        wait = self._last_edit.get(job_id, -1e18) + self.interval - self.clock()
+        self._pending[job_id] = asyncio.create_task(self._edit_after(job_id, max(0.0, wait)))
+
+    async def _edit_after(self, job_id: int, delay: float) -> None:
+        try:
+            if delay:
+                await asyncio.sleep(delay)
+            self._pending.pop(job_id, None)
+            await self._edit(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not update the progress message of job #%s", job_id)
+        finally:
+            if self._pending.get(job_id) is asyncio.current_task():
+                self._pending.pop(job_id, None)
+
+    async def _edit(self, job_id: int) -> None:
+        async with self._locks.setdefault(job_id, asyncio.Lock()):
+            job = await repo.get_job(self.services.conn, job_id)
+            if job is None or job.channel_id is None:
+                return
+            status = next(
+                (s for s in await queue_status(self.services.queue, job.owner_id) if s.job.id == job_id), None
+            )
+            embed = job_embed(job, status)
+            view = discord.ui.View(timeout=None)
+            if not job.finished:
+                view.add_item(CancelJobButton(job.id))
+            self._last_edit[job_id] = self.clock()
+            self.edits.setdefault(job_id, []).append(self._last_edit[job_id])
+            await self._show(job, embed, view)
+            if job.finished:
+                self._forget(job_id)
+
+    async def _show(self, job: repo.JobRow, embed: discord.Embed, view: discord.ui.View) -> None:
+        channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
+        if job.message_id is not None:
+            try:
+                await channel.get_partial_message(job.message_id).edit(content=None, embed=embed, view=view)
+                return
+            except discord.NotFound:  # deleted by someone: post a new one
+                pass
+        message = await channel.send(embed=embed, view=view)
+        async with transaction(self.services.conn):
+            await repo.update_progress(self.services.conn, job.id, message_id=message.id)
+
+    def _forget(self, job_id: int) -> None:
+        self._last_edit.pop(job_id, None)
+        self._locks.pop(job_id, None)
+
+    # Previews, the end, generated images -------------------------------------------------------------
+
+    async def _post_preview(self, job: repo.JobRow, epoch: int, path: Path) -> None:
+        if not path.is_file():
+            return
+        channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
+        embed = discord.Embed(
+            title=f"Job #{job.id} · {job.title} · epoch {epoch}/{job.spec.get('epochs', '?')}",
+            color=discord.Color.blurple(),
+        )
+        embed.set_image(url=f"attachment://{path.name}")
+        saved = {e.epoch for e in await repo.epochs(self.services.conn, job.id)}
+        view = discord.ui.View(timeout=None)
+        if epoch in saved:
+            for item in epoch_buttons(job.id, epoch, further=False):
+                view.add_item(item)
+        if os.path.getsize(path) > DEFAULT_UPLOAD_LIMIT:
+            embed.description = "The preview is too large to post here; see it in /epochs."
+            await channel.send(embed=embed, view=view)
+            return
+        await channel.send(embed=embed, file=discord.File(path, filename=path.name), view=view)
+
+    async def _announce_end(self, job: repo.JobRow) -> None:
+        job = await repo.get_job(self.services.conn, job.id) or job
+        channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
+        refund = f" {job.refunded} stamina refunded." if job.refunded else ""
+        if job.state == "done":
+            text = f"<@{job.owner_id}> ✅ job #{job.id} ({job.title}) is done: pick an epoch with `/epochs job:{job.id}`."
+        elif job.state == "cancelled":
+            text = f"<@{job.owner_id}> ✖️ job #{job.id} ({job.title}) was cancelled.{refund}"
+        else:
+            reason = (job.error or "unknown error")[:300]
+            text = f"<@{job.owner_id}> 💥 job #{job.id} ({job.title}) failed: {reason}.{refund}"
+        await channel.send(text)
+
+    async def _post_images(self, job: repo.JobRow) -> None:
+        job = await repo.get_job(self.services.conn, job.id) or job
+        channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
+        if job.state != "done":
+            refund = f" {job.refunded} stamina refunded." if job.refunded else ""
+            why = f": {job.error[:300]}" if job.state == "failed" and job.error else ""
+            await channel.send(f"<@{job.owner_id}> 🎨 #{job.id} {job.state}{why}.{refund}")
+            return
+        files = await repo.files(self.services.conn, job.id)
+        grids = [Path(p) for _, p, grid in files if grid]
+        singles = [Path(p) for _, p, grid in files if not grid]
+        chosen, total = [], 0
+        for path in [*grids, *singles][:MAX_FILES]:
+            size = os.path.getsize(path) if path.is_file() else None
+            if size is None or total + size > DEFAULT_UPLOAD_LIMIT:
+                continue
+            chosen.append(path)
+            total += size
+        seed = job.spec.get("options", {}).get("seed")
+        text = f"<@{job.owner_id}> 🎨 #{job.id} · {job.title[:150]} · seed {seed}"
+        if len(chosen) < len(files):
+            text += f" ({len(files) - len(chosen)} more image(s) did not fit in one message)"
+        await channel.send(text, files=[discord.File(p, filename=p.name) for p in chosen])

@@ -1,0 +1,76 @@
+"""The base view: only the member it was made for may click it; a clear note when it expired."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import discord
+
+from .common import answer, friendly_error
+
+log = logging.getLogger(__name__)
+VIEW_TIMEOUT_S = 600.0
+
+
+class OwnerView(discord.ui.View):
+    """A view that answers only ``owner_id``; others get a short ephemeral note."""
+
+    def __init__(self, owner_id: int, *, timeout: float | None = VIEW_TIMEOUT_S):
+        super().__init__(timeout=timeout)
+        self.owner_id = owner_id
+        self.message: discord.Message | discord.InteractionMessage | None = None
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.user.id == self.owner_id:
+            return True
+        await answer(interaction, "⛔ These buttons belong to the member who ran the command.")
+        return False
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item
+    ) -> None:
+        message = friendly_error(error)
+        if message is None:
+            log.error("view %s failed", type(self).__name__, exc_info=error)
+            message = "Something went wrong on the bot's side; try again later."
+        await answer(interaction, message)
+
+    async def on_timeout(self) -> None:
+        """Grey the controls out so a late click does not fail silently."""
+        for item in self.children:
+            if hasattr(item, "disabled"):
+                item.disabled = True  # type: ignore[attr-defined]
+        if self.message is not None:
+            with contextlib.suppress(discord.HTTPException):
+                await self.message.edit(view=self)
+
+
+class ConfirmView(OwnerView):
+    """Confirm / Cancel. ``on_confirm(interaction)`` runs on Confirm; both remove the buttons."""
+
+    def __init__(
+        self,
+        owner_id: int,
+        on_confirm: Callable[[discord.Interaction], Awaitable[None]],
+        *,
+        confirm_label: str = "Confirm",
+        style: discord.ButtonStyle = discord.ButtonStyle.success,
+    ):
+        super().__init__(owner_id)
+        self._on_confirm = on_confirm
+        self.confirm.label = confirm_label
+        self.confirm.style = style
+
+    @discord.ui.button(label="Confirm", style=discord.ButtonStyle.success)
+    async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        self.stop()
+        await self._on_confirm(interaction)
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
+    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        self.stop()
+        await interaction.response.edit_message(
+            content="Cancelled: nothing was changed.", embed=None, view=None
+        )

@@ -1,0 +1,189 @@
+"""What every cog needs: who is calling (roles, operator), answering, errors, autocomplete.
+
+Discord objects stop here: the helpers turn an interaction into plain values (ids, role
+names) for the services, and a service error into one short ephemeral message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+
+from ..datasets.service import ServiceError
+from ..queue.stamina import StaminaError
+from ..registry import RegistryError
+
+if TYPE_CHECKING:
+    from ..client import LoraBot
+    from ..services import Services
+
+log = logging.getLogger(__name__)
+MAX_CHOICES = 25
+
+
+class NotOperator(app_commands.CheckFailure):
+    """A member without the operator permission used an operator command."""
+
+
+def services_of(interaction: discord.Interaction) -> Services:
+    return interaction.client.services  # type: ignore[attr-defined]
+
+
+def roles_of(interaction: discord.Interaction) -> list[str]:
+    """The caller's role ids and names (stamina tiers name either)."""
+    member = interaction.user
+    roles = getattr(member, "roles", None) or []
+    out = []
+    for role in roles:
+        if role.is_default():
+            continue
+        out += [str(role.id), role.name]
+    return out
+
+
+def is_operator(interaction: discord.Interaction) -> bool:
+    """Whether the caller has the guild permission of operators (default Manage Server)."""
+    permission = services_of(interaction).settings.operator_permission
+    perms = interaction.permissions
+    return bool(perms.administrator or getattr(perms, permission, False))
+
+
+def require_operator(interaction: discord.Interaction) -> None:
+    """Discord hides operator commands from members, but a server admin can re-enable them
+    for anyone in the Integrations settings: check again here."""
+    if not is_operator(interaction):
+        permission = services_of(interaction).settings.operator_permission.replace("_", " ").title()
+        raise NotOperator(f"only operators (members with the {permission} permission) can do that")
+
+
+def friendly_error(error: BaseException) -> str | None:
+    """The member-facing line for an expected error; None for a bug (logged, generic message)."""
+    if isinstance(error, app_commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, ServiceError | StaminaError | RegistryError):
+        return f"❌ {error}"
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"⏳ Slow down: try that again in {error.retry_after:.1f} s."
+    if isinstance(error, NotOperator):
+        return f"⛔ {error}"
+    if isinstance(error, app_commands.CheckFailure):
+        return f"⛔ {error or 'you cannot use this command here'}"
+    if isinstance(error, app_commands.TransformerError):
+        return f"❌ '{error.value}' is not a valid {error.type.name.lower()} here."
+    return None
+
+
+async def answer(
+    interaction: discord.Interaction,
+    content: str | None = None,
+    *,
+    ephemeral: bool = True,
+    **kwargs: Any,
+) -> discord.Message | None:
+    """Send the (first or a later) answer to an interaction; returns the message sent."""
+    if interaction.response.is_done():
+        return await interaction.followup.send(content, ephemeral=ephemeral, wait=True, **kwargs)
+    sent = await interaction.response.send_message(content, ephemeral=ephemeral, **kwargs)
+    resource = getattr(sent, "resource", None)
+    return resource if isinstance(resource, discord.InteractionMessage) else None
+
+
+async def run_service(interaction: discord.Interaction, call: Awaitable[Any]) -> Any:
+    """Await a service call inside a view callback (no tree error handler there): an expected
+    error becomes an ephemeral message and None is returned."""
+    try:
+        return await call
+    except (ServiceError, StaminaError, RegistryError, app_commands.CheckFailure) as exc:
+        await answer(interaction, friendly_error(exc))
+        return None
+
+
+def choices(items: list[tuple[str, str]], current: str) -> list[app_commands.Choice[str]]:
+    """(label, value) pairs matching what the member typed, at most 25, as Discord allows."""
+    needle = current.casefold().strip()
+    hits = [(label, value) for label, value in items if needle in label.casefold()]
+    hits.sort(key=lambda lv: (not lv[0].casefold().startswith(needle), lv[0].casefold()))
+    return [app_commands.Choice(name=label[:100], value=value[:100]) for label, value in hits[:MAX_CHOICES]]
+
+
+Autocomplete = Callable[[discord.Interaction, str], Awaitable[list[app_commands.Choice[str]]]]
+
+
+async def dataset_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    rows = await services_of(interaction).datasets.list(interaction.user.id)
+    return choices([(f"{d.name} ({n} images)", d.name) for d, n in rows], current)
+
+
+async def base_model_choices(
+    interaction: discord.Interaction, current: str
+) -> list[app_commands.Choice[str]]:
+    registry = services_of(interaction).registry
+    items = []
+    for key in registry.keys():
+        entry = registry.get(key)
+        family = {"sd15": "SD1.5", "sdxl": "SDXL"}.get(entry.family or "", entry.family or "?")
+        items.append((f"{key} - {entry.label or family}", key))
+    return choices(items, current)
+
+
+async def lora_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    rows = await services_of(interaction).library.list(interaction.user.id)
+    return choices([(f"{r.name} ({r.base_model})", r.name) for r in rows], current)
+
+
+async def job_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    return await _jobs(interaction, current, kind="train", everyone=False)
+
+
+async def any_job_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Every member's active jobs, for operators."""
+    if not is_operator(interaction):
+        return []
+    return await _jobs(interaction, current, kind=None, everyone=True)
+
+
+async def _jobs(
+    interaction: discord.Interaction, current: str, *, kind: str | None, everyone: bool
+) -> list[app_commands.Choice[str]]:
+    from db import jobs as repo
+
+    services = services_of(interaction)
+    rows = await repo.list_jobs(
+        services.conn,
+        owner_id=None if everyone else interaction.user.id,
+        states=repo.ACTIVE if everyone else None,
+        kind=kind,
+        limit=100,
+    )
+    items = [(f"#{j.id} {j.title} ({j.state})", str(j.id)) for j in rows]
+    typed = current.lstrip("#")
+    return [c for c in choices(items, "") if typed in c.name][:MAX_CHOICES] if typed else choices(items, "")
+
+
+async def tag_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Tags of the dataset named in the same command (the last comma-separated part is matched)."""
+    name = getattr(interaction.namespace, "dataset", None)
+    if not name:
+        return []
+    try:
+        table = await services_of(interaction).datasets.tag_table(interaction.user.id, name)
+    except ServiceError:
+        return []
+    head, _, last = current.rpartition(",")
+    typed = {t.strip() for t in head.split(",") if t.strip()}
+    prefix = ", ".join(sorted(typed, key=head.find)) + ", " if typed else ""
+    needle = last.strip().casefold()
+    out = []
+    for t in table:
+        value = f"{prefix}{t.tag}"
+        if t.tag not in typed and needle in t.tag.casefold() and len(value) <= 100:
+            out.append(app_commands.Choice(name=f"{value} ({t.count})"[:100], value=value))
+    return out[:MAX_CHOICES]
+
+
+def bot_of(interaction: discord.Interaction) -> LoraBot:
+    return interaction.client  # type: ignore[return-value]

@@ -1,0 +1,89 @@
+"""How jobs, balances and tables look in Discord: short lines that read well on a phone."""
+
+from __future__ import annotations
+
+import discord
+
+from db.jobs import JobRow
+
+from ..queue.eta import format_duration
+from ..queue.status import JobStatus
+
+STATE_ICONS = {
+    "queued": "⏳", "running": "🏃", "cancelling": "🛑", "done": "✅", "failed": "💥", "cancelled": "✖️",
+}  # fmt: skip
+COLORS = {
+    "queued": discord.Color.light_grey(), "running": discord.Color.blue(), "cancelling": discord.Color.orange(),
+    "done": discord.Color.green(), "failed": discord.Color.red(), "cancelled": discord.Color.dark_grey(),
+}  # fmt: skip
+
+
+def progress_bar(done: int, total: int, width: int = 12) -> str:
+    share = 0.0 if total <= 0 else min(1.0, done / total)
+    filled = round(share * width)
+    return f"{'▰' * filled}{'▱' * (width - filled)} {share:.0%}"
+
+
+def timing(status: JobStatus | None) -> str:
+    """'#2 in line, starts in 4m' / 'ends in 12m' / 'queue paused', or ''."""
+    if status is None or status.job.finished:
+        return ""
+    if status.paused and status.job.state == "queued":
+        return "queue paused by an operator"
+    parts = []
+    if status.position is not None:
+        parts.append(f"#{status.position} in line")
+    if status.starts_in_s is not None and status.job.state == "queued":
+        parts.append(f"starts in ~{format_duration(status.starts_in_s)}")
+    if status.ends_in_s is not None:
+        parts.append(f"done in ~{format_duration(status.ends_in_s)}")
+    return ", ".join(parts)
+
+
+def job_line(status: JobStatus, *, owner: bool = False) -> str:
+    """One job as one or two lines of a /queue embed."""
+    job = status.job
+    who = f" <@{job.owner_id}>" if owner else ""
+    head = f"{STATE_ICONS.get(job.state, '•')} **#{job.id}** {job.kind} · {job.title[:40]}{who} · {job.state}"
+    detail = status.progress
+    when = timing(status)
+    if job.state == "failed" and job.error:
+        detail += f" · {job.error[:120]}"
+    return f"{head}\n  {detail}{f' · {when}' if when else ''}"
+
+
+def job_embed(job: JobRow, status: JobStatus | None) -> discord.Embed:
+    """The progress message of a training job (edited in place)."""
+    embed = discord.Embed(
+        title=f"{STATE_ICONS.get(job.state, '')} Job #{job.id} · {job.title}"[:256],
+        color=COLORS.get(job.state, discord.Color.blurple()),
+    )
+    epochs = job.spec.get("epochs", "?")
+    embed.description = progress_bar(job.step, job.total_steps)
+    embed.add_field(name="Step", value=f"{job.step}/{job.total_steps}")
+    embed.add_field(name="Epoch", value=f"{job.epoch}/{epochs}")
+    if job.loss is not None:
+        embed.add_field(name="Loss", value=f"{job.loss:.4f}")
+    when = timing(status)
+    if when:
+        embed.add_field(name="When", value=when, inline=False)
+    if job.state == "done":
+        embed.add_field(name="Next", value=f"Pick an epoch: `/epochs job:{job.id}`", inline=False)
+    elif job.state == "failed":
+        embed.add_field(name="Error", value=(job.error or "unknown")[:1000], inline=False)
+    if job.finished and job.refunded:
+        embed.add_field(name="Refunded", value=f"{job.refunded} stamina")
+    embed.set_footer(
+        text=f"{job.base_model} · {job.resolution} px · batch {job.batch_size} · cost {job.cost}"
+    )
+    return embed
+
+
+def table(rows: list[tuple[str, ...]], headers: tuple[str, ...]) -> str:
+    """A monospace table in a code block (Discord has no tables)."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [headers, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "```\n" + "\n".join(lines) + "\n```"

@@ -1,0 +1,150 @@
+"""Forms (modals): advanced training options, save to library, train further, compare epochs.
+
+Typing on a phone is the last resort, so each form is prefilled with what most members want.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from .base import log
+from .common import answer, roles_of, run_service, services_of
+
+if TYPE_CHECKING:
+    from db.jobs import JobRow
+
+    from .train import TrainConfirmView
+
+
+class _Modal(discord.ui.Modal):
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        from .common import friendly_error
+
+        message = friendly_error(error)
+        if message is None:
+            log.error("form %s failed", type(self).__name__, exc_info=error)
+            message = "Something went wrong on the bot's side; try again later."
+        await answer(interaction, message)
+
+
+class AdvancedOptionsModal(_Modal, title="Advanced training options"):
+    text = discord.ui.TextInput(
+        label="One option per line: key = value",
+        style=discord.TextStyle.paragraph,
+        placeholder="optimizer = Prodigy\nlearning_rate = 1\nnetwork_dim = 16\nmin_snr_gamma = 5",
+        required=False,
+        max_length=4000,
+    )
+
+    def __init__(self, confirm: TrainConfirmView):
+        super().__init__()
+        from ..queue.options import format_options
+
+        self.confirm = confirm
+        self.text.default = format_options({k: v for k, v in confirm.options.items() if k != "seed"})[:4000]
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        from ..queue.options import parse_option_lines
+
+        options = await run_service(interaction, _parsed(parse_option_lines, self.text.value))
+        if options is None:
+            return
+        if "seed" in self.confirm.options and "seed" not in options:
+            options["seed"] = self.confirm.options["seed"]
+        await self.confirm.refresh(interaction, options)
+
+
+async def _parsed(parse, text: str) -> dict[str, Any]:
+    return parse(text)
+
+
+class SaveLoraModal(_Modal, title="Save to your LoRA library"):
+    name = discord.ui.TextInput(label="Name in your library", min_length=1, max_length=40)
+
+    def __init__(self, job_id: int, epoch: int, default: str):
+        super().__init__()
+        self.job_id, self.epoch = job_id, epoch
+        self.name.default = default[:40]
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        services = services_of(interaction)
+        lora = await run_service(
+            interaction, services.library.save(interaction.user.id, self.job_id, self.epoch, self.name.value)
+        )
+        if lora is not None:
+            await answer(
+                interaction,
+                f"💾 Saved epoch {self.epoch} of job #{self.job_id} as **{lora.name}**: "
+                f"try it with `/generate lora:{lora.name}`.",
+            )
+
+
+class TrainFurtherModal(_Modal, title="Train further"):
+    epochs = discord.ui.TextInput(label="More epochs", min_length=1, max_length=3)
+    extra = discord.ui.TextInput(
+        label="Other options (key = value lines)",
+        style=discord.TextStyle.paragraph,
+        required=False,
+        max_length=2000,
+        placeholder="learning_rate = 5e-5",
+    )
+
+    def __init__(self, job: JobRow, epoch: int):
+        super().__init__()
+        self.job, self.epoch = job, epoch
+        self.epochs.default = str(job.spec.get("epochs", 5))
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        from ..queue.options import parse_option_lines
+        from .train import show_estimate
+
+        text = f"epochs = {self.epochs.value}\n{self.extra.value}"
+        extra = await run_service(interaction, _parsed(parse_option_lines, text))
+        if extra is None:
+            return
+        base = {
+            k: v for k, v in self.job.spec.get("options", {}).items() if k not in ("seed", "init_weights")
+        }
+        await show_estimate(
+            interaction, self.job.title, {**base, **extra}, init_from=(self.job.id, self.epoch)
+        )
+
+
+class CompareModal(_Modal, title="Compare epochs × weights"):
+    epochs = discord.ui.TextInput(label="Epochs (up to 8)", max_length=40, placeholder="2, 4, 6")
+    weights = discord.ui.TextInput(label="Weights (up to 8)", max_length=60, default="0.6, 0.8, 1.0")
+    prompt = discord.ui.TextInput(
+        label="Prompt (empty: the preview prompt)",
+        style=discord.TextStyle.paragraph,
+        required=False,
+        max_length=1000,
+    )
+
+    def __init__(self, job_id: int, saved: list[int]):
+        super().__init__()
+        self.job_id = job_id
+        self.epochs.default = ", ".join(map(str, saved[-4:]))
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        services = services_of(interaction)
+        try:
+            epochs = [int(e) for e in self.epochs.value.replace(" ", "").split(",") if e]
+            weights = [float(w) for w in self.weights.value.replace(" ", "").split(",") if w]
+        except ValueError:
+            await answer(interaction, "❌ Epochs are whole numbers and weights numbers, separated by commas.")
+            return
+        job = await run_service(
+            interaction,
+            services.generation.compare_epochs(
+                interaction.user.id, self.job_id, epochs, weights, prompt=self.prompt.value or None,
+                roles=roles_of(interaction), channel_id=interaction.channel_id,
+            ),
+        )  # fmt: skip
+        if job is not None:
+            await answer(
+                interaction,
+                f"🖼️ Queued **#{job.id}**: {len(epochs)} epochs × {len(weights)} weights for {job.cost} "
+                "stamina. The grid will be posted in this channel.",
+            )

@@ -1,0 +1,197 @@
+"""Tag pruning without typing: a paged browser (tag frequency, then one image per page with its
+thumbnail and caption) and a select menu to pick tags to remove, with a confirmation."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+import discord
+
+from ..datasets.captions import TagCount, split_tags
+from .base import OwnerView
+from .common import answer, run_service, services_of
+
+THUMB = 256
+PAGE_TAGS = 25
+
+
+def frequency_embed(dataset: str, table: list[TagCount], images: int) -> discord.Embed:
+    """The merged tag frequency as a bar table (the guide's lower panel)."""
+    width = max((len(t.tag) for t in table[:40]), default=3)
+    lines = [
+        f"{t.tag[:28].ljust(min(width, 28))} {'█' * max(1, round(t.share * 10)):<10} {t.count}"
+        for t in table[:40]
+    ]
+    more = f"\n… and {len(table) - 40} more" if len(table) > 40 else ""
+    embed = discord.Embed(
+        title=f"🏷️ {dataset}: {len(table)} tags on {images} images",
+        description=("```\n" + "\n".join(lines) + "\n```" + more)[:4096] if lines else "No tags yet.",
+        color=discord.Color.blurple(),
+    )
+    embed.set_footer(text="▶ to see each image · Remove tags… to prune (undo with /tags undo)")
+    return embed
+
+
+def thumbnail(path: Path) -> bytes:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        image.thumbnail((THUMB, THUMB))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85)
+        return out.getvalue()
+
+
+class TagBrowser(OwnerView):
+    """Page 0: tag frequency; page n: image n with its caption and a thumbnail."""
+
+    def __init__(self, owner_id: int, dataset: str):
+        super().__init__(owner_id)
+        self.dataset = dataset
+        self.page = 0
+
+    async def render(self, interaction: discord.Interaction) -> tuple[discord.Embed, list[discord.File]]:
+        services = services_of(interaction)
+        images = await services.datasets.images(self.owner_id, self.dataset)
+        self.page = max(0, min(self.page, len(images)))
+        self.prev.disabled = self.page == 0
+        self.next.disabled = self.page >= len(images)
+        if self.page == 0:
+            table = await services.datasets.tag_table(self.owner_id, self.dataset)
+            return frequency_embed(self.dataset, table, len(images)), []
+        image = images[self.page - 1]
+        row = await services.datasets.get(self.owner_id, self.dataset)
+        data = await asyncio.to_thread(thumbnail, services.datasets.image_path(row, image))
+        embed = discord.Embed(
+            title=f"{self.dataset} · image {self.page}/{len(images)} (id {image.id})",
+            description=", ".join(f"`{t}`" for t in split_tags(image.caption))[:4096],
+            color=discord.Color.blurple(),
+        )
+        embed.set_thumbnail(url="attachment://thumb.jpg")
+        embed.set_footer(text=f"{image.original_name} · {image.width}x{image.height}")
+        return embed, [discord.File(io.BytesIO(data), filename="thumb.jpg")]
+
+    async def show(self, interaction: discord.Interaction) -> None:
+        embed, files = await self.render(interaction)
+        await interaction.response.edit_message(embed=embed, attachments=files, view=self)
+
+    @discord.ui.button(emoji="◀️", style=discord.ButtonStyle.secondary)
+    async def prev(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        self.page -= 1
+        await self.show(interaction)
+
+    @discord.ui.button(emoji="▶️", style=discord.ButtonStyle.secondary)
+    async def next(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        self.page += 1
+        await self.show(interaction)
+
+    @discord.ui.button(label="Tags", emoji="🏷️", style=discord.ButtonStyle.secondary)
+    async def overview(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        self.page = 0
+        await self.show(interaction)
+
+    @discord.ui.button(label="Remove tags…", emoji="✂️", style=discord.ButtonStyle.primary)
+    async def remove(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        image_id = None
+        if self.page > 0:
+            images = await services_of(interaction).datasets.images(self.owner_id, self.dataset)
+            image_id = images[self.page - 1].id
+        await open_remover(interaction, self.dataset, image_id)
+
+
+async def open_remover(interaction: discord.Interaction, dataset: str, image_id: int | None) -> None:
+    """Answer with a select menu of the dataset's (or one image's) tags, most frequent first."""
+    view = TagRemover(interaction.user.id, dataset, image_id)
+    if not await view.load(interaction):
+        return
+    view.message = await answer(interaction, view.prompt(), view=view)
+
+
+class TagRemover(OwnerView):
+    """Pick tags (25 per page) → Remove → confirm → removed from every caption (or one image)."""
+
+    def __init__(self, owner_id: int, dataset: str, image_id: int | None):
+        super().__init__(owner_id)
+        self.dataset, self.image_id = dataset, image_id
+        self.tags: list[TagCount] = []
+        self.chunk = 0
+        self.chosen: set[str] = set()
+
+    async def load(self, interaction: discord.Interaction) -> bool:
+        services = services_of(interaction)
+        table = await run_service(interaction, services.datasets.tag_table(self.owner_id, self.dataset))
+        if table is None:
+            return False
+        row = await services.datasets.get(self.owner_id, self.dataset)
+        if self.image_id is not None:
+            images = await services.datasets.images(self.owner_id, self.dataset)
+            mine = {t for i in images if i.id == self.image_id for t in split_tags(i.caption)}
+            table = [t for t in table if t.tag in mine]
+        self.tags = [t for t in table if t.tag != row.trigger_word]
+        if not self.tags:
+            await answer(interaction, "There are no tags to remove (the trigger word always stays).")
+            return False
+        self._fill()
+        return True
+
+    def prompt(self) -> str:
+        where = (
+            f"image {self.image_id}" if self.image_id is not None else f"every image of **{self.dataset}**"
+        )
+        picked = f" Chosen: {', '.join(f'`{t}`' for t in sorted(self.chosen))}." if self.chosen else ""
+        pages = -(-len(self.tags) // PAGE_TAGS)
+        return f"Pick tags to remove from {where} (page {self.chunk + 1}/{pages}).{picked}"[:2000]
+
+    def _fill(self) -> None:
+        part = self.tags[self.chunk * PAGE_TAGS : (self.chunk + 1) * PAGE_TAGS]
+        self.pick.options = [
+            discord.SelectOption(label=f"{t.tag}"[:100], value=t.tag[:100], description=f"on {t.count} image(s)",
+                                 default=t.tag in self.chosen)
+            for t in part
+        ]  # fmt: skip
+        self.pick.max_values = len(part)
+        self.more.disabled = len(self.tags) <= PAGE_TAGS
+        self.apply.disabled = not self.chosen
+        self.apply.label = f"Remove {len(self.chosen)} tag(s)" if self.chosen else "Remove"
+
+    @discord.ui.select(placeholder="Tags to remove", min_values=0, max_values=1)
+    async def pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+        shown = {o.value for o in select.options}
+        self.chosen = (self.chosen - shown) | set(select.values)
+        self._fill()
+        await interaction.response.edit_message(content=self.prompt(), view=self)
+
+    @discord.ui.button(label="More tags ▶", style=discord.ButtonStyle.secondary)
+    async def more(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        self.chunk = (self.chunk + 1) % -(-len(self.tags) // PAGE_TAGS)
+        self._fill()
+        await interaction.response.edit_message(content=self.prompt(), view=self)
+
+    @discord.ui.button(label="Remove", style=discord.ButtonStyle.danger, disabled=True)
+    async def apply(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        from .base import ConfirmView
+
+        tags = sorted(self.chosen)
+        owner, dataset, image_id = self.owner_id, self.dataset, self.image_id
+
+        async def confirmed(click: discord.Interaction) -> None:
+            services = services_of(click)
+            result = await run_service(click, services.datasets.remove_tags(owner, dataset, tags, image_id))
+            if result is not None:
+                await click.response.edit_message(
+                    content=f"✂️ Removed {', '.join(f'`{t}`' for t in tags)} from {result.changed} caption(s). "
+                    f"Undo with `/tags undo dataset:{dataset}`.",
+                    view=None,
+                )
+
+        self.stop()
+        where = f"image {image_id}" if image_id is not None else "every image"
+        view = ConfirmView(owner, confirmed, confirm_label="Remove", style=discord.ButtonStyle.danger)
+        await interaction.response.edit_message(
+            content=f"Remove {', '.join(f'`{t}`' for t in tags)} from {where} of **{dataset}**?"[:2000],
+            view=view,
+        )
+        view.message = self.message
