@@ -68,6 +68,7 @@ class LoopbackDiscord(InteractionSender):
         member_upload_limit: int | None = None,
         ack_deadline_s: float = 3.0,
         token_lifetime_s: float = 15 * 60.0,
+        token: str | None = None,
     ) -> None:
         self.application_id = snowflake()
         self.bot_user_id = self.application_id
@@ -76,6 +77,7 @@ class LoopbackDiscord(InteractionSender):
         self.member_upload_limit = upload_limit if member_upload_limit is None else member_upload_limit
         self.ack_deadline_s = ack_deadline_s
         self.token_lifetime_s = token_lifetime_s
+        self.token = token  # None: any bot token is accepted
         self.guilds: dict[int, Guild] = {}
         self.messages: dict[int, list[RecordedMessage]] = {}
         self.commands: dict[int | None, list[JSON]] = {}  # None: global commands
@@ -103,10 +105,22 @@ class LoopbackDiscord(InteractionSender):
         return f"ws://127.0.0.1:{self.port}/gateway"
 
     def make_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._check_token])
         app.router.add_get("/gateway", self.gateway.handle)
         Rest(self).add_routes(app)
         return app
+
+    @web.middleware
+    async def _check_token(self, request: web.Request, handler):
+        """With ``token`` set, bot routes need ``Authorization: Bot <token>`` (401 otherwise, as on
+        Discord); interaction callbacks and webhooks authenticate by their own token."""
+        path = request.path
+        exempt = path.startswith(("/api/v10/webhooks/", "/api/v10/interactions/")) or not path.startswith("/api/")
+        if self.token is None or exempt or request.headers.get("Authorization") == f"Bot {self.token}":
+            return await handler(request)
+        from .responses import json_response
+
+        return json_response({"message": "401: Unauthorized", "code": 0}, status=401)
 
     async def start(self) -> None:
         """Serve on 127.0.0.1 on a free port (``self.port``)."""
