@@ -72,15 +72,14 @@ class ProgressNotifier:
 
     def _request_edit(self, job_id: int) -> None:
         """Edit now if the last edit is ``interval`` old, else once when it is (latest state then)."""
-        if job_id in self._pending:
-            return
-        wait = self._last_edit.get(job_id, -1e18) + self.interval - self.clock()
-        self._pending[job_id] = asyncio.create_task(self._edit_after(job_id, max(0.0, wait)))
+        if job_id not in self._pending:
+            self._pending[job_id] = asyncio.create_task(self._edit_when_due(job_id))
 
-    async def _edit_after(self, job_id: int, delay: float) -> None:
+    async def _edit_when_due(self, job_id: int) -> None:
         try:
-            if delay:
-                await asyncio.sleep(delay)
+            while (wait := self._last_edit.get(job_id, -1e18) + self.interval - self.clock()) > 0:
+                await asyncio.sleep(wait)
+            self._last_edit[job_id] = self.clock()  # before any await: a new request waits from now
             self._pending.pop(job_id, None)
             await self._edit(job_id)
         except asyncio.CancelledError:
@@ -90,6 +89,8 @@ class ProgressNotifier:
         finally:
             if self._pending.get(job_id) is asyncio.current_task():
                 self._pending.pop(job_id, None)
+            if job_id in self._last_edit:  # the interval counts from the end of the edit
+                self._last_edit[job_id] = self.clock()
 
     async def _edit(self, job_id: int) -> None:
         async with self._locks.setdefault(job_id, asyncio.Lock()):
@@ -103,8 +104,7 @@ class ProgressNotifier:
             view = discord.ui.View(timeout=None)
             if not job.finished:
                 view.add_item(CancelJobButton(job.id))
-            self._last_edit[job_id] = self.clock()
-            self.edits.setdefault(job_id, []).append(self._last_edit[job_id])
+            self.edits.setdefault(job_id, []).append(self.clock())
             await self._show(job, embed, view)
             if job.finished:
                 self._forget(job_id)

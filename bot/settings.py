@@ -105,7 +105,7 @@ class Settings(BaseSettings):
         "manage_guild", description="the guild permission that makes a member an operator of the bot"
     )
     progress_interval_s: float = Field(
-        5.0, ge=1, le=600, description="at most one edit of a job's progress message per this many seconds"
+        5.0, ge=0.1, le=600, description="at most one edit of a job's progress message per this many seconds"
     )
     command_cooldown_s: float = Field(
         2.0, ge=0, le=600, description="a member's commands of one kind, at most one per this many seconds"

@@ -45,7 +45,9 @@ def test_too_little_stamina_disables_start_and_charges_nothing(settings):
             inter = await w.slash(w.alice, "train", {"dataset": "chara", "epochs": 1000, "repeats": 100})
             estimate = await w.reply(inter)
             assert "You need" in estimate.embeds[0]["footer"]["text"]
-            start = next(c for row in estimate.components for c in row["components"] if "Start" in c.get("label", ""))
+            start = next(
+                c for row in estimate.components for c in row["components"] if "Start" in c.get("label", "")
+            )
             assert start["disabled"] is True
             with pytest.raises(ValueError):  # Discord does not let anyone click a disabled button
                 await w.server.send_component(estimate, w.alice, start["custom_id"])
@@ -68,14 +70,23 @@ def test_another_members_things_are_not_found(settings):
                 ("train", {"dataset": "chara", "like": str(job.id)}),
             ]:
                 reply = await w.reply(await w.slash(w.bob, command, options))
-                assert reply.ephemeral and reply.content.startswith("❌ you have no"), (command, reply.content)
-            progress = await w.wait_message(lambda m: bool(m.embeds) and f"Job #{job.id}" in m.embeds[0]["title"], 10)
+                assert reply.ephemeral and reply.content.startswith("❌ you have no"), (
+                    command,
+                    reply.content,
+                )
+            progress = await w.wait_message(
+                lambda m: bool(m.embeds) and f"Job #{job.id}" in m.embeds[0]["title"], 10
+            )
             reply = await w.reply(await w.click(progress, w.bob, f"lorabot:cancel:{job.id}"))
             assert reply.ephemeral and f"no job #{job.id}" in reply.content
-            inter = await w.server.send_autocomplete(w.guild, w.bob, "dataset info", {"name": ""}, focused="name")
+            inter = await w.server.send_autocomplete(
+                w.guild, w.bob, "dataset info", {"name": ""}, focused="name"
+            )
             await inter.wait_response()
             assert inter.choices == []
-            inter = await w.server.send_autocomplete(w.guild, w.alice, "dataset info", {"name": "ch"}, focused="name")
+            inter = await w.server.send_autocomplete(
+                w.guild, w.alice, "dataset info", {"name": "ch"}, focused="name"
+            )
             await inter.wait_response()
             assert [c["value"] for c in inter.choices] == ["chara"]
             assert (await w.services.queue.job(w.alice.user_id, job.id)).state == "queued"
@@ -88,7 +99,10 @@ def test_a_bad_attachment_is_skipped_with_the_reason(settings):
     async def scenario():
         async with bot_world(settings) as w:
             await w.slash(w.alice, "dataset new", {"name": "d", "base_model": "tiny-sd15", "trigger": "tk"})
-            files = {"file1": Upload("notes.png", b"this is not a picture"), "file2": Upload("cut.png", b"\x89PNG\r\n")}
+            files = {
+                "file1": Upload("notes.png", b"this is not a picture"),
+                "file2": Upload("cut.png", b"\x89PNG\r\n"),
+            }
             inter = await w.slash(w.alice, "upload", {"dataset": "d", **files})
             report = await w.server.wait_for_message(lambda m: m is inter.original and bool(m.embeds), 30)
             embed = report.embeds[0]
@@ -117,7 +131,9 @@ def test_a_file_over_the_upload_limit_comes_as_a_link(settings):
                 forged = url.replace(token, token[:-2] + ("AA" if token[-2:] != "AA" else "BB"))
                 async with http.get(forged) as resp:
                     assert resp.status == 403
-                expired = w.files.signer.sign(w.alice.user_id, "epoch", f"{job.id}/1", "x.safetensors", lifetime_s=-1)
+                expired = w.files.signer.sign(
+                    w.alice.user_id, "epoch", f"{job.id}/1", "x.safetensors", lifetime_s=-1
+                )
                 async with http.get(f"{w.files.base_url}/files/{expired}/x.safetensors") as resp:
                     assert resp.status == 410
                 bobs = w.files.signer.sign(w.bob.user_id, "epoch", f"{job.id}/1", "x.safetensors")
@@ -135,7 +151,9 @@ def test_operator_commands_refuse_members(settings):
             with pytest.raises(PermissionError):  # Discord hides the group from members
                 await w.server.send_interaction(w.guild, w.bob, "operator pause", {})
             # ... unless a server admin re-enabled it for everyone: the bot still refuses
-            inter = await w.server.send_interaction(w.guild, w.bob, "operator pause", {}, bypass_permissions=True)
+            inter = await w.server.send_interaction(
+                w.guild, w.bob, "operator pause", {}, bypass_permissions=True
+            )
             await inter.wait_response()
             reply = await w.reply(inter)
             assert reply.ephemeral and "only operators" in reply.content
@@ -166,5 +184,7 @@ def test_cooldown_refuses_a_burst(tmp_path, tiny_sd15):
 def test_first_id_helper_finds_buttons():
     from bot.loopback.state import RecordedMessage
 
-    message = RecordedMessage(1, 2, {"components": [{"type": 1, "components": [{"type": 2, "custom_id": "a:b", "label": "Go"}]}]})
+    message = RecordedMessage(
+        1, 2, {"components": [{"type": 1, "components": [{"type": 2, "custom_id": "a:b", "label": "Go"}]}]}
+    )
     assert first_id(message, "a:") == "a:b" and first_id(message, label="Go") == "a:b"

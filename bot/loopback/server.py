@@ -115,7 +115,9 @@ class LoopbackDiscord(InteractionSender):
         """With ``token`` set, bot routes need ``Authorization: Bot <token>`` (401 otherwise, as on
         Discord); interaction callbacks and webhooks authenticate by their own token."""
         path = request.path
-        exempt = path.startswith(("/api/v10/webhooks/", "/api/v10/interactions/")) or not path.startswith("/api/")
+        exempt = path.startswith(("/api/v10/webhooks/", "/api/v10/interactions/")) or not path.startswith(
+            "/api/"
+        )
         if self.token is None or exempt or request.headers.get("Authorization") == f"Bot {self.token}":
             return await handler(request)
         from .responses import json_response

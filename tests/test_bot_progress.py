@@ -1,0 +1,53 @@
+"""The progress message: edited in place, at most once per interval, ending on the final state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from bot.queue.bus import JobUpdate
+from db import jobs as repo
+from db.database import transaction
+from tests.bot_harness import bot_world, custom_ids
+from tests.queue_helpers import FAST, make_dataset, queue_settings
+
+INTERVAL = 0.4
+
+
+def test_progress_edits_are_throttled_and_end_on_the_final_state(tmp_path, tiny_sd15):
+    settings = queue_settings(tmp_path, {"tiny-sd15": tiny_sd15}, progress_interval_s=INTERVAL)
+
+    async def scenario():
+        async with bot_world(settings) as w:
+            s = w.services
+            await make_dataset(s, owner=w.alice.user_id, images=3)
+            job = await s.queue.submit_training(w.alice.user_id, "chara", FAST, channel_id=w.channel.id)
+            message = await w.wait_message(
+                lambda m: bool(m.embeds) and f"Job #{job.id}" in m.embeds[0]["title"], 10
+            )
+            assert custom_ids(message) == [f"lorabot:cancel:{job.id}"]
+            started = time.monotonic()
+            for step in range(1, 41):  # 40 updates in ~1.2 s: a fast trainer
+                async with transaction(s.conn):
+                    await repo.update_progress(s.conn, job.id, step=step, loss=0.1)
+                s.bus.publish(JobUpdate(await repo.get_job(s.conn, job.id), "step", {"step": step}))
+                await asyncio.sleep(0.03)
+            await s.queue.cancel(w.alice.user_id, job.id)
+            await w.server.wait_for_message(lambda m: m is message and "✖️" in m.embeds[0]["title"], 10)
+            elapsed = time.monotonic() - started
+            edits = w.bot.notifier.edits[job.id]
+            gaps = [b - a for a, b in zip(edits, edits[1:], strict=False)]
+            assert min(gaps) >= INTERVAL - 0.01, gaps
+            assert len(edits) <= elapsed / INTERVAL + 2
+            assert message.edits == len(edits) - 1  # the first "edit" posted the message
+            assert custom_ids(message) == []  # no Cancel on an ended job
+            mention = await w.wait_message(lambda m: f"job #{job.id}" in m.content, 10)
+            assert mention.content.startswith(f"<@{w.alice.user_id}>") and "cancelled" in mention.content
+            assert (
+                len(
+                    [m for m in w.channel_messages() if m.embeds and f"Job #{job.id}" in m.embeds[0]["title"]]
+                )
+                == 1
+            )
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
