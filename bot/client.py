@@ -7,6 +7,8 @@ cooldowns, the progress notifier and the file server that serves download links.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -17,7 +19,7 @@ from discord.ext import commands
 
 from .cogs import COGS
 from .progress import ProgressNotifier
-from .ui.common import friendly_error
+from .ui.common import GENERIC_ERROR, friendly_error, send_error
 from .ui.persistent import PERSISTENT_ITEMS
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from .web import FileServer
 
 log = logging.getLogger(__name__)
+EXPIRED_AFTER_S = 2.0  # a handler answers (or defers) well before; Discord gives up at 3 s
 
 
 class Cooldowns:
@@ -68,21 +71,8 @@ class LoraTree(app_commands.CommandTree):
         if message is None:
             log.error("command %s failed", interaction.command and interaction.command.qualified_name,
                       exc_info=error)  # fmt: skip
-            message = (
-                "Something went wrong on the bot's side; the operator can see it in the log. Try again later."
-            )
+            message = GENERIC_ERROR
         await send_error(interaction, message)
-
-
-async def send_error(interaction: discord.Interaction, message: str) -> None:
-    """An ephemeral error, whether or not the interaction was answered already."""
-    try:
-        if interaction.response.is_done():
-            await interaction.followup.send(message, ephemeral=True)
-        else:
-            await interaction.response.send_message(message, ephemeral=True)
-    except discord.HTTPException:
-        log.warning("could not tell the member about an error: %s", message)
 
 
 class LoraBot(commands.Bot):
@@ -101,7 +91,7 @@ class LoraBot(commands.Bot):
             intents=discord.Intents.default(),
             tree_cls=LoraTree,
             guild_ready_timeout=guild_ready_timeout,
-            allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=True),
+            allowed_mentions=discord.AllowedMentions.none(),  # each message names whom it may ping
         )
         self.services = services
         self.settings = services.settings
@@ -129,6 +119,18 @@ class LoraBot(commands.Bot):
             await self.tree.sync(guild=guild)
         self.tree.clear_commands(guild=None)
         await self.tree.sync()  # no global copies beside the guild ones
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A button or form nobody answers belongs to a menu that expired (a restart, a timeout):
+        say so instead of letting Discord show "This interaction failed"."""
+        if interaction.type not in (discord.InteractionType.component, discord.InteractionType.modal_submit):
+            return
+        await asyncio.sleep(EXPIRED_AFTER_S)
+        if not interaction.response.is_done() and not interaction.is_expired():
+            with contextlib.suppress(discord.HTTPException):
+                await interaction.response.send_message(
+                    "⌛ This menu has expired: run the command again.", ephemeral=True
+                )
 
     async def close(self) -> None:
         if self._unsubscribe is not None:

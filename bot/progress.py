@@ -62,11 +62,15 @@ class ProgressNotifier:
             await self._post_images(job)
 
     async def close(self) -> None:
-        for task in list(self._pending.values()):
+        """Stop waiting: show each pending job's latest state now (a final state must not be lost)."""
+        pending = list(self._pending.items())
+        self._pending.clear()
+        for job_id, task in pending:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._pending.clear()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._edit(job_id), 5)
 
     # The progress message --------------------------------------------------------------------------
 
@@ -117,7 +121,7 @@ class ProgressNotifier:
                 return
             except discord.NotFound:  # deleted by someone: post a new one
                 pass
-        message = await channel.send(embed=embed, view=view)
+        message = await channel.send(embed=embed, view=view, allowed_mentions=discord.AllowedMentions.none())
         async with transaction(self.services.conn):
             await repo.update_progress(self.services.conn, job.id, message_id=message.id)
 
@@ -139,13 +143,16 @@ class ProgressNotifier:
         saved = {e.epoch for e in await repo.epochs(self.services.conn, job.id)}
         view = discord.ui.View(timeout=None)
         if epoch in saved:
-            for item in epoch_buttons(job.id, epoch, further=False):
+            for item in epoch_buttons(job.id, epoch):
                 view.add_item(item)
         if os.path.getsize(path) > DEFAULT_UPLOAD_LIMIT:
             embed.description = "The preview is too large to post here; see it in /epochs."
-            await channel.send(embed=embed, view=view)
+            await channel.send(embed=embed, view=view, allowed_mentions=discord.AllowedMentions.none())
             return
-        await channel.send(embed=embed, file=discord.File(path, filename=path.name), view=view)
+        await channel.send(
+            embed=embed, file=discord.File(path, filename=path.name), view=view,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )  # fmt: skip
 
     async def _announce_end(self, job: repo.JobRow) -> None:
         job = await repo.get_job(self.services.conn, job.id) or job
@@ -155,31 +162,50 @@ class ProgressNotifier:
             text = f"<@{job.owner_id}> ✅ job #{job.id} ({job.title}) is done: pick an epoch with `/epochs job:{job.id}`."
         elif job.state == "cancelled":
             text = f"<@{job.owner_id}> ✖️ job #{job.id} ({job.title}) was cancelled.{refund}"
-        else:
-            reason = (job.error or "unknown error")[:300]
-            text = f"<@{job.owner_id}> 💥 job #{job.id} ({job.title}) failed: {reason}.{refund}"
-        await channel.send(text)
+        else:  # the error itself may name paths of the server: the owner sees it in /queue
+            text = f"<@{job.owner_id}> 💥 job #{job.id} ({job.title}) failed (why: /queue).{refund}"
+        await channel.send(text, allowed_mentions=_only(job.owner_id))
 
     async def _post_images(self, job: repo.JobRow) -> None:
         job = await repo.get_job(self.services.conn, job.id) or job
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
         if job.state != "done":
             refund = f" {job.refunded} stamina refunded." if job.refunded else ""
-            why = f": {job.error[:300]}" if job.state == "failed" and job.error else ""
-            await channel.send(f"<@{job.owner_id}> 🎨 #{job.id} {job.state}{why}.{refund}")
+            why = " (why: /queue)" if job.state == "failed" else ""
+            await channel.send(
+                f"<@{job.owner_id}> 🎨 #{job.id} {job.state}{why}.{refund}",
+                allowed_mentions=_only(job.owner_id),
+            )
             return
         files = await repo.files(self.services.conn, job.id)
-        grids = [Path(p) for _, p, grid in files if grid]
-        singles = [Path(p) for _, p, grid in files if not grid]
-        chosen, total = [], 0
-        for path in [*grids, *singles][:MAX_FILES]:
-            size = os.path.getsize(path) if path.is_file() else None
-            if size is None or total + size > DEFAULT_UPLOAD_LIMIT:
-                continue
-            chosen.append(path)
-            total += size
+        paths = [Path(p) for _, p, grid in files if grid] + [Path(p) for _, p, grid in files if not grid]
         seed = job.spec.get("options", {}).get("seed")
-        text = f"<@{job.owner_id}> 🎨 #{job.id} · {job.title[:150]} · seed {seed}"
-        if len(chosen) < len(files):
-            text += f" ({len(files) - len(chosen)} more image(s) did not fit in one message)"
-        await channel.send(text, files=[discord.File(p, filename=p.name) for p in chosen])
+        text = (
+            f"<@{job.owner_id}> 🎨 #{job.id} · {discord.utils.escape_mentions(job.title[:150])} · seed {seed}"
+        )
+        for part, batch in enumerate(_batches([p for p in paths if p.is_file()])):
+            content = text if part == 0 else f"🎨 #{job.id} (more)"
+            await channel.send(
+                content,
+                files=[discord.File(p, filename=p.name) for p in batch],
+                allowed_mentions=_only(job.owner_id),
+            )
+
+
+def _only(user_id: int) -> discord.AllowedMentions:
+    """Mention the owner and nobody else, whatever a prompt or title holds."""
+    return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
+
+
+def _batches(paths: list[Path]) -> list[list[Path]]:
+    """Messages of at most MAX_FILES files and DEFAULT_UPLOAD_LIMIT bytes each (every image is posted)."""
+    out: list[list[Path]] = [[]]
+    size = 0
+    for path in paths:
+        length = os.path.getsize(path)
+        if out[-1] and (len(out[-1]) >= MAX_FILES or size + length > DEFAULT_UPLOAD_LIMIT):
+            out.append([])
+            size = 0
+        out[-1].append(path)
+        size += length
+    return [b for b in out if b]

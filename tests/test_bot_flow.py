@@ -69,6 +69,7 @@ async def _train(w: World) -> tuple[int, int]:
     assert "7 images × 1 repeats ÷ batch 1 = 7 steps" in steps and "**14 steps**" in steps
     cost = int(re.search(r"\*\*(\d+)\*\* stamina", str(estimate.embeds[0]["fields"])).group(1))
     await w.click(estimate, w.alice, first_id(estimate, label="Start"))
+    await w.server.wait_for_message(lambda m: m is estimate and "Queued" in m.content, 30)
     job_id = int(re.search(r"job #(\d+)", estimate.content).group(1))
     return job_id, cost
 
@@ -96,13 +97,13 @@ async def _epochs(w: World, job_id: int) -> None:
     inter = await w.slash(w.alice, "epochs", {"job": str(job_id)})
     pager = await w.reply(inter)
     assert "epoch 2 (2/2 saved)" in pager.embeds[0]["title"] and pager.files
-    download = await w.click(pager, w.alice, f"lorabot:download:{job_id}:2")
+    download = await w.click(pager, w.alice, first_id(pager, label="Download e2"))
     file_message = await w.reply(download)
     (lora,) = file_message.files
     assert lora.filename.endswith("-e02.safetensors")
     tensors = load(lora.data)
     assert any(k.startswith("lora_unet_") for k in tensors)
-    save = await w.click(pager, w.alice, f"lorabot:save:{job_id}:2")
+    save = await w.click(pager, w.alice, first_id(pager, label="Save e2"))
     assert save.response_type == 9  # the name form
     submit = await w.server.send_modal_submit(save, w.alice, {})
     await submit.wait_response(timeout=30)

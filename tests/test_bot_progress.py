@@ -8,7 +8,7 @@ import time
 from bot.queue.bus import JobUpdate
 from db import jobs as repo
 from db.database import transaction
-from tests.bot_harness import bot_world, custom_ids
+from tests.bot_harness import bot_world, custom_ids, first_id
 from tests.queue_helpers import FAST, make_dataset, queue_settings
 
 INTERVAL = 0.4
@@ -49,5 +49,33 @@ def test_progress_edits_are_throttled_and_end_on_the_final_state(tmp_path, tiny_
                 )
                 == 1
             )
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_public_buttons_outlive_ended_views_and_start_charges_once(tmp_path, tiny_sd15):
+    settings = queue_settings(tmp_path, {"tiny-sd15": tiny_sd15}, command_cooldown_s=0)
+
+    async def scenario():
+        async with bot_world(settings) as w:
+            s = w.services
+            await make_dataset(s, owner=w.alice.user_id, images=3)
+            estimate = await w.reply(await w.slash(w.alice, "train", {"dataset": "chara", "epochs": 2}))
+            start = first_id(estimate, label="Start")
+            taps = await asyncio.gather(
+                *(w.server.send_component(estimate, w.alice, start) for _ in range(2))
+            )
+            await asyncio.gather(*(t.wait_response(timeout=10) for t in taps))
+            await w.server.wait_for_message(lambda m: m is estimate and "Queued" in m.content, 30)
+            assert len(await repo.list_jobs(s.conn)) == 1  # two taps, one job, one charge
+            (job,) = await repo.list_jobs(s.conn)
+            assert (await s.stamina.balance(w.alice.user_id)).balance == 150 - job.cost
+            progress = await w.wait_message(
+                lambda m: bool(m.embeds) and f"Job #{job.id}" in m.embeds[0]["title"], 10
+            )
+            listing = await w.reply(await w.slash(w.alice, "queue"))
+            await w.click(listing, w.alice, first_id(listing, label="Refresh"))  # ends that view
+            ask = await w.reply(await w.click(progress, w.alice, f"lorabot:cancel:{job.id}"))
+            assert "Stop job" in ask.content  # the public button still answers
 
     asyncio.run(asyncio.wait_for(scenario(), 60))

@@ -119,7 +119,7 @@ def test_a_file_over_the_upload_limit_comes_as_a_link(settings):
         async with bot_world(settings, upload_limit=1024 * 1024) as w:
             job = await _job_with_epoch(w, size=3 * 1024 * 1024)
             pager = await w.reply(await w.slash(w.alice, "epochs", {"job": str(job.id)}))
-            answer = await w.reply(await w.click(pager, w.alice, f"lorabot:download:{job.id}:1"))
+            answer = await w.reply(await w.click(pager, w.alice, first_id(pager, label="Download e1")))
             assert answer.ephemeral and not answer.files and "over Discord's 1 MB limit" in answer.content
             url = next(c["url"] for row in answer.components for c in row["components"] if c.get("url"))
             async with aiohttp.ClientSession() as http:
@@ -139,7 +139,7 @@ def test_a_file_over_the_upload_limit_comes_as_a_link(settings):
                 bobs = w.files.signer.sign(w.bob.user_id, "epoch", f"{job.id}/1", "x.safetensors")
                 async with http.get(f"{w.files.base_url}/files/{bobs}/x.safetensors") as resp:
                     assert resp.status == 404  # a link only ever serves its holder's own files
-            reply = await w.reply(await w.click(pager, w.alice, f"lorabot:download:{job.id}:1"))
+            reply = await w.reply(await w.click(pager, w.alice, first_id(pager, label="Download e1")))
             assert "expires <t:" in reply.content
 
     run(scenario())

@@ -15,7 +15,7 @@ from bot.loopback import LoopbackDiscord, Upload, point_discord_at, running_clie
 from bot.services import open_services
 from bot.settings import SettingsError
 from bot.web import FileServer
-from tests.bot_harness import bot_world
+from tests.bot_harness import bot_world, first_id
 from tests.queue_helpers import FAST, make_dataset, queue_settings
 from tests.test_dataset_service import picture
 
@@ -59,21 +59,28 @@ def test_cancel_button_works_after_a_restart(tmp_path, tiny_sd15):
             progress = await w.wait_message(
                 lambda m: bool(m.embeds) and f"#{job.id}" in m.embeds[0]["title"], 10
             )
-            await _second_bot(w.server, services, progress, w, job.id)
+            listing = await w.reply(await w.slash(w.alice, "queue"))
+            await _second_bot(w.server, services, progress, w, job.id, listing)
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
 
 
-async def _second_bot(server, services, progress, w, job_id: int) -> None:
+async def _second_bot(server, services, progress, w, job_id: int, listing) -> None:
     await w.bot.close()  # the first bot process is gone; its views with it
     files = FileServer.from_settings(services.settings, link_resolver(services))
     files.port = 0
     bot_context = running_bot(services, queue=False, file_server=files, guild_ready_timeout=0.05)
     async with bot_context as bot, running_client(server, bot, timeout=30):
+        stale = await server.send_component(listing, w.alice, first_id(listing, label="Refresh"))
+        await stale.wait_response(timeout=5)  # that menu died with the first bot
+        assert "expired" in (await w.reply(stale)).content
         inter = await server.send_component(progress, w.alice, f"lorabot:cancel:{job_id}")
         await inter.wait_response(timeout=10)
-        reply = await w.reply(inter)
-        assert f"Job #{job_id} cancelled before it started" in reply.content
+        ask = await w.reply(inter)
+        assert ask.ephemeral and "you get all its stamina back" in ask.content
+        assert (await services.queue.job(w.alice.user_id, job_id)).state == "queued"  # nothing yet
+        await w.click(ask, w.alice, first_id(ask, label="Stop it"))
+        await server.wait_for_message(lambda m: m is ask and "cancelled before it started" in m.content, 10)
         job = await services.queue.job(w.alice.user_id, job_id)
         assert job.state == "cancelled" and job.refunded == job.cost
         assert (await services.stamina.balance(w.alice.user_id)).balance == 150

@@ -96,7 +96,9 @@ class DatasetCog(commands.GroupCog, group_name="dataset", group_description="You
         if top:
             embed.add_field(
                 name="Most common tags",
-                value=", ".join(f"{t.tag} ({t.count})" for t in top[:15])[:1024],
+                value=discord.utils.escape_markdown(", ".join(f"{t.tag} ({t.count})" for t in top[:15]))[
+                    :1024
+                ],
                 inline=False,
             )
         embed.set_footer(text=f"{info.undo_steps} tag edit(s) can be undone · /tags view to prune tags")
@@ -110,8 +112,9 @@ class DatasetCog(commands.GroupCog, group_name="dataset", group_description="You
         owner = interaction.user.id
 
         async def confirmed(click: discord.Interaction) -> None:
+            await click.response.defer()  # waits for an upload to the dataset to finish
             await services.datasets.delete(owner, info.dataset.name)
-            await click.response.edit_message(content=f"🗑️ Deleted **{info.dataset.name}**.", view=None)
+            await click.edit_original_response(content=f"🗑️ Deleted **{info.dataset.name}**.", view=None)
 
         view = ConfirmView(owner, confirmed, confirm_label="Delete", style=discord.ButtonStyle.danger)
         view.message = await answer(

@@ -14,7 +14,7 @@ from ..queue.service import QueueError
 from ..ui.base import OwnerView
 from ..ui.common import answer, job_choices, services_of
 from ..ui.modals import CompareModal
-from ..ui.persistent import epoch_buttons
+from ..ui.persistent import epoch_action_buttons
 
 
 class EpochPager(OwnerView):
@@ -41,7 +41,7 @@ class EpochPager(OwnerView):
             files.append(discord.File(row.preview_path, filename=name))
         else:
             embed.add_field(name="Preview", value="none for this epoch")
-        for item in epoch_buttons(self.job.id, row.epoch):
+        for item in epoch_action_buttons(self.job.id, row.epoch):
             self.add_item(item)
         for button in (self.prev, self.next, self.compare):
             self.add_item(button)

@@ -84,8 +84,6 @@ class OperatorCog(commands.GroupCog, group_name="operator", group_description="R
         for key in registry.keys():
             entry = registry.get(key)
             rows.append((key, entry.family or "?", "tiny" if entry.tiny else entry.source[-40:]))
-        embed = discord.Embed(
-            title="🧩 Base models", description=table(rows, ("key", "family", "source"))[:4096]
-        )
+        embed = discord.Embed(title="🧩 Base models", description=table(rows, ("key", "family", "source")))
         embed.set_footer(text="Edit the registry file (LORABOT_MODEL_REGISTRY) and restart to change them.")
         await answer(interaction, embed=embed)

@@ -48,7 +48,7 @@ class PresetCog(commands.GroupCog, group_name="preset", group_description="Your 
         lines = [(p.name, ", ".join(f"{k}={v}" for k, v in sorted(p.options.items()))[:60]) for p in rows]
         await answer(
             interaction,
-            embed=discord.Embed(title="Your presets", description=table(lines, ("name", "options"))[:4096]),
+            embed=discord.Embed(title="Your presets", description=table(lines, ("name", "options"))),
         )
 
     @app_commands.command(name="delete", description="Delete a preset")

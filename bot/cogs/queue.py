@@ -11,7 +11,7 @@ from ..queue.status import JobStatus, queue_status
 from ..ui.base import OwnerView
 from ..ui.common import answer, is_operator, require_operator, roles_of, services_of
 from ..ui.embeds import job_line, table
-from ..ui.persistent import CancelJobButton
+from ..ui.persistent import cancel_action_button
 
 MAX_CANCEL_BUTTONS = 5
 
@@ -40,12 +40,10 @@ class QueueView(OwnerView):
     """Refresh plus one persistent Cancel button per active job (they work after a restart too)."""
 
     def __init__(self, owner_id: int, everyone: bool, statuses: list[JobStatus]):
-        super().__init__(owner_id)
+        super().__init__(owner_id, timeout=180)  # a list goes stale; short-lived views cost less memory
         self.everyone = everyone
         for status in [s for s in statuses if s.job.state in ("queued", "running")][:MAX_CANCEL_BUTTONS]:
-            button = CancelJobButton(status.job.id)
-            button.item.label = f"Cancel #{status.job.id}"
-            self.add_item(button)
+            self.add_item(cancel_action_button(status.job.id))
 
     @discord.ui.button(label="Refresh", emoji="🔄", style=discord.ButtonStyle.secondary, row=0)
     async def refresh(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
@@ -93,7 +91,7 @@ class QueueCog(commands.Cog):
         if history:
             rows = [(f"{h.delta:+d}", str(h.balance_after), h.reason, (h.note or "")[:28]) for h in history]
             embed.add_field(
-                name="Recent", value=table(rows, ("change", "after", "why", "note"))[:1024], inline=False
+                name="Recent", value=table(rows, ("change", "after", "why", "note"), limit=1024), inline=False
             )
         if is_operator(interaction):
             embed.set_footer(text="Operator: /operator grant | revoke | tier")

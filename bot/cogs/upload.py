@@ -11,8 +11,9 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..datasets.ingest import BatchReport
+from ..datasets.service import ServiceError
 from ..ui.base import OwnerView
-from ..ui.common import answer, dataset_choices, run_service, services_of
+from ..ui.common import answer, dataset_choices, friendly_error, services_of
 
 PROGRESS_EVERY_S = 2.0
 STAGES = {"checking files": "Checking and cropping", "tagging": "Tagging"}
@@ -99,13 +100,13 @@ async def ingest_attachments(
     payload = [(f.filename, await f.read()) for f in wanted]
     report = BatchReport()
     if payload:
-        result = await run_service(
-            interaction, services.datasets.add_files(interaction.user.id, dataset, payload, progress)
-        )
-        await progress.finish()
-        if result is None:
+        try:
+            report = await services.datasets.add_files(interaction.user.id, dataset, payload, progress)
+        except ServiceError as exc:
+            await progress.finish()
+            await interaction.edit_original_response(content=friendly_error(exc), embed=None)
             return
-        report = result
+    await progress.finish()
     skipped = [
         f"{f.filename}: {f.size / 2**20:.1f} MB is over the {limit:g} MB limit per file" for f in too_big
     ]

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-from .common import answer, friendly_error
+from .common import GENERIC_ERROR, answer, friendly_error, send_error
 
 log = logging.getLogger(__name__)
 VIEW_TIMEOUT_S = 600.0
@@ -34,8 +34,8 @@ class OwnerView(discord.ui.View):
         message = friendly_error(error)
         if message is None:
             log.error("view %s failed", type(self).__name__, exc_info=error)
-            message = "Something went wrong on the bot's side; try again later."
-        await answer(interaction, message)
+            message = GENERIC_ERROR
+        await send_error(interaction, message)
 
     async def on_timeout(self) -> None:
         """Grey the controls out so a late click does not fail silently."""
@@ -59,14 +59,23 @@ class ConfirmView(OwnerView):
         style: discord.ButtonStyle = discord.ButtonStyle.success,
     ):
         super().__init__(owner_id)
+        self.busy = False
         self._on_confirm = on_confirm
         self.confirm.label = confirm_label
         self.confirm.style = style
 
     @discord.ui.button(label="Confirm", style=discord.ButtonStyle.success)
     async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        self.stop()
-        await self._on_confirm(interaction)
+        if self.busy:  # a second tap while the first one runs
+            await answer(interaction, "⏳ Already on it.")
+            return
+        self.busy = True
+        try:
+            await self._on_confirm(interaction)
+        finally:
+            self.busy = False
+        if interaction.response.is_done():
+            self.stop()
 
     @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:

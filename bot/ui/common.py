@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_CHOICES = 25
+MAX_ERROR = 1800  # a message is at most 2000 characters
+GENERIC_ERROR = "Something went wrong on the bot's side; the operator can see it in the log. Try again later."
 
 
 class NotOperator(app_commands.CheckFailure):
@@ -62,6 +64,13 @@ def require_operator(interaction: discord.Interaction) -> None:
 
 def friendly_error(error: BaseException) -> str | None:
     """The member-facing line for an expected error; None for a bug (logged, generic message)."""
+    text = _friendly(error)
+    if text is not None and len(text) > MAX_ERROR:
+        text = text[: MAX_ERROR - 1].rsplit(";", 1)[0] + "; …"
+    return text
+
+
+def _friendly(error: BaseException) -> str | None:
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
     if isinstance(error, ServiceError | StaminaError | RegistryError):
@@ -90,6 +99,26 @@ async def answer(
     sent = await interaction.response.send_message(content, ephemeral=ephemeral, **kwargs)
     resource = getattr(sent, "resource", None)
     return resource if isinstance(resource, discord.InteractionMessage) else None
+
+
+async def send_error(interaction: discord.Interaction, message: str) -> None:
+    """An ephemeral error, whether or not the interaction was answered; never raises."""
+    try:
+        await answer(interaction, message)
+    except discord.HTTPException:
+        log.warning("could not tell the member about an error: %s", message)
+
+
+async def guarded(interaction: discord.Interaction, call: Awaitable[Any]) -> None:
+    """Run a component's action: an expected error becomes its message, a bug a generic one."""
+    try:
+        await call
+    except Exception as exc:
+        message = friendly_error(exc)
+        if message is None:
+            log.error("a button's action failed", exc_info=exc)
+            message = GENERIC_ERROR
+        await send_error(interaction, message)
 
 
 async def run_service(interaction: discord.Interaction, call: Awaitable[Any]) -> Any:
@@ -159,9 +188,12 @@ async def _jobs(
         kind=kind,
         limit=100,
     )
-    items = [(f"#{j.id} {j.title} ({j.state})", str(j.id)) for j in rows]
-    typed = current.lstrip("#")
-    return [c for c in choices(items, "") if typed in c.name][:MAX_CHOICES] if typed else choices(items, "")
+    typed = current.strip().lstrip("#").casefold()
+    hits = [j for j in rows if typed in f"{j.id} {j.title}".casefold()]  # newest first, as stored
+    return [
+        app_commands.Choice(name=f"#{j.id} {j.title} ({j.state})"[:100], value=str(j.id))
+        for j in hits[:MAX_CHOICES]
+    ]
 
 
 async def tag_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -79,11 +79,18 @@ def job_embed(job: JobRow, status: JobStatus | None) -> discord.Embed:
     return embed
 
 
-def table(rows: list[tuple[str, ...]], headers: tuple[str, ...]) -> str:
-    """A monospace table in a code block (Discord has no tables)."""
+def table(rows: list[tuple[str, ...]], headers: tuple[str, ...], limit: int = 4096) -> str:
+    """A monospace table in a code block (Discord has no tables), cut by whole rows to ``limit``."""
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     lines = [
         "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [headers, *rows]
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "```\n" + "\n".join(lines) + "\n```"
+    out, size = [], 8 + 24  # the fences, and room for "… and N more"
+    for line in lines:
+        if size + len(line) + 1 > limit:
+            break
+        out.append(line)
+        size += len(line) + 1
+    more = len(lines) - len(out)
+    return "```\n" + "\n".join(out) + "\n```" + (f"… and {more} more" if more else "")

@@ -19,14 +19,17 @@ if TYPE_CHECKING:
 
 
 class _Modal(discord.ui.Modal):
+    def __init__(self) -> None:
+        super().__init__(timeout=600)  # a dismissed form is forgotten after that
+
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        from .common import friendly_error
+        from .common import GENERIC_ERROR, friendly_error, send_error
 
         message = friendly_error(error)
         if message is None:
             log.error("form %s failed", type(self).__name__, exc_info=error)
-            message = "Something went wrong on the bot's side; try again later."
-        await answer(interaction, message)
+            message = GENERIC_ERROR
+        await send_error(interaction, message)
 
 
 class AdvancedOptionsModal(_Modal, title="Advanced training options"):
@@ -70,6 +73,7 @@ class SaveLoraModal(_Modal, title="Save to your LoRA library"):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         services = services_of(interaction)
+        await interaction.response.defer(ephemeral=True, thinking=True)  # copies a file of up to GBs
         lora = await run_service(
             interaction, services.library.save(interaction.user.id, self.job_id, self.epoch, self.name.value)
         )

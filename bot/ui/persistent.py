@@ -1,36 +1,106 @@
-"""Buttons that outlive the bot process: the job and epoch are in the custom id.
+"""Buttons about a job or a saved epoch, and the buttons that outlive the bot process.
 
-They sit on progress messages, preview grids and /epochs pages; after a restart discord.py
-rebuilds them from the custom id (``DynamicItem``), so Cancel, Download, Save and Train further
-keep working on messages posted long ago. Each checks the clicker owns the job (operators may
-cancel any job).
+On public messages (progress, preview grids) they are ``DynamicItem``s: the job and epoch are
+in the custom id, so after a restart discord.py rebuilds them and Cancel, Download and Save keep
+working on messages posted long ago. Inside views that end (``/queue``, ``/epochs``) the same
+actions are plain buttons: discord.py forgets a DynamicItem class for the whole bot when a
+view holding one ends. Each action checks the clicker owns the job (operators may cancel any).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import discord
 
-from .common import answer, is_operator, run_service, services_of
+from .common import answer, guarded, is_operator, run_service, services_of
 from .files import send_file
 
 PREFIX = "lorabot"
+
+
+# The actions --------------------------------------------------------------------------------------
+
+
+async def ask_cancel(interaction: discord.Interaction, job_id: int) -> None:
+    """Cancel asks first (a mis-tap must not stop hours of training)."""
+    from .base import ConfirmView
+
+    services = services_of(interaction)
+    operator = is_operator(interaction)
+    job = await run_service(interaction, services.queue.job(interaction.user.id, job_id, operator=operator))
+    if job is None:
+        return
+    if job.finished:
+        await answer(interaction, f"Job #{job.id} has already ended ({job.state}).")
+        return
+
+    async def confirmed(click: discord.Interaction) -> None:
+        ended = await services.queue.cancel(click.user.id, job_id, operator=operator)
+        if ended.state == "cancelled":
+            note = f", {ended.refunded} stamina refunded" if ended.refunded else ""
+            text = f"🛑 Job #{ended.id} cancelled before it started{note}."
+        else:
+            text = (
+                f"🛑 Stopping job #{ended.id}: the steps not trained are refunded, saved epochs stay yours."
+            )
+        await click.response.edit_message(content=text, view=None)
+
+    what = "It has not started: you get all its stamina back." if job.state == "queued" else (
+        f"It is at step {job.step}/{job.total_steps}: the steps not trained are refunded, saved epochs stay."
+    )  # fmt: skip
+    view = ConfirmView(
+        interaction.user.id, confirmed, confirm_label="Stop it", style=discord.ButtonStyle.danger
+    )
+    view.cancel.label = "Keep it"
+    view.message = await answer(interaction, f"Stop job #{job.id} ({job.title})? {what}", view=view)
+
+
+async def download_epoch(interaction: discord.Interaction, job_id: int, epoch: int) -> None:
+    services = services_of(interaction)
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    path = await run_service(interaction, services.queue.epoch_file(interaction.user.id, job_id, epoch))
+    if path is None:
+        return
+    job = await services.queue.job(interaction.user.id, job_id)
+    filename = f"{job.spec.get('output_name', 'lora')}-e{epoch:02d}.safetensors"
+    await send_file(interaction, Path(path), filename, kind="epoch", ref=f"{job_id}/{epoch}")
+
+
+async def save_epoch(interaction: discord.Interaction, job_id: int, epoch: int) -> None:
+    job = await run_service(interaction, services_of(interaction).queue.job(interaction.user.id, job_id))
+    if job is None:
+        return
+    from .modals import SaveLoraModal
+
+    await interaction.response.send_modal(SaveLoraModal(job_id, epoch, f"{job.title}-e{epoch}"))
+
+
+async def train_further(interaction: discord.Interaction, job_id: int, epoch: int) -> None:
+    job = await run_service(interaction, services_of(interaction).queue.job(interaction.user.id, job_id))
+    if job is None:
+        return
+    from .modals import TrainFurtherModal
+
+    await interaction.response.send_modal(TrainFurtherModal(job, epoch))
+
+
+# The DynamicItems (public messages) ---------------------------------------------------------------
 
 
 class CancelJobButton(
     discord.ui.DynamicItem[discord.ui.Button], template=rf"{PREFIX}:cancel:(?P<job>[0-9]+)"
 ):
     def __init__(self, job_id: int):
-        super().__init__(
-            discord.ui.Button(
-                label="Cancel job",
-                style=discord.ButtonStyle.danger,
-                custom_id=f"{PREFIX}:cancel:{job_id}",
-                emoji="✖️",
-            )
+        button = discord.ui.Button(
+            label="Cancel job",
+            style=discord.ButtonStyle.danger,
+            custom_id=f"{PREFIX}:cancel:{job_id}",
+            emoji="✖️",
         )
+        super().__init__(button)
         self.job_id = job_id
 
     @classmethod
@@ -40,42 +110,26 @@ class CancelJobButton(
         return cls(int(match["job"]))
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        services = services_of(interaction)
-        job = await run_service(
-            interaction,
-            services.queue.cancel(interaction.user.id, self.job_id, operator=is_operator(interaction)),
-        )
-        if job is None:
-            return
-        if job.state == "cancelled":
-            note = f", {job.refunded} stamina refunded" if job.refunded else ""
-            await answer(interaction, f"🛑 Job #{job.id} cancelled before it started{note}.")
-        else:
-            await answer(
-                interaction,
-                f"🛑 Stopping job #{job.id}: the steps not trained are refunded, saved epochs stay yours.",
-            )
+        await guarded(interaction, ask_cancel(interaction, self.job_id))
+
+
+EpochAction = Callable[[discord.Interaction, int, int], Awaitable[None]]
 
 
 class _EpochButton(discord.ui.DynamicItem[discord.ui.Button], template=r"unused"):
     """Base of the buttons about one saved epoch of a job."""
 
-    action = ""
-    label = ""
-    emoji = ""
-    style = discord.ButtonStyle.secondary
+    action, label, emoji, style = "", "", "", discord.ButtonStyle.secondary
+    run: EpochAction
 
     def __init__(self, job_id: int, epoch: int):
         super().__init__(
             discord.ui.Button(
-                label=f"{self.label} e{epoch}",
-                emoji=self.emoji,
-                style=self.style,
+                label=f"{self.label} e{epoch}", emoji=self.emoji, style=self.style,
                 custom_id=f"{PREFIX}:{self.action}:{job_id}:{epoch}",
             )
-        )
-        self.job_id = job_id
-        self.epoch = epoch
+        )  # fmt: skip
+        self.job_id, self.epoch = job_id, epoch
 
     @classmethod
     async def from_custom_id(
@@ -83,56 +137,50 @@ class _EpochButton(discord.ui.DynamicItem[discord.ui.Button], template=r"unused"
     ):
         return cls(int(match["job"]), int(match["epoch"]))
 
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, type(self).run(interaction, self.job_id, self.epoch))
+
 
 class DownloadEpochButton(_EpochButton, template=rf"{PREFIX}:download:(?P<job>[0-9]+):(?P<epoch>[0-9]+)"):
     action, label, emoji, style = "download", "Download", "⬇️", discord.ButtonStyle.primary
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        services = services_of(interaction)
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        path = await run_service(
-            interaction, services.queue.epoch_file(interaction.user.id, self.job_id, self.epoch)
-        )
-        if path is None:
-            return
-        job = await services.queue.job(interaction.user.id, self.job_id)
-        filename = f"{job.spec.get('output_name', 'lora')}-e{self.epoch:02d}.safetensors"
-        await send_file(interaction, Path(path), filename, kind="epoch", ref=f"{self.job_id}/{self.epoch}")
+    run = staticmethod(download_epoch)
 
 
 class SaveEpochButton(_EpochButton, template=rf"{PREFIX}:save:(?P<job>[0-9]+):(?P<epoch>[0-9]+)"):
     action, label, emoji, style = "save", "Save", "💾", discord.ButtonStyle.success
+    run = staticmethod(save_epoch)
+
+
+PERSISTENT_ITEMS = (CancelJobButton, DownloadEpochButton, SaveEpochButton)
+
+
+def epoch_buttons(job_id: int, epoch: int) -> list[discord.ui.Item]:
+    """Download and Save for a public message (they survive restarts)."""
+    return [DownloadEpochButton(job_id, epoch), SaveEpochButton(job_id, epoch)]
+
+
+# Plain buttons (inside views that end) -------------------------------------------------------------
+
+
+class ActionButton(discord.ui.Button):
+    """A button inside an ending view that runs one of the actions above."""
+
+    def __init__(self, label: str, emoji: str, style: discord.ButtonStyle, run: Callable[[discord.Interaction], Awaitable[None]], row: int | None = None):  # fmt: skip
+        super().__init__(label=label, emoji=emoji, style=style, row=row)
+        self._run = run
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        services = services_of(interaction)
-        job = await run_service(interaction, services.queue.job(interaction.user.id, self.job_id))
-        if job is None:
-            return
-        from .modals import SaveLoraModal
-
-        await interaction.response.send_modal(
-            SaveLoraModal(self.job_id, self.epoch, f"{job.title}-e{self.epoch}")
-        )
+        await guarded(interaction, self._run(interaction))
 
 
-class TrainFurtherButton(_EpochButton, template=rf"{PREFIX}:further:(?P<job>[0-9]+):(?P<epoch>[0-9]+)"):
-    action, label, emoji, style = "further", "Train further from", "➕", discord.ButtonStyle.secondary
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        services = services_of(interaction)
-        job = await run_service(interaction, services.queue.job(interaction.user.id, self.job_id))
-        if job is None:
-            return
-        from .modals import TrainFurtherModal
-
-        await interaction.response.send_modal(TrainFurtherModal(job, self.epoch))
+def epoch_action_buttons(job_id: int, epoch: int) -> list[discord.ui.Button]:
+    return [
+        ActionButton(f"Download e{epoch}", "⬇️", discord.ButtonStyle.primary, lambda i: download_epoch(i, job_id, epoch)),
+        ActionButton(f"Save e{epoch}", "💾", discord.ButtonStyle.success, lambda i: save_epoch(i, job_id, epoch)),
+        ActionButton(f"Train further from e{epoch}", "➕", discord.ButtonStyle.secondary,
+                     lambda i: train_further(i, job_id, epoch)),
+    ]  # fmt: skip
 
 
-def epoch_buttons(job_id: int, epoch: int, *, further: bool = True) -> list[discord.ui.Item]:
-    items: list[discord.ui.Item] = [DownloadEpochButton(job_id, epoch), SaveEpochButton(job_id, epoch)]
-    if further:
-        items.append(TrainFurtherButton(job_id, epoch))
-    return items
-
-
-PERSISTENT_ITEMS = (CancelJobButton, DownloadEpochButton, SaveEpochButton, TrainFurtherButton)
+def cancel_action_button(job_id: int) -> discord.ui.Button:
+    return ActionButton(f"Cancel #{job_id}", "✖️", discord.ButtonStyle.danger, lambda i: ask_cancel(i, job_id))

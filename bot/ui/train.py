@@ -58,11 +58,18 @@ class TrainConfirmView(OwnerView):
     ):  # fmt: skip
         super().__init__(owner_id)
         self.dataset, self.options, self.estimate, self.init_from = dataset, options, est, init_from
+        self.starting = False
         self.start.label = f"Start ({est.cost} stamina)"
         self.start.disabled = not est.affordable
 
     @discord.ui.button(label="Start", style=discord.ButtonStyle.success, emoji="🚀")
     async def start(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        if self.starting:  # a second tap must never queue (and charge) a second job
+            await answer(interaction, "⏳ Already starting this job.")
+            return
+        self.starting = True
+        self.stop()
+        await interaction.response.defer()  # copying the dataset can take longer than Discord waits
         services = services_of(interaction)
         job = await run_service(
             interaction,
@@ -72,9 +79,9 @@ class TrainConfirmView(OwnerView):
             ),
         )  # fmt: skip
         if job is None:
+            await interaction.edit_original_response(view=None)
             return
-        self.stop()
-        await interaction.response.edit_message(
+        await interaction.edit_original_response(
             content=f"✅ Queued **job #{job.id}**: {job.total_steps} steps for {job.cost} stamina. Its progress "
             "message and preview grids will appear in this channel; follow it in /queue.",
             embed=None,
@@ -102,7 +109,7 @@ class TrainConfirmView(OwnerView):
         self.stop()
         view = TrainConfirmView(self.owner_id, self.dataset, options, est, self.init_from)
         await interaction.response.edit_message(embed=estimate_embed(est, options, self.init_from), view=view)
-        view.message = interaction.message
+        view.message = self.message
 
 
 async def _estimate(
