@@ -76,6 +76,13 @@ async def run_bot(settings: Settings) -> int:
             "see .env.example"
         )
     _log_to_stderr()
+    await _check_token(token)  # before the queue starts a trainer for a bot that cannot log in
+    if not settings.public_url:
+        log.warning(
+            "LORABOT_PUBLIC_URL is not set: download links for files over Discord's upload limit point at "
+            "http://%s, which members can only open if they can reach this machine there",
+            settings.http_bind,
+        )
     async with open_services(settings) as services, running_bot(services) as bot:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -91,6 +98,21 @@ async def run_bot(settings: Settings) -> int:
         except aiohttp.ClientConnectionError as exc:
             raise ConnectionError(f"cannot reach Discord ({exc}): check the network") from None
     return 0
+
+
+async def _check_token(token: str) -> None:
+    import aiohttp
+    import discord
+
+    client = discord.Client(intents=discord.Intents.none())
+    try:
+        await client.login(token)
+    except discord.LoginFailure as exc:
+        raise SettingsError(f"Discord refused LORABOT_DISCORD_TOKEN ({exc}): copy the token again") from None
+    except aiohttp.ClientConnectionError as exc:
+        raise ConnectionError(f"cannot reach Discord ({exc}): check the network") from None
+    finally:
+        await client.close()
 
 
 def _log_to_stderr() -> None:

@@ -116,7 +116,15 @@ class LoraBot(commands.Bot):
         for guild_id in guild_ids:
             guild = discord.Object(guild_id)
             self.tree.copy_global_to(guild=guild)
-            await self.tree.sync(guild=guild)
+            try:
+                await self.tree.sync(guild=guild)
+            except discord.Forbidden:
+                from .settings import SettingsError
+
+                raise SettingsError(
+                    f"cannot register the commands in guild {guild_id}: invite the bot there with the "
+                    "applications.commands scope, or fix LORABOT_GUILD_IDS"
+                ) from None
         self.tree.clear_commands(guild=None)
         await self.tree.sync()  # no global copies beside the guild ones
 

@@ -180,6 +180,13 @@ class Settings(BaseSettings):
             raise ValueError(f"'{value}' is not host:port, e.g. 127.0.0.1:8765 or 0.0.0.0:8765")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _web_url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError(f"'{value}' is not an http(s) URL like https://lora.example.org")
+        return value
+
     @field_validator("link_secret")
     @classmethod
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -23,6 +25,9 @@ from bot.loopback.state import Channel, Guild, Interaction, Member, RecordedMess
 from bot.services import Services, open_services
 from bot.settings import Settings
 from bot.web import FileServer
+from db import jobs as repo
+from db.database import transaction
+from tests.queue_helpers import FAST, make_dataset
 
 MANAGE_GUILD = 0x20
 
@@ -78,6 +83,18 @@ class World:
             lambda m: m.channel_id == self.channel.id and m in self.channel_messages() and predicate(m),
             timeout,
         )
+
+
+async def job_with_epoch(w: World, size: int = 4096) -> repo.JobRow:
+    """A queued training job of alice's with a saved epoch 1 (a file of ``size`` bytes)."""
+    await make_dataset(w.services, owner=w.alice.user_id, images=3)
+    job = await w.services.queue.submit_training(w.alice.user_id, "chara", FAST, channel_id=w.channel.id)
+    path = Path(job.folder) / "output" / "chara-000001.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    async with transaction(w.services.conn):
+        await repo.save_epoch(w.services.conn, job.id, 1, 3, str(path))
+    return job
 
 
 def custom_ids(message: RecordedMessage) -> list[str]:

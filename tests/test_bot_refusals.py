@@ -4,7 +4,6 @@ and changes nothing. Also the file links for files over the upload limit."""
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import aiohttp
@@ -12,25 +11,12 @@ import pytest
 
 from bot.loopback import Upload
 from db import jobs as repo
-from db.database import transaction
-from tests.bot_harness import World, bot_world, first_id
-from tests.queue_helpers import FAST, make_dataset, queue_settings
+from tests.bot_harness import bot_world, first_id, job_with_epoch
+from tests.queue_helpers import make_dataset, queue_settings
 
 
 def run(coro):
     asyncio.run(asyncio.wait_for(coro, 120))
-
-
-async def _job_with_epoch(w: World, size: int = 4096) -> repo.JobRow:
-    """A queued training job of alice's with a saved epoch 1 (a file of ``size`` bytes)."""
-    await make_dataset(w.services, owner=w.alice.user_id, images=3)
-    job = await w.services.queue.submit_training(w.alice.user_id, "chara", FAST, channel_id=w.channel.id)
-    path = Path(job.folder) / "output" / "chara-000001.safetensors"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(os.urandom(size))
-    async with transaction(w.services.conn):
-        await repo.save_epoch(w.services.conn, job.id, 1, 3, str(path))
-    return job
 
 
 @pytest.fixture
@@ -60,7 +46,7 @@ def test_too_little_stamina_disables_start_and_charges_nothing(settings):
 def test_another_members_things_are_not_found(settings):
     async def scenario():
         async with bot_world(settings) as w:
-            job = await _job_with_epoch(w)
+            job = await job_with_epoch(w)
             await w.services.library.save(w.alice.user_id, job.id, 1, "alice-lora")
             for command, options in [
                 ("dataset info", {"name": "chara"}),
@@ -117,7 +103,7 @@ def test_a_bad_attachment_is_skipped_with_the_reason(settings):
 def test_a_file_over_the_upload_limit_comes_as_a_link(settings):
     async def scenario():
         async with bot_world(settings, upload_limit=1024 * 1024) as w:
-            job = await _job_with_epoch(w, size=3 * 1024 * 1024)
+            job = await job_with_epoch(w, size=3 * 1024 * 1024)
             pager = await w.reply(await w.slash(w.alice, "epochs", {"job": str(job.id)}))
             answer = await w.reply(await w.click(pager, w.alice, first_id(pager, label="Download e1")))
             assert answer.ephemeral and not answer.files and "over Discord's 1 MB limit" in answer.content

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .datasets import DatasetCog
 from .epochs import EpochsCog
 from .generate import GenerateCog
+from .library import LibraryCog
 from .operator import OperatorCog
 from .presets import PresetCog
 from .queue import QueueCog
@@ -12,4 +13,15 @@ from .tags import TagsCog
 from .train import TrainCog
 from .upload import UploadCog
 
-COGS = (DatasetCog, UploadCog, TagsCog, TrainCog, PresetCog, QueueCog, EpochsCog, GenerateCog, OperatorCog)
+COGS = (
+    DatasetCog,
+    UploadCog,
+    TagsCog,
+    TrainCog,
+    PresetCog,
+    QueueCog,
+    EpochsCog,
+    GenerateCog,
+    LibraryCog,
+    OperatorCog,
+)

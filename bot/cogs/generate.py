@@ -8,7 +8,7 @@ from discord.ext import commands
 
 from ..queue.generation import GenerateRequest
 from ..queue.service import QueueError
-from ..ui.common import answer, base_model_choices, lora_choices, roles_of, services_of
+from ..ui.common import answer, base_model_choices, lora_choices, require_posting, roles_of, services_of
 
 
 def parse_weights(text: str | None) -> list[float] | None:
@@ -61,6 +61,7 @@ class GenerateCog(commands.Cog):
         compare_weights: str | None = None,
         base_model: str | None = None,
     ) -> None:
+        require_posting(interaction)
         services = services_of(interaction)
         request = GenerateRequest(
             prompt=prompt, lora=lora, weight=weight, negative=negative, seed=seed, steps=steps, cfg=cfg,

@@ -51,6 +51,34 @@ class PresetCog(commands.GroupCog, group_name="preset", group_description="Your 
             embed=discord.Embed(title="Your presets", description=table(lines, ("name", "options"))),
         )
 
+    @app_commands.command(name="options", description="Every training option, or one in detail")
+    @app_commands.describe(option="One option's name, e.g. min_snr_gamma (empty: all of them)")
+    async def options(self, interaction: discord.Interaction, option: str | None = None) -> None:
+        from ..queue.options import OPTIONS, help_fields, help_text
+
+        if option:
+            if option not in OPTIONS:
+                from ..queue.service import QueueError
+
+                raise QueueError(f"there is no option '{option}': see /preset options")
+            embed = discord.Embed(title=f"⚙️ {option}", description=help_text(option))
+        else:
+            embed = discord.Embed(
+                title="⚙️ Training options",
+                description="Set them in /train's Advanced… form or a preset, as `key = value` lines.",
+            )
+            for name, value in help_fields(max_fields=24):
+                embed.add_field(name=name, value=value, inline=False)
+        await answer(interaction, embed=embed)
+
+    @options.autocomplete("option")
+    async def _option_names(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        from ..queue.options import OPTIONS
+
+        return choices([(n, n) for n in OPTIONS], current)
+
     @app_commands.command(name="delete", description="Delete a preset")
     @app_commands.autocomplete(name=preset_choices)
     async def delete(self, interaction: discord.Interaction, name: str) -> None:

@@ -6,6 +6,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..datasets.service import ServiceError
 from ..ui.base import ConfirmView
 from ..ui.common import answer, dataset_choices, services_of, tag_choices
 from ..ui.tags import TagBrowser, open_remover
@@ -45,6 +46,12 @@ class TagsCog(commands.GroupCog, group_name="tags", group_description="See and p
             return
         wanted = [t.strip() for t in tags.split(",") if t.strip()]
         owner = interaction.user.id
+        known = {t.tag for t in await services.datasets.tag_table(owner, row.name)}
+        unknown = [t for t in wanted if t not in known]
+        if unknown or not wanted:  # say so now, not after the confirmation
+            raise ServiceError(
+                f"no such tag in {row.name}: {', '.join(unknown) or '(none given)'} (see /tags view)"
+            )
 
         async def confirmed(click: discord.Interaction) -> None:
             result = await services.datasets.remove_tags(owner, row.name, wanted, image)

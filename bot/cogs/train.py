@@ -10,7 +10,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..ui.common import dataset_choices, job_choices, services_of
+from ..ui.common import dataset_choices, job_choices, require_posting, services_of
 from ..ui.train import show_estimate
 
 Optimizer = Literal["AdamW", "AdamW8bit", "Adafactor", "Lion", "DAdaptation", "DAdaptAdam", "Prodigy"]
@@ -62,6 +62,7 @@ class TrainCog(commands.Cog):
             "optimizer": optimizer, "network_dim": network_dim, "network_alpha": network_alpha,
             "resolution": resolution,
         }  # fmt: skip
+        require_posting(interaction)
         services = services_of(interaction)
         options = await services.presets.resolve_train_options(
             interaction.user.id, preset=preset, like=_job_id(like), explicit=explicit

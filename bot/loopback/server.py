@@ -49,6 +49,10 @@ from .state import (
 log = logging.getLogger(__name__)
 
 
+#: View Channel, Send Messages, Embed Links, Attach Files, Read Message History, Use External Emojis.
+BOT_INVITE_PERMISSIONS = 0x400 | 0x800 | 0x4000 | 0x8000 | 0x10000 | 0x40000
+
+
 class LoopbackDiscord(InteractionSender):
     """An in-memory Discord (REST + gateway) served by aiohttp on 127.0.0.1.
 
@@ -154,9 +158,14 @@ class LoopbackDiscord(InteractionSender):
     def add_guild(self, name: str = "Loopback guild", *, channels: tuple[str, ...] = ("general",)) -> Guild:
         """A new guild with an @everyone role, the bot as member, and text channels."""
         guild_id = snowflake()
-        guild = Guild(id=guild_id, name=name, owner_id=self.bot_user_id)
+        guild = Guild(id=guild_id, name=name, owner_id=snowflake())  # someone else owns it, as usually
         guild.roles[guild_id] = Role(id=guild_id, name="@everyone", permissions=EVERYONE_PERMISSIONS)
-        guild.members[self.bot_user_id] = Member(self.bot_user_id, self.bot_name, bot=True)
+        # the bot's own role carries the permissions it was invited with
+        bot_role = Role(id=snowflake(), name=self.bot_name, permissions=BOT_INVITE_PERMISSIONS, position=1)
+        guild.roles[bot_role.id] = bot_role
+        guild.members[self.bot_user_id] = Member(
+            self.bot_user_id, self.bot_name, roles=[bot_role.id], bot=True
+        )
         for position, channel_name in enumerate(channels):
             self.add_channel(guild, channel_name, position=position)
         self.guilds[guild_id] = guild

@@ -205,7 +205,7 @@ def _key_problem(key: str) -> str | None:
     if key in BOT_KEYS:
         return f"{key} is set by the bot: leave it out"
     close = difflib.get_close_matches(key, list(OPTIONS), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else " (see the option list in /train help)"
+    hint = f" (did you mean '{close[0]}'?)" if close else " (see /preset options)"
     return f"unknown option '{key}'{hint}"
 
 

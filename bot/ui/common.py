@@ -62,6 +62,20 @@ def require_operator(interaction: discord.Interaction) -> None:
         raise NotOperator(f"only operators (members with the {permission} permission) can do that")
 
 
+POSTING = ("send_messages", "embed_links", "attach_files")
+
+
+def require_posting(interaction: discord.Interaction) -> None:
+    """Jobs report in the channel they were started from: refuse a channel the bot cannot post in."""
+    perms = interaction.app_permissions
+    missing = [p.replace("_", " ").title() for p in POSTING if not getattr(perms, p, False)]
+    if missing:
+        raise ServiceError(
+            f"I cannot post progress and pictures in this channel (missing permission: {', '.join(missing)}): "
+            "run the command in a channel where I can, or ask an operator to give me that permission"
+        )
+
+
 def friendly_error(error: BaseException) -> str | None:
     """The member-facing line for an expected error; None for a bug (logged, generic message)."""
     text = _friendly(error)

@@ -45,7 +45,7 @@ async def send_file(
     view.add_item(discord.ui.Button(label=f"Download {filename}", url=url, style=discord.ButtonStyle.link))
     await interaction.followup.send(
         f"{note}`{filename}` is {size_mb:.1f} MB, over Discord's {limit_mb:.0f} MB limit here: download it "
-        f"from the bot instead. The link is yours only and expires <t:{expires}:R>.",
+        f"from the bot instead. Keep the link to yourself: it works for whoever has it until it expires <t:{expires}:R>.",
         view=view,
         ephemeral=True,
     )

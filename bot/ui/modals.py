@@ -111,9 +111,14 @@ class TrainFurtherModal(_Modal, title="Train further"):
         base = {
             k: v for k, v in self.job.spec.get("options", {}).items() if k not in ("seed", "init_weights")
         }
-        await show_estimate(
-            interaction, self.job.title, {**base, **extra}, init_from=(self.job.id, self.epoch)
-        )
+        rows = await services_of(interaction).datasets.list(interaction.user.id)
+        dataset = next((d.name for d, _ in rows if d.id == self.job.dataset_id), None)
+        if dataset is None:  # never a newer dataset that happens to have the same name
+            await answer(
+                interaction, f"❌ the dataset job #{self.job.id} trained on was deleted: train anew instead."
+            )
+            return
+        await show_estimate(interaction, dataset, {**base, **extra}, init_from=(self.job.id, self.epoch))
 
 
 class CompareModal(_Modal, title="Compare epochs × weights"):

@@ -59,6 +59,7 @@ class TagBrowser(OwnerView):
         self.page = max(0, min(self.page, len(images)))
         self.prev.disabled = self.page == 0
         self.next.disabled = self.page >= len(images)
+        self.delete.disabled = self.page == 0
         if self.page == 0:
             table = await services.datasets.tag_table(self.owner_id, self.dataset)
             return frequency_embed(self.dataset, table, len(images)), []
@@ -100,6 +101,31 @@ class TagBrowser(OwnerView):
             images = await services_of(interaction).datasets.images(self.owner_id, self.dataset)
             image_id = images[self.page - 1].id
         await open_remover(interaction, self.dataset, image_id)
+
+    @discord.ui.button(label="Delete image", emoji="🗑️", style=discord.ButtonStyle.danger, row=1)
+    async def delete(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        from .base import ConfirmView
+
+        services = services_of(interaction)
+        images = await services.datasets.images(self.owner_id, self.dataset)
+        if not 0 < self.page <= len(images):
+            await answer(interaction, "That image is gone already: press ◀ or ▶ to refresh.")
+            return
+        image = images[self.page - 1]
+        owner, dataset = self.owner_id, self.dataset
+
+        async def confirmed(click: discord.Interaction) -> None:
+            await services.datasets.remove_images(owner, dataset, [image.id])
+            left = len(await services.datasets.images(owner, dataset))
+            await click.response.edit_message(
+                content=f"🗑️ Deleted image {image.id} ({image.original_name}): {left} left in **{dataset}**.",
+                view=None,
+            )
+
+        view = ConfirmView(owner, confirmed, confirm_label="Delete", style=discord.ButtonStyle.danger)
+        view.message = await answer(
+            interaction, f"Delete image {image.id} ({image.original_name}) from **{dataset}**?", view=view
+        )
 
 
 async def open_remover(interaction: discord.Interaction, dataset: str, image_id: int | None) -> None:
