@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..ui.base import ConfirmView
+from ..ui.base import ask_first
 from ..ui.common import answer, base_model_choices, dataset_choices, services_of
 from ..ui.embeds import table
 
@@ -116,10 +116,8 @@ class DatasetCog(commands.GroupCog, group_name="dataset", group_description="You
             await services.datasets.delete(owner, info.dataset.name)
             await click.edit_original_response(content=f"🗑️ Deleted **{info.dataset.name}**.", view=None)
 
-        view = ConfirmView(owner, confirmed, confirm_label="Delete", style=discord.ButtonStyle.danger)
-        view.message = await answer(
-            interaction,
+        question = (
             f"Delete **{info.dataset.name}** and its {info.images} images? This cannot be undone "
-            "(jobs already queued keep their own copy).",
-            view=view,
+            "(jobs already queued keep their own copy)."
         )
+        await ask_first(interaction, question, confirmed, label="Delete")

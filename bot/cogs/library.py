@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..ui.base import ConfirmView
+from ..ui.base import ask_first
 from ..ui.common import answer, lora_choices, services_of
 from ..ui.embeds import table
 from ..ui.files import send_file
@@ -53,5 +53,4 @@ class LibraryCog(commands.GroupCog, group_name="lora", group_description="Your s
                 content=f"🗑️ Deleted **{lora.name}** from your library.", view=None
             )
 
-        view = ConfirmView(owner, confirmed, confirm_label="Delete", style=discord.ButtonStyle.danger)
-        view.message = await answer(interaction, f"Delete **{lora.name}** from your library?", view=view)
+        await ask_first(interaction, f"Delete **{lora.name}** from your library?", confirmed, label="Delete")

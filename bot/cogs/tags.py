@@ -7,7 +7,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..datasets.service import ServiceError
-from ..ui.base import ConfirmView
+from ..ui.base import ask_first
 from ..ui.common import answer, dataset_choices, services_of, tag_choices
 from ..ui.tags import TagBrowser, open_remover
 
@@ -62,11 +62,10 @@ class TagsCog(commands.GroupCog, group_name="tags", group_description="See and p
             )
 
         where = f"image {image}" if image is not None else "every image"
-        view = ConfirmView(owner, confirmed, confirm_label="Remove", style=discord.ButtonStyle.danger)
-        view.message = await answer(
-            interaction, f"Remove {', '.join(f'`{t}`' for t in wanted)} from {where} of **{row.name}**?"[:2000],
-            view=view,
-        )  # fmt: skip
+        listed = ", ".join(f"`{t}`" for t in wanted)
+        await ask_first(
+            interaction, f"Remove {listed} from {where} of **{row.name}**?", confirmed, label="Remove"
+        )
 
     @app_commands.command(name="add", description="Add tags to every caption (or one image)")
     @app_commands.describe(tags="Comma-separated tags", image=IMAGE_HELP)

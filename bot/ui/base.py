@@ -83,3 +83,17 @@ class ConfirmView(OwnerView):
         await interaction.response.edit_message(
             content="Cancelled: nothing was changed.", embed=None, view=None
         )
+
+
+async def ask_first(
+    interaction: discord.Interaction,
+    question: str,
+    on_confirm: Callable[[discord.Interaction], Awaitable[None]],
+    *,
+    label: str,
+    keep_label: str = "Cancel",
+) -> None:
+    """Answer with ``question`` and a red ``label`` button that runs ``on_confirm`` (a destructive step)."""
+    view = ConfirmView(interaction.user.id, on_confirm, confirm_label=label, style=discord.ButtonStyle.danger)
+    view.cancel.label = keep_label
+    view.message = await answer(interaction, question[:2000], view=view)

@@ -26,7 +26,7 @@ PREFIX = "lorabot"
 
 async def ask_cancel(interaction: discord.Interaction, job_id: int) -> None:
     """Cancel asks first (a mis-tap must not stop hours of training)."""
-    from .base import ConfirmView
+    from .base import ask_first
 
     services = services_of(interaction)
     operator = is_operator(interaction)
@@ -51,11 +51,8 @@ async def ask_cancel(interaction: discord.Interaction, job_id: int) -> None:
     what = "It has not started: you get all its stamina back." if job.state == "queued" else (
         f"It is at step {job.step}/{job.total_steps}: the steps not trained are refunded, saved epochs stay."
     )  # fmt: skip
-    view = ConfirmView(
-        interaction.user.id, confirmed, confirm_label="Stop it", style=discord.ButtonStyle.danger
-    )
-    view.cancel.label = "Keep it"
-    view.message = await answer(interaction, f"Stop job #{job.id} ({job.title})? {what}", view=view)
+    question = f"Stop job #{job.id} ({job.title})? {what}"
+    await ask_first(interaction, question, confirmed, label="Stop it", keep_label="Keep it")
 
 
 async def download_epoch(interaction: discord.Interaction, job_id: int, epoch: int) -> None:

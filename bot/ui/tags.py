@@ -104,7 +104,7 @@ class TagBrowser(OwnerView):
 
     @discord.ui.button(label="Delete image", emoji="🗑️", style=discord.ButtonStyle.danger, row=1)
     async def delete(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        from .base import ConfirmView
+        from .base import ask_first
 
         services = services_of(interaction)
         images = await services.datasets.images(self.owner_id, self.dataset)
@@ -122,10 +122,8 @@ class TagBrowser(OwnerView):
                 view=None,
             )
 
-        view = ConfirmView(owner, confirmed, confirm_label="Delete", style=discord.ButtonStyle.danger)
-        view.message = await answer(
-            interaction, f"Delete image {image.id} ({image.original_name}) from **{dataset}**?", view=view
-        )
+        question = f"Delete image {image.id} ({image.original_name}) from **{dataset}**?"
+        await ask_first(interaction, question, confirmed, label="Delete")
 
 
 async def open_remover(interaction: discord.Interaction, dataset: str, image_id: int | None) -> None:
