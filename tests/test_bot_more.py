@@ -50,6 +50,9 @@ def test_tag_pages_show_thumbnails_and_delete_an_image(settings):
             assert browser.embeds[0]["thumbnail"]["url"] == "attachment://thumb.jpg"
             thumb = Image.open(io.BytesIO(browser.file("thumb.jpg").data))
             assert max(thumb.size) <= 256
+            jump = next(c for row in browser.components for c in row["components"] if c["type"] == 3)
+            await w.click(browser, w.alice, jump["custom_id"], values=["3"])
+            assert "image 3/3" in browser.embeds[0]["title"]
             ask = await w.reply(await w.click(browser, w.alice, first_id(browser, label="Delete image")))
             await w.click(ask, w.alice, first_id(ask, label="Delete"))
             assert "2 left" in ask.content

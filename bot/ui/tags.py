@@ -60,6 +60,7 @@ class TagBrowser(OwnerView):
         self.prev.disabled = self.page == 0
         self.next.disabled = self.page >= len(images)
         self.delete.disabled = self.page == 0
+        self._fill_jump(len(images))
         if self.page == 0:
             table = await services.datasets.tag_table(self.owner_id, self.dataset)
             return frequency_embed(self.dataset, table, len(images)), []
@@ -74,6 +75,23 @@ class TagBrowser(OwnerView):
         embed.set_thumbnail(url="attachment://thumb.jpg")
         embed.set_footer(text=f"{image.original_name} · {image.width}x{image.height}")
         return embed, [discord.File(io.BytesIO(data), filename="thumb.jpg")]
+
+    def _fill_jump(self, count: int) -> None:
+        """Up to 25 pages spread over the dataset (two taps to any image of 200)."""
+        step = max(1, -(-count // 24))
+        pages = [0, *range(1, count + 1, step)][:25]
+        self.jump.options = [
+            discord.SelectOption(
+                label="Tag frequency" if p == 0 else f"Image {p}", value=str(p), default=p == self.page
+            )
+            for p in pages
+        ]
+        self.jump.disabled = count == 0
+
+    @discord.ui.select(placeholder="Go to…", row=2)
+    async def jump(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
+        self.page = int(select.values[0])
+        await self.show(interaction)
 
     async def show(self, interaction: discord.Interaction) -> None:
         embed, files = await self.render(interaction)
