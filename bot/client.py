@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .web import FileServer
 
 log = logging.getLogger(__name__)
-EXPIRED_AFTER_S = 2.0  # a handler answers (or defers) well before; Discord gives up at 3 s
+EXPIRED_AFTER_S = 1.5  # a live view claims an interaction within milliseconds; Discord gives up at 3 s
 
 
 class Cooldowns:
@@ -101,6 +101,7 @@ class LoraBot(commands.Bot):
         self._unsubscribe = None
 
     async def setup_hook(self) -> None:
+        await asyncio.to_thread(self.services.registry.detect_families)  # no torch import in a command
         for cog in COGS:
             await self.add_cog(cog(self))
         self.add_dynamic_items(*PERSISTENT_ITEMS)
@@ -134,14 +135,16 @@ class LoraBot(commands.Bot):
         if interaction.type not in (discord.InteractionType.component, discord.InteractionType.modal_submit):
             return
         await asyncio.sleep(EXPIRED_AFTER_S)
-        if not interaction.response.is_done() and not interaction.is_expired():
+        if not interaction.extras.get("claimed") and not interaction.response.is_done():
             with contextlib.suppress(discord.HTTPException):
                 await interaction.response.send_message(
                     "⌛ This menu has expired: run the command again.", ephemeral=True
                 )
 
     async def close(self) -> None:
-        if self._unsubscribe is not None:
+        if self._unsubscribe is not None:  # deliver what was published (a job's end) before leaving
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.services.bus.drain(), 10)
             self._unsubscribe()
             self._unsubscribe = None
         await self.notifier.close()

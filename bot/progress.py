@@ -43,7 +43,8 @@ class ProgressNotifier:
         self.interval = interval
         self.clock = clock
         self._last_edit: dict[int, float] = {}
-        self._pending: dict[int, asyncio.Task] = {}
+        self._pending: dict[int, asyncio.Task] = {}  # waiting for their turn
+        self._inflight: set[asyncio.Task] = set()  # editing now
         self._locks: dict[int, asyncio.Lock] = {}
         self.edits: dict[int, list[float]] = {}  # job id -> clock of each edit (tests read it)
 
@@ -71,6 +72,8 @@ class ProgressNotifier:
                 await task
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._edit(job_id), 5)
+        if self._inflight:
+            await asyncio.wait(set(self._inflight), timeout=5)
 
     # The progress message --------------------------------------------------------------------------
 
@@ -85,12 +88,14 @@ class ProgressNotifier:
                 await asyncio.sleep(wait)
             self._last_edit[job_id] = self.clock()  # before any await: a new request waits from now
             self._pending.pop(job_id, None)
+            self._inflight.add(asyncio.current_task())  # type: ignore[arg-type]
             await self._edit(job_id)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("could not update the progress message of job #%s", job_id)
         finally:
+            self._inflight.discard(asyncio.current_task())  # type: ignore[arg-type]
             if self._pending.get(job_id) is asyncio.current_task():
                 self._pending.pop(job_id, None)
             if job_id in self._last_edit:  # the interval counts from the end of the edit

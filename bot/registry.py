@@ -14,6 +14,8 @@ data folder on first use, so everything runs offline.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,12 +92,22 @@ class ModelRegistry:
             ) from None
 
     def family(self, key: str) -> str:
+        """The entry's family, read from the model's files once when the registry leaves it out
+        (that imports torch: call :meth:`detect_families` off the event loop at start-up)."""
         entry = self.get(key)
         if entry.family:
             return entry.family
         from trainer.models import detect_family
 
-        return detect_family(entry.source)
+        family = detect_family(entry.source)
+        self.entries[key] = dataclasses.replace(entry, family=family)
+        return family
+
+    def detect_families(self) -> None:
+        """Fill in every family the registry leaves out; an unreadable model stays for later errors."""
+        for key in self.keys():
+            with contextlib.suppress(Exception):  # reported when a member picks that model
+                self.family(key)
 
     def ensure_available(self, key: str) -> BaseModelEntry:
         """Build a tiny model on first use (slow-ish: call off the event loop)."""

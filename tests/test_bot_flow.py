@@ -39,8 +39,8 @@ async def _upload_and_prune(w: World) -> None:
     inter = await w.slash(w.alice, "tags remove", {"dataset": "chara"})
     menu = await w.reply(inter)
     select = next(c for row in menu.components for c in row["components"] if c["type"] == 3)
-    victim = select["options"][0]["value"]
-    await w.click(menu, w.alice, select["custom_id"], values=[victim])
+    victim = select["options"][0]["label"]
+    await w.click(menu, w.alice, select["custom_id"], values=[select["options"][0]["value"]])
     await w.click(menu, w.alice, first_id(menu, label="Remove 1"))
     await w.click(menu, w.alice, first_id(menu, label="Remove"))
     assert f"Removed `{victim}`" in menu.content

@@ -46,13 +46,17 @@ def test_tag_pages_show_thumbnails_and_delete_an_image(settings):
             await make_dataset(w.services, owner=w.alice.user_id, images=3)
             browser = await w.reply(await w.slash(w.alice, "tags view", {"dataset": "chara"}))
             await w.click(browser, w.alice, _arrow(browser, "▶️"))
-            assert "image 1/3" in browser.embeds[0]["title"]
+            await w.server.wait_for_message(
+                lambda m: m is browser and "image 1/3" in m.embeds[0]["title"], 10
+            )
             assert browser.embeds[0]["thumbnail"]["url"] == "attachment://thumb.jpg"
             thumb = Image.open(io.BytesIO(browser.file("thumb.jpg").data))
             assert max(thumb.size) <= 256
             jump = next(c for row in browser.components for c in row["components"] if c["type"] == 3)
             await w.click(browser, w.alice, jump["custom_id"], values=["3"])
-            assert "image 3/3" in browser.embeds[0]["title"]
+            await w.server.wait_for_message(
+                lambda m: m is browser and "image 3/3" in m.embeds[0]["title"], 10
+            )
             ask = await w.reply(await w.click(browser, w.alice, first_id(browser, label="Delete image")))
             await w.click(ask, w.alice, first_id(ask, label="Delete"))
             assert "2 left" in ask.content
@@ -133,3 +137,40 @@ def test_a_channel_the_bot_cannot_post_in_is_refused(settings):
             assert await repo.list_jobs(w.services.conn) == []
 
     run(scenario())
+
+
+def test_a_tag_longer_than_a_menu_value_can_be_removed(settings):
+    async def scenario():
+        async with bot_world(settings) as w:
+            await make_dataset(w.services, owner=w.alice.user_id, images=2)
+            long_tag = "a very long natural language caption " * 4
+            await w.services.datasets.add_tags(w.alice.user_id, "chara", [long_tag.strip()])
+            menu = await w.reply(await w.slash(w.alice, "tags remove", {"dataset": "chara"}))
+            select = next(c for row in menu.components for c in row["components"] if c["type"] == 3)
+            option = next(o for o in select["options"] if o["label"].startswith("a very long"))
+            assert len(option["label"]) == 100
+            await w.click(menu, w.alice, select["custom_id"], values=[option["value"]])
+            await w.click(menu, w.alice, first_id(menu, label="Remove 1"))
+            await w.click(menu, w.alice, first_id(menu, label="Remove"))
+            assert "Removed" in menu.content
+            tags = {t.tag for t in await w.services.datasets.tag_table(w.alice.user_id, "chara")}
+            assert long_tag.strip() not in tags
+
+    run(scenario())
+
+
+def test_a_failed_jobs_public_embed_keeps_the_error_private():
+    import dataclasses
+
+    from bot.ui.embeds import job_embed
+
+    fields = {f.name for f in repo.JobRow.__dataclass_fields__.values()}
+    values = {name: None for name in fields} | {
+        "id": 3, "owner_id": 1, "kind": "train", "state": "failed", "priority": 0, "title": "chara",
+        "base_model": "m", "family": "sd15", "resolution": 512, "batch_size": 1, "total_steps": 10, "cost": 1,
+        "spec": {"epochs": 2}, "folder": "/srv/x", "step": 3, "epoch": 1, "attempts": 1, "refunded": 0,
+        "refund_expired": 0, "created_at": 0.0, "error": "[Errno 2] /srv/lorabot/data/jobs/abc missing",
+    }  # fmt: skip
+    embed = job_embed(repo.JobRow(**values), None)
+    assert "/srv" not in str(embed.to_dict())
+    assert dataclasses.is_dataclass(repo.JobRow)

@@ -79,3 +79,24 @@ def test_public_buttons_outlive_ended_views_and_start_charges_once(tmp_path, tin
             assert "Stop job" in ask.content  # the public button still answers
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_closing_the_bot_still_shows_a_jobs_end(tmp_path, tiny_sd15):
+    settings = queue_settings(tmp_path, {"tiny-sd15": tiny_sd15}, progress_interval_s=30)
+
+    async def scenario():
+        async with bot_world(settings) as w:
+            s = w.services
+            await make_dataset(s, owner=w.alice.user_id, images=3)
+            job = await s.queue.submit_training(w.alice.user_id, "chara", FAST, channel_id=w.channel.id)
+            message = await w.wait_message(
+                lambda m: bool(m.embeds) and f"Job #{job.id}" in m.embeds[0]["title"], 10
+            )
+            await s.queue.cancel(w.alice.user_id, job.id)  # its edit must wait 30 s...
+            await w.bot.close()  # ...but the bot stops now: the end is shown on the way out
+            assert "✖️" in message.embeds[0]["title"]
+            assert any(
+                f"job #{job.id}" in m.content and "cancelled" in m.content for m in w.channel_messages()
+            )
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))

@@ -79,6 +79,9 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    # QueueError is a ServiceError; discord.HTTPException: Discord refused or failed at start-up (5xx, 429)
+    from discord import HTTPException
+
     from db.database import MigrationError
 
     from ..datasets.service import ServiceError
@@ -86,5 +89,4 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from ..queue.stamina import StaminaError
     from ..registry import RegistryError
 
-    # QueueError is a ServiceError
-    return (ServiceError, RegistryError, MigrationError, StaminaError, DispatcherBusy)
+    return (ServiceError, RegistryError, MigrationError, StaminaError, DispatcherBusy, HTTPException)

@@ -6,9 +6,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..datasets.captions import split_tags
 from ..datasets.service import ServiceError
 from ..ui.base import ask_first
-from ..ui.common import answer, dataset_choices, services_of, tag_choices
+from ..ui.common import answer, dataset_choices, listed, services_of, tag_choices
 from ..ui.tags import TagBrowser, open_remover
 
 IMAGE_HELP = "Only this image (its id is on its page in /tags view); default: every image"
@@ -46,7 +47,11 @@ class TagsCog(commands.GroupCog, group_name="tags", group_description="See and p
             return
         wanted = [t.strip() for t in tags.split(",") if t.strip()]
         owner = interaction.user.id
-        known = {t.tag for t in await services.datasets.tag_table(owner, row.name)}
+        if image is None:
+            known = {t.tag for t in await services.datasets.tag_table(owner, row.name)}
+        else:  # the tags of that one image
+            images = await services.datasets.images(owner, row.name)
+            known = {t for i in images if i.id == image for t in split_tags(i.caption)}
         unknown = [t for t in wanted if t not in known]
         if unknown or not wanted:  # say so now, not after the confirmation
             raise ServiceError(
@@ -56,15 +61,14 @@ class TagsCog(commands.GroupCog, group_name="tags", group_description="See and p
         async def confirmed(click: discord.Interaction) -> None:
             result = await services.datasets.remove_tags(owner, row.name, wanted, image)
             await click.response.edit_message(
-                content=f"✂️ Removed {', '.join(f'`{t}`' for t in wanted)} from {result.changed} caption(s). "
+                content=f"✂️ Removed {listed(wanted)} from {result.changed} caption(s). "
                 f"Undo with `/tags undo dataset:{row.name}`.",
                 view=None,
             )
 
         where = f"image {image}" if image is not None else "every image"
-        listed = ", ".join(f"`{t}`" for t in wanted)
         await ask_first(
-            interaction, f"Remove {listed} from {where} of **{row.name}**?", confirmed, label="Remove"
+            interaction, f"Remove {listed(wanted)} from {where} of **{row.name}**?", confirmed, label="Remove"
         )
 
     @app_commands.command(name="add", description="Add tags to every caption (or one image)")

@@ -69,8 +69,15 @@ class UploadCog(commands.Cog):
             await answer(interaction, "You have no datasets yet: create one with `/dataset new` first.")
             return
         view = PickDatasetView(interaction.user.id, [d.name for d, _ in rows], files)
+        more = (
+            f" (the first 25 of your {len(rows)} datasets by name; for others use /upload)"
+            if len(rows) > 25
+            else ""
+        )
         view.message = await answer(
-            interaction, f"Add the {len(files)} attachment(s) of that message to which dataset?", view=view
+            interaction,
+            f"Add the {len(files)} attachment(s) of that message to which dataset?{more}",
+            view=view,
         )
 
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-from .common import GENERIC_ERROR, answer, friendly_error, send_error
+from .common import GENERIC_ERROR, answer, claim, friendly_error, send_error
 
 log = logging.getLogger(__name__)
 VIEW_TIMEOUT_S = 600.0
@@ -23,6 +23,7 @@ class OwnerView(discord.ui.View):
         self.message: discord.Message | discord.InteractionMessage | None = None
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        claim(interaction)
         if interaction.user.id == self.owner_id:
             return True
         await answer(interaction, "⛔ These buttons belong to the member who ran the command.")

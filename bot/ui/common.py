@@ -108,11 +108,30 @@ async def answer(
     **kwargs: Any,
 ) -> discord.Message | None:
     """Send the (first or a later) answer to an interaction; returns the message sent."""
+    content = clip(content)
     if interaction.response.is_done():
         return await interaction.followup.send(content, ephemeral=ephemeral, wait=True, **kwargs)
     sent = await interaction.response.send_message(content, ephemeral=ephemeral, **kwargs)
     resource = getattr(sent, "resource", None)
     return resource if isinstance(resource, discord.InteractionMessage) else None
+
+
+def claim(interaction: discord.Interaction) -> None:
+    """Mark an interaction as picked up by a live view or button (see LoraBot.on_interaction)."""
+    interaction.extras["claimed"] = True
+
+
+def clip(text: str | None, limit: int = 2000) -> str | None:
+    """``text`` cut to Discord's limit (a message holds 2000 characters)."""
+    if text is None or len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…"
+
+
+def listed(tags: list[str], most: int = 20) -> str:
+    """`a`, `b`, … and N more: a list that always fits in a message."""
+    shown = ", ".join(f"`{t[:60]}`" for t in tags[:most])
+    return shown + (f" and {len(tags) - most} more" if len(tags) > most else "")
 
 
 async def send_error(interaction: discord.Interaction, message: str) -> None:

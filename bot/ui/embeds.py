@@ -53,7 +53,8 @@ def job_line(status: JobStatus, *, owner: bool = False) -> str:
 
 
 def job_embed(job: JobRow, status: JobStatus | None) -> discord.Embed:
-    """The progress message of a training job (edited in place)."""
+    """The public progress message of a training job (edited in place); a failure's details
+    (they may name the server's paths) stay in the owner's /queue."""
     embed = discord.Embed(
         title=f"{STATE_ICONS.get(job.state, '')} Job #{job.id} · {job.title}"[:256],
         color=COLORS.get(job.state, discord.Color.blurple()),
@@ -70,7 +71,7 @@ def job_embed(job: JobRow, status: JobStatus | None) -> discord.Embed:
     if job.state == "done":
         embed.add_field(name="Next", value=f"Pick an epoch: `/epochs job:{job.id}`", inline=False)
     elif job.state == "failed":
-        embed.add_field(name="Error", value=(job.error or "unknown")[:1000], inline=False)
+        embed.add_field(name="Failed", value="the owner sees why in /queue", inline=False)
     if job.finished and job.refunded:
         embed.add_field(name="Refunded", value=f"{job.refunded} stamina")
     embed.set_footer(

@@ -22,6 +22,12 @@ class _Modal(discord.ui.Modal):
     def __init__(self) -> None:
         super().__init__(timeout=600)  # a dismissed form is forgotten after that
 
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        from .common import claim
+
+        claim(interaction)
+        return True
+
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
         from .common import GENERIC_ERROR, friendly_error, send_error
 
@@ -86,7 +92,7 @@ class SaveLoraModal(_Modal, title="Save to your LoRA library"):
 
 
 class TrainFurtherModal(_Modal, title="Train further"):
-    epochs = discord.ui.TextInput(label="More epochs", min_length=1, max_length=3)
+    epochs = discord.ui.TextInput(label="More epochs", min_length=1, max_length=4)
     extra = discord.ui.TextInput(
         label="Other options (key = value lines)",
         style=discord.TextStyle.paragraph,
@@ -137,6 +143,9 @@ class CompareModal(_Modal, title="Compare epochs × weights"):
         self.epochs.default = ", ".join(map(str, saved[-4:]))
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
+        from .common import require_posting
+
+        require_posting(interaction)  # the grid is posted in this channel (on_error says why not)
         services = services_of(interaction)
         try:
             epochs = [int(e) for e in self.epochs.value.replace(" ", "").split(",") if e]

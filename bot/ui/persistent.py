@@ -15,7 +15,7 @@ from pathlib import Path
 
 import discord
 
-from .common import answer, guarded, is_operator, run_service, services_of
+from .common import answer, claim, guarded, is_operator, run_service, services_of
 from .files import send_file
 
 PREFIX = "lorabot"
@@ -106,6 +106,10 @@ class CancelJobButton(
     ):
         return cls(int(match["job"]))
 
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        claim(interaction)
+        return True
+
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, ask_cancel(interaction, self.job_id))
 
@@ -133,6 +137,10 @@ class _EpochButton(discord.ui.DynamicItem[discord.ui.Button], template=r"unused"
         cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
     ):
         return cls(int(match["job"]), int(match["epoch"]))
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        claim(interaction)
+        return True
 
     async def callback(self, interaction: discord.Interaction) -> None:
         await guarded(interaction, type(self).run(interaction, self.job_id, self.epoch))

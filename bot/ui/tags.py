@@ -11,7 +11,7 @@ import discord
 
 from ..datasets.captions import TagCount, split_tags
 from .base import OwnerView
-from .common import answer, run_service, services_of
+from .common import answer, listed, run_service, services_of
 
 THUMB = 256
 PAGE_TAGS = 25
@@ -94,8 +94,9 @@ class TagBrowser(OwnerView):
         await self.show(interaction)
 
     async def show(self, interaction: discord.Interaction) -> None:
+        await interaction.response.defer()  # a thumbnail of a large original takes a moment
         embed, files = await self.render(interaction)
-        await interaction.response.edit_message(embed=embed, attachments=files, view=self)
+        await interaction.edit_original_response(embed=embed, attachments=files, view=self)
 
     @discord.ui.button(emoji="◀️", style=discord.ButtonStyle.secondary)
     async def prev(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
@@ -183,16 +184,17 @@ class TagRemover(OwnerView):
         where = (
             f"image {self.image_id}" if self.image_id is not None else f"every image of **{self.dataset}**"
         )
-        picked = f" Chosen: {', '.join(f'`{t}`' for t in sorted(self.chosen))}." if self.chosen else ""
+        picked = f" Chosen: {listed(sorted(self.chosen))}." if self.chosen else ""
         pages = -(-len(self.tags) // PAGE_TAGS)
         return f"Pick tags to remove from {where} (page {self.chunk + 1}/{pages}).{picked}"[:2000]
 
     def _fill(self) -> None:
-        part = self.tags[self.chunk * PAGE_TAGS : (self.chunk + 1) * PAGE_TAGS]
-        self.pick.options = [
-            discord.SelectOption(label=f"{t.tag}"[:100], value=t.tag[:100], description=f"on {t.count} image(s)",
+        first = self.chunk * PAGE_TAGS
+        part = self.tags[first : first + PAGE_TAGS]
+        self.pick.options = [  # the value is the index: a tag may be longer than 100 characters
+            discord.SelectOption(label=t.tag[:100], value=str(first + i), description=f"on {t.count} image(s)",
                                  default=t.tag in self.chosen)
-            for t in part
+            for i, t in enumerate(part)
         ]  # fmt: skip
         self.pick.max_values = len(part)
         self.more.disabled = len(self.tags) <= PAGE_TAGS
@@ -201,8 +203,8 @@ class TagRemover(OwnerView):
 
     @discord.ui.select(placeholder="Tags to remove", min_values=0, max_values=1)
     async def pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
-        shown = {o.value for o in select.options}
-        self.chosen = (self.chosen - shown) | set(select.values)
+        shown = {self.tags[int(o.value)].tag for o in select.options}
+        self.chosen = (self.chosen - shown) | {self.tags[int(v)].tag for v in select.values}
         self._fill()
         await interaction.response.edit_message(content=self.prompt(), view=self)
 
@@ -224,7 +226,7 @@ class TagRemover(OwnerView):
             result = await run_service(click, services.datasets.remove_tags(owner, dataset, tags, image_id))
             if result is not None:
                 await click.response.edit_message(
-                    content=f"✂️ Removed {', '.join(f'`{t}`' for t in tags)} from {result.changed} caption(s). "
+                    content=f"✂️ Removed {listed(tags)} from {result.changed} caption(s). "
                     f"Undo with `/tags undo dataset:{dataset}`.",
                     view=None,
                 )
@@ -233,7 +235,7 @@ class TagRemover(OwnerView):
         where = f"image {image_id}" if image_id is not None else "every image"
         view = ConfirmView(owner, confirmed, confirm_label="Remove", style=discord.ButtonStyle.danger)
         await interaction.response.edit_message(
-            content=f"Remove {', '.join(f'`{t}`' for t in tags)} from {where} of **{dataset}**?"[:2000],
+            content=f"Remove {listed(tags)} from {where} of **{dataset}**?"[:2000],
             view=view,
         )
         view.message = self.message

@@ -14,7 +14,7 @@ import discord
 from ..queue.eta import format_duration
 from ..queue.service import TrainingEstimate
 from .base import OwnerView
-from .common import answer, roles_of, run_service, services_of
+from .common import answer, require_posting, roles_of, run_service, services_of
 
 COLOR = discord.Color.blurple()
 
@@ -67,6 +67,7 @@ class TrainConfirmView(OwnerView):
         if self.starting:  # a second tap must never queue (and charge) a second job
             await answer(interaction, "⏳ Already starting this job.")
             return
+        require_posting(interaction)  # the job reports in this channel
         self.starting = True
         self.stop()
         await interaction.response.defer()  # copying the dataset can take longer than Discord waits
@@ -103,6 +104,9 @@ class TrainConfirmView(OwnerView):
 
     async def refresh(self, interaction: discord.Interaction, options: dict[str, Any]) -> None:
         """Re-estimate with new options and show them on the same message."""
+        if self.is_finished():
+            await answer(interaction, "This estimate is closed (started or cancelled): run /train again.")
+            return
         est = await run_service(interaction, _estimate(interaction, self.dataset, options))
         if est is None:
             return
