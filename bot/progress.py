@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 PROGRESS_KINDS = frozenset({"queued", "running", "started", "step", "epoch_saved", "requeued", "cancelling"})
 DEFAULT_UPLOAD_LIMIT = 10 * 2**20
 MAX_FILES = 10
+FINAL_TRIES = 3
+KEEP_EDIT_TIMES = 100  # jobs whose edit times are kept (tests and diagnostics read them)
 
 
 class ProgressNotifier:
@@ -113,10 +115,24 @@ class ProgressNotifier:
             view = discord.ui.View(timeout=None)
             if not job.finished:
                 view.add_item(CancelJobButton(job.id))
-            self.edits.setdefault(job_id, []).append(self.clock())
-            await self._show(job, embed, view)
-            if job.finished:
-                self._forget(job_id)
+            self._note_edit(job_id)
+            if not job.finished:
+                await self._show(job, embed, view)
+                return
+            for attempt in range(FINAL_TRIES):  # the final state must get there: nothing edits it later
+                try:
+                    await self._show(job, embed, view)
+                    break
+                except discord.HTTPException:
+                    if attempt == FINAL_TRIES - 1:
+                        raise
+                    await asyncio.sleep(2**attempt)
+            self._forget(job_id)
+
+    def _note_edit(self, job_id: int) -> None:
+        self.edits.setdefault(job_id, []).append(self.clock())
+        while len(self.edits) > KEEP_EDIT_TIMES:  # oldest jobs first (dicts keep insertion order)
+            del self.edits[next(iter(self.edits))]
 
     async def _show(self, job: repo.JobRow, embed: discord.Embed, view: discord.ui.View) -> None:
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]

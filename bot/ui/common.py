@@ -68,7 +68,10 @@ POSTING = ("send_messages", "embed_links", "attach_files")
 def require_posting(interaction: discord.Interaction) -> None:
     """Jobs report in the channel they were started from: refuse a channel the bot cannot post in."""
     perms = interaction.app_permissions
-    missing = [p.replace("_", " ").title() for p in POSTING if not getattr(perms, p, False)]
+    needed = list(POSTING)
+    if isinstance(interaction.channel, discord.Thread):  # threads have their own send permission
+        needed[0] = "send_messages_in_threads"
+    missing = [p.replace("_", " ").title() for p in needed if not getattr(perms, p, False)]
     if missing:
         raise ServiceError(
             f"I cannot post progress and pictures in this channel (missing permission: {', '.join(missing)}): "
