@@ -79,7 +79,8 @@ async def _watch(w: World, job_id: int) -> None:
     assert f"lorabot:cancel:{job_id}" in first_id(progress, "lorabot:cancel")
     inter = await w.slash(w.alice, "queue")
     listing = await w.reply(inter)
-    assert f"#{job_id}" in listing.embeds[0]["description"]
+    line = next(x for x in listing.embeds[0]["description"].split("**#") if x.startswith(f"{job_id}**"))
+    assert re.search(r"\d+/14 steps", line), line  # its progress, whatever state it is in now
     for epoch in (1, 2):
         grid = await w.wait_message(
             lambda m, e=epoch: bool(m.files) and f"epoch {e}/2" in m.embeds[0]["title"], 180
