@@ -144,7 +144,7 @@ class LoraBot(commands.Bot):
     async def close(self) -> None:
         if self._unsubscribe is not None:  # deliver what was published (a job's end) before leaving
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.services.bus.drain(), 10)
+                await asyncio.wait_for(self.services.bus.drain(), 4)
             self._unsubscribe()
             self._unsubscribe = None
         await self.notifier.close()

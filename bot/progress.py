@@ -10,13 +10,13 @@ message's id is stored on the job, so after a restart the bot edits the same mes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 
 from db import jobs as repo
@@ -48,11 +48,12 @@ class ProgressNotifier:
         self._pending: dict[int, asyncio.Task] = {}  # waiting for their turn
         self._inflight: set[asyncio.Task] = set()  # editing now
         self._locks: dict[int, asyncio.Lock] = {}
+        self.closed = False
         self.edits: dict[int, list[float]] = {}  # job id -> clock of each edit (tests read it)
 
     async def on_update(self, update: JobUpdate) -> None:
         job = update.job
-        if job.channel_id is None:
+        if job.channel_id is None or self.closed:
             return
         if job.kind == "train":
             if update.kind in PROGRESS_KINDS or update.kind == "finished":
@@ -64,18 +65,21 @@ class ProgressNotifier:
         elif update.kind == "finished":
             await self._post_images(job)
 
-    async def close(self) -> None:
-        """Stop waiting: show each pending job's latest state now (a final state must not be lost)."""
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop: show every pending job's latest state now, all at once, within ``timeout`` seconds
+        (a final state must not be lost, and a stopping process cannot wait long)."""
+        self.closed = True
         pending = list(self._pending.items())
         self._pending.clear()
-        for job_id, task in pending:
+        for _, task in pending:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._edit(job_id), 5)
-        if self._inflight:
-            await asyncio.wait(set(self._inflight), timeout=5)
+        await asyncio.gather(*(t for _, t in pending), return_exceptions=True)
+        work = [asyncio.ensure_future(self._edit(job_id)) for job_id, _ in pending] + list(self._inflight)
+        if work:
+            _, late = await asyncio.wait(work, timeout=timeout)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*work, return_exceptions=True)
 
     # The progress message --------------------------------------------------------------------------
 
@@ -119,29 +123,31 @@ class ProgressNotifier:
             if not job.finished:
                 await self._show(job, embed, view)
                 return
-            for attempt in range(FINAL_TRIES):  # the final state must get there: nothing edits it later
-                try:
-                    await self._show(job, embed, view)
-                    break
-                except discord.HTTPException:
-                    if attempt == FINAL_TRIES - 1:
-                        raise
-                    await asyncio.sleep(2**attempt)
-            self._forget(job_id)
+            try:
+                await self._show(job, embed, view, tries=FINAL_TRIES)  # nothing edits it later
+            finally:
+                self._forget(job_id)
 
     def _note_edit(self, job_id: int) -> None:
         self.edits.setdefault(job_id, []).append(self.clock())
         while len(self.edits) > KEEP_EDIT_TIMES:  # oldest jobs first (dicts keep insertion order)
             del self.edits[next(iter(self.edits))]
 
-    async def _show(self, job: repo.JobRow, embed: discord.Embed, view: discord.ui.View) -> None:
+    async def _show(
+        self, job: repo.JobRow, embed: discord.Embed, view: discord.ui.View, tries: int = 1
+    ) -> None:
+        """Edit the job's message (retrying a transient failure ``tries`` times), or post it."""
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
-        if job.message_id is not None:
+        for attempt in range(tries if job.message_id is not None else 0):
             try:
-                await channel.get_partial_message(job.message_id).edit(content=None, embed=embed, view=view)
+                await channel.get_partial_message(job.message_id).edit(content=None, embed=embed, view=view)  # type: ignore[arg-type]
                 return
             except discord.NotFound:  # deleted by someone: post a new one
-                pass
+                break
+            except (discord.DiscordServerError, aiohttp.ClientError, asyncio.TimeoutError):
+                if attempt == tries - 1:
+                    raise
+                await asyncio.sleep(2**attempt)
         message = await channel.send(embed=embed, view=view, allowed_mentions=discord.AllowedMentions.none())
         async with transaction(self.services.conn):
             await repo.update_progress(self.services.conn, job.id, message_id=message.id)

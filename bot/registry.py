@@ -14,8 +14,8 @@ data folder on first use, so everything runs offline.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TINY_KEYS = {"tiny-sd15": "sd15", "tiny-sdxl": "sdxl"}
+
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(ValueError):
@@ -99,15 +102,22 @@ class ModelRegistry:
             return entry.family
         from trainer.models import detect_family
 
-        family = detect_family(entry.source)
+        try:
+            family = detect_family(entry.source)
+        except Exception as exc:  # a missing or corrupt file: safetensors, OS and parse errors alike
+            raise RegistryError(
+                f"cannot read the family of base model '{key}' ({exc}): ask the operator"
+            ) from None
         self.entries[key] = dataclasses.replace(entry, family=family)
         return family
 
     def detect_families(self) -> None:
         """Fill in every family the registry leaves out; an unreadable model stays for later errors."""
         for key in self.keys():
-            with contextlib.suppress(Exception):  # reported when a member picks that model
+            try:
                 self.family(key)
+            except RegistryError as exc:  # reported again when a member picks that model
+                log.warning("%s", exc)
 
     def ensure_available(self, key: str) -> BaseModelEntry:
         """Build a tiny model on first use (slow-ish: call off the event loop)."""

@@ -174,3 +174,22 @@ def test_a_failed_jobs_public_embed_keeps_the_error_private():
     embed = job_embed(repo.JobRow(**values), None)
     assert "/srv" not in str(embed.to_dict())
     assert dataclasses.is_dataclass(repo.JobRow)
+
+
+def test_delete_image_acts_on_the_image_shown(settings):
+    async def scenario():
+        async with bot_world(settings) as w:
+            await make_dataset(w.services, owner=w.alice.user_id, images=3)
+            browser = await w.reply(await w.slash(w.alice, "tags view", {"dataset": "chara"}))
+            jump = next(c for row in browser.components for c in row["components"] if c["type"] == 3)
+            await w.click(browser, w.alice, jump["custom_id"], values=["2"])
+            await w.server.wait_for_message(
+                lambda m: m is browser and "image 2/3" in m.embeds[0]["title"], 10
+            )
+            images = await w.services.datasets.images(w.alice.user_id, "chara")
+            shown = images[1]
+            await w.services.datasets.remove_images(w.alice.user_id, "chara", [images[0].id])  # elsewhere
+            ask = await w.reply(await w.click(browser, w.alice, first_id(browser, label="Delete image")))
+            assert f"Delete image {shown.id} ({shown.original_name})" in ask.content
+
+    run(scenario())

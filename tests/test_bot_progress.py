@@ -100,3 +100,33 @@ def test_closing_the_bot_still_shows_a_jobs_end(tmp_path, tiny_sd15):
             )
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_tap_while_start_works_is_told_so(tmp_path, tiny_sd15):
+    settings = queue_settings(tmp_path, {"tiny-sd15": tiny_sd15}, command_cooldown_s=0)
+
+    async def scenario():
+        async with bot_world(settings) as w:
+            s = w.services
+            await make_dataset(s, owner=w.alice.user_id, images=3)
+            real = s.queue.submit_training
+
+            async def slow(*args, **kwargs):
+                await asyncio.sleep(2.5)  # a big dataset being copied
+                return await real(*args, **kwargs)
+
+            s.queue.submit_training = slow
+            estimate = await w.reply(await w.slash(w.alice, "train", {"dataset": "chara"}))
+            start, cancel = first_id(estimate, label="Start"), first_id(estimate, label="Cancel")
+            taps = [await w.server.send_component(estimate, w.alice, start)]
+            taps.append(
+                await w.server.send_component(estimate, w.alice, cancel)
+            )  # before the first is answered
+            await taps[0].wait_response(timeout=5)
+            assert "Already starting" in (await w.reply(taps[1])).content  # not "expired", not cancelled
+            buttons = [c for row in estimate.components for c in row["components"]]
+            assert all(c.get("disabled") for c in buttons)  # greyed out while it works
+            await w.server.wait_for_message(lambda m: m is estimate and "Queued" in m.content, 30)
+            assert len(await repo.list_jobs(s.conn)) == 1
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))

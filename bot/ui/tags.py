@@ -52,6 +52,7 @@ class TagBrowser(OwnerView):
         super().__init__(owner_id)
         self.dataset = dataset
         self.page = 0
+        self.image_id: int | None = None
 
     async def render(self, interaction: discord.Interaction) -> tuple[discord.Embed, list[discord.File]]:
         services = services_of(interaction)
@@ -62,9 +63,11 @@ class TagBrowser(OwnerView):
         self.delete.disabled = self.page == 0
         self._fill_jump(len(images))
         if self.page == 0:
+            self.image_id = None
             table = await services.datasets.tag_table(self.owner_id, self.dataset)
             return frequency_embed(self.dataset, table, len(images)), []
         image = images[self.page - 1]
+        self.image_id = image.id  # the buttons act on the image shown, even if others change
         row = await services.datasets.get(self.owner_id, self.dataset)
         data = await asyncio.to_thread(thumbnail, services.datasets.image_path(row, image))
         embed = discord.Embed(
@@ -115,11 +118,7 @@ class TagBrowser(OwnerView):
 
     @discord.ui.button(label="Remove tags…", emoji="✂️", style=discord.ButtonStyle.primary)
     async def remove(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        image_id = None
-        if self.page > 0:
-            images = await services_of(interaction).datasets.images(self.owner_id, self.dataset)
-            image_id = images[self.page - 1].id
-        await open_remover(interaction, self.dataset, image_id)
+        await open_remover(interaction, self.dataset, self.image_id)
 
     @discord.ui.button(label="Delete image", emoji="🗑️", style=discord.ButtonStyle.danger, row=1)
     async def delete(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
@@ -127,10 +126,10 @@ class TagBrowser(OwnerView):
 
         services = services_of(interaction)
         images = await services.datasets.images(self.owner_id, self.dataset)
-        if not 0 < self.page <= len(images):
+        image = next((i for i in images if i.id == self.image_id), None)
+        if image is None:
             await answer(interaction, "That image is gone already: press ◀ or ▶ to refresh.")
             return
-        image = images[self.page - 1]
         owner, dataset = self.owner_id, self.dataset
 
         async def confirmed(click: discord.Interaction) -> None:

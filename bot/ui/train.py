@@ -62,15 +62,28 @@ class TrainConfirmView(OwnerView):
         self.start.label = f"Start ({est.cost} stamina)"
         self.start.disabled = not est.affordable
 
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if not await super().interaction_check(interaction):
+            return False
+        if self.starting:  # a tap while the job is being queued (never a second job, never "expired")
+            await answer(interaction, "⏳ Already starting this job.")
+            return False
+        return True
+
     @discord.ui.button(label="Start", style=discord.ButtonStyle.success, emoji="🚀")
     async def start(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        if self.starting:  # a second tap must never queue (and charge) a second job
-            await answer(interaction, "⏳ Already starting this job.")
-            return
         require_posting(interaction)  # the job reports in this channel
         self.starting = True
-        self.stop()
-        await interaction.response.defer()  # copying the dataset can take longer than Discord waits
+        for item in self.children:
+            item.disabled = True  # type: ignore[attr-defined]
+        button.label = "Starting…"
+        await interaction.response.edit_message(view=self)  # copying the dataset can take a while
+        try:
+            await self._submit(interaction)
+        finally:
+            self.stop()
+
+    async def _submit(self, interaction: discord.Interaction) -> None:
         services = services_of(interaction)
         job = await run_service(
             interaction,
@@ -104,7 +117,7 @@ class TrainConfirmView(OwnerView):
 
     async def refresh(self, interaction: discord.Interaction, options: dict[str, Any]) -> None:
         """Re-estimate with new options and show them on the same message."""
-        if self.is_finished():
+        if self.is_finished() or self.starting:
             await answer(interaction, "This estimate is closed (started or cancelled): run /train again.")
             return
         est = await run_service(interaction, _estimate(interaction, self.dataset, options))
