@@ -22,7 +22,7 @@ from tests.test_dataset_service import picture
 
 def test_a_missing_token_is_one_line(tmp_path):
     env = {**os.environ, "LORABOT_DATA_DIR": str(tmp_path / "data"), "LORABOT_DISCORD_TOKEN": ""}
-    result = subprocess.run([sys.executable, "-m", "bot"], capture_output=True, text=True, cwd=tmp_path, env=env,
+    result = subprocess.run([sys.executable, "-m", "bot", "run"], capture_output=True, text=True, cwd=tmp_path, env=env,
                             timeout=120)  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [

@@ -5,9 +5,10 @@ database inside it unless ``LORABOT_DATABASE`` says otherwise). A bad argument i
 line on stderr and exit 2; a request the services refuse (an unknown dataset, too little
 stamina, a queue already run by another process) is one line and exit 1, never a traceback.
 
-``python -m bot`` alone (or ``python -m bot run``) starts the Discord bot (:mod:`bot.app`).
+``python -m bot`` alone starts the Discord bot (:mod:`bot.app`) when ``LORABOT_DISCORD_TOKEN``
+is set, and otherwise runs the offline demo (:mod:`bot.demo`); ``run`` and ``demo`` name them.
 
-Groups: ``dataset`` (:mod:`bot.cli.datasets`), ``stamina``, ``queue``, ``job``, ``estimate``
+Groups: ``init``, ``models`` and ``check`` (:mod:`bot.cli.admin`), ``dataset`` (:mod:`bot.cli.datasets`), ``stamina``, ``queue``, ``job``, ``estimate``
 and ``worker`` (:mod:`bot.cli.queue`, :mod:`bot.cli.worker`).
 """
 
@@ -18,7 +19,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
-from . import datasets, queue
+from . import admin, datasets, queue
 from .datasets import EXIT_ERROR
 
 if TYPE_CHECKING:
@@ -35,9 +36,21 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(prog="python -m bot", description="LoRA training bot: operator commands")
+    p = _OneLineParser(
+        prog="python -m bot",
+        description="LoRA training bot: operator commands ('python -m bot GROUP --help' for each)",
+        epilog="First time: 'python -m bot init', then 'python -m bot check'. Every command is in README.md, "
+        "section 'Datasets and the operator CLI'.",
+    )
     groups = p.add_subparsers(dest="group", required=True, parser_class=_OneLineParser)
-    groups.add_parser("run", help="start the Discord bot (the default)")
+    groups.add_parser("run", help="start the Discord bot (needs LORABOT_DISCORD_TOKEN)")
+    demo = groups.add_parser(
+        "demo", help="the whole flow offline through the real bot and a loopback Discord (no token needed)"
+    )
+    demo.add_argument(
+        "--out", default="lorabot-demo", help="folder for the demo's files (default ./lorabot-demo)"
+    )
+    admin.add_parsers(groups)
     datasets.add_parser(groups)
     queue.add_parsers(groups)
     return p
@@ -45,11 +58,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv or ["run"])
+    args = _parser().parse_args(argv) if argv else None  # --help works whatever the settings hold
     from ..settings import SettingsError, load_settings
 
     try:
+        if args is not None and args.group in admin.OWN_SETTINGS:  # they load (or check) the settings
+            return admin.run_own(args)
         settings = load_settings()
+        args = args or _parser().parse_args(_default_command(settings))
         return asyncio.run(_dispatch(args, settings))
     except SettingsError as exc:
         _fail(f"settings: {exc}")
@@ -58,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     return EXIT_ERROR
+
+
+def _default_command(settings: Settings) -> list[str]:
+    """``python -m bot`` alone: the bot when a token is configured, else the offline demo."""
+    return (
+        ["run"] if settings.discord_token and settings.discord_token.get_secret_value().strip() else ["demo"]
+    )
 
 
 def _fail(message: str) -> None:
@@ -72,6 +95,12 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from ..app import run_bot
 
         return await run_bot(settings)
+    if args.group == "demo":
+        from ..demo import run_demo
+
+        return await run_demo(args.out)
+    if args.group == "models":  # the registry file only: no database, and it may be the thing to fix
+        return admin.run_models(args, settings)
     async with open_services(settings) as services:
         if args.group == "dataset":
             return await datasets.run(services, args)

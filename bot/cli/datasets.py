@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ..datasets.images import Limits, Skipped
     from ..services import Services
 
 EXIT_ERROR = 1
@@ -26,14 +28,12 @@ def add_parser(groups: argparse._SubParsersAction) -> None:
         sub.add_argument("--user", type=int, required=True, help="the member's Discord user id")
         return sub
 
-    new = cmd("new", "create an empty dataset")
-    new.add_argument("--base-model", required=True, help="a key of the model registry (e.g. tiny-sd15)")
-    new.add_argument("--trigger", required=True, help="the trigger word, first tag of every caption")
-    new.add_argument("--crop-mode", default="none", choices=["none", "center", "focus"])
-    new.add_argument("--crop-size", help="e.g. 512x512, 1024, 832x1216 (default by model family)")
-    new.add_argument("--tagger", help="'tiny', a WD14 folder or hub id (default from settings)")
-    new.add_argument("--threshold", type=float, help="general tag threshold (default 0.35)")
-    new.add_argument("--character-threshold", type=float, help="character tag threshold (default 0.85)")
+    _dataset_options(cmd("new", "create an empty dataset"))
+    imp = cmd("import", "a new dataset from a folder or zip of images + same-named .txt captions")
+    _dataset_options(imp)
+    imp.add_argument("path", type=Path, help="a folder ('dataset export' writes one) or a .zip")
+    imp.epilog = "example:\n  python -m bot dataset import chara --user 1234 --base-model tiny-sd15 --trigger tkchar exported/"
+    imp.formatter_class = argparse.RawDescriptionHelpFormatter
     cmd("list", "the member's datasets", named=False)
     cmd("info", "one dataset's settings and counts")
     cmd("delete", "delete a dataset and its images")
@@ -58,6 +58,16 @@ def add_parser(groups: argparse._SubParsersAction) -> None:
     remove_images.add_argument("ids", nargs="+", type=int)
     export = cmd("export", "write images + .txt captions for the trainer")
     export.add_argument("--out", type=Path, required=True)
+
+
+def _dataset_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-model", required=True, help="a key of the model registry (e.g. tiny-sd15)")
+    p.add_argument("--trigger", required=True, help="the trigger word, first tag of every caption")
+    p.add_argument("--crop-mode", default="none", choices=["none", "center", "focus"])
+    p.add_argument("--crop-size", help="e.g. 512x512, 1024, 832x1216 (default by model family)")
+    p.add_argument("--tagger", help="'tiny', a WD14 folder or hub id (default from settings)")
+    p.add_argument("--threshold", type=float, help="general tag threshold (default 0.35)")
+    p.add_argument("--character-threshold", type=float, help="character tag threshold (default 0.85)")
 
 
 async def run(services: Services, args: argparse.Namespace) -> int:
@@ -124,13 +134,34 @@ async def _add(svc, a) -> int:
             print(f"error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_ERROR
 
-    def progress(stage: str, done: int, total: int) -> None:
-        if sys.stderr.isatty():
-            print(f"\r{stage} {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
-
-    report = await svc.add_files(a.user, a.name, files, progress)
+    report = await svc.add_files(a.user, a.name, files, _progress)
     report.skipped = too_big + report.skipped
     print(report.summary())
+    return 0
+
+
+def _progress(stage: str, done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        print(f"\r{stage} {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+async def _import(svc, a) -> int:
+    """Read everything first, then create the dataset; any failure after that deletes it again."""
+    files, left_out = read_import(a.path, svc.settings.limits())
+    await _new(svc, a)
+    try:
+        report = await svc.add_files(a.user, a.name, files, _progress)
+    except BaseException:
+        await asyncio.shield(svc.delete(a.user, a.name))
+        raise
+    report.skipped = left_out + report.skipped
+    print(report.summary())
+    if not report.added:
+        await svc.delete(a.user, a.name)
+        print(
+            f"error: nothing in {a.path} could be added, so dataset '{a.name}' was not kept", file=sys.stderr
+        )
+        return EXIT_ERROR
     return 0
 
 
@@ -188,8 +219,71 @@ async def _export(svc, a) -> int:
     return 0
 
 
+def read_import(path: Path, limits: Limits) -> tuple[list[tuple[str, bytes]], list[Skipped]]:
+    """Upload-shaped files for ``path``: a zip as it is; a folder packed into zips (stored, under the
+    upload limits) whose images keep their same-named .txt captions, and the files left out."""
+    from ..datasets.images import megabytes
+    from ..datasets.service import ServiceError
+
+    if path.is_file():
+        size = path.stat().st_size
+        if size > limits.max_file_bytes:
+            raise ServiceError(f"{path} is {megabytes(size)}, over the {megabytes(limits.max_file_bytes)} "
+                               "limit per file: unzip it and import the folder")  # fmt: skip
+        return [(path.name, path.read_bytes())], []
+    if not path.is_dir():
+        raise ServiceError(f"{path} is neither a folder nor a zip")
+    groups, left_out = _import_groups(path, limits)
+    budget = min(limits.max_file_bytes, limits.max_zip_total_bytes) - 2**16  # room for the zip's own records
+    chunks: list[list[Path]] = [[]]
+    size = 0
+    for members in groups.values():
+        grown = sum(m.stat().st_size + 128 + 2 * len(str(m)) for m in members)
+        if chunks[-1] and (size + grown > budget or len(chunks[-1]) + len(members) > limits.max_zip_entries):
+            chunks.append([])
+            size = 0
+        chunks[-1] += members
+        size += grown
+    return [(path.name or "import", _zip(path, chunk)) for chunk in chunks if chunk], left_out
+
+
+def _import_groups(folder: Path, limits: Limits) -> tuple[dict[str, list[Path]], list[Skipped]]:
+    """Images with their captions, by the caption key of a zip entry (folder + lower-case stem)."""
+    from PIL import Image
+
+    from ..datasets.images import Skipped, too_big_reason
+    from ..datasets.zips import _caption_key
+
+    image_suffixes = set(Image.registered_extensions())
+    groups: dict[str, list[Path]] = {}
+    left_out: list[Skipped] = []
+    for file in sorted(folder.rglob("*")):
+        rel = file.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or not file.is_file():
+            continue
+        suffix = file.suffix.lower()
+        if suffix != ".txt" and suffix not in image_suffixes:
+            left_out.append(Skipped(rel.as_posix(), "not an image or a .txt caption: left out"))
+        elif (size := file.stat().st_size) > limits.max_file_bytes:
+            left_out.append(Skipped(rel.as_posix(), too_big_reason(size, limits.max_file_bytes)))
+        else:
+            groups.setdefault(_caption_key(rel.as_posix()), []).append(file)
+    return {k: v for k, v in groups.items() if any(m.suffix.lower() != ".txt" for m in v)}, left_out
+
+
+def _zip(folder: Path, files: list[Path]) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for file in files:
+            archive.write(file, file.relative_to(folder).as_posix())
+    return buffer.getvalue()
+
+
 DATASET_COMMANDS = {
     "new": _new, "list": _list, "info": _info, "delete": _delete, "add": _add, "tags": _tags,
     "remove-tags": _remove_tags, "add-tags": _add_tags, "replace-tag": _replace_tag, "undo": _undo,
-    "export": _export, "remove-images": _remove_images,
+    "export": _export, "remove-images": _remove_images, "import": _import,
 }  # fmt: skip
