@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bot",
         description="LoRA training bot: operator commands ('python -m bot GROUP --help' for each)",
         epilog="First time: 'python -m bot init', then 'python -m bot check'. Every command is in README.md, "
-        "section 'Datasets and the operator CLI'.",
+        "section 'The operator CLI'.",
     )
     groups = p.add_subparsers(dest="group", required=True, parser_class=_OneLineParser)
     groups.add_parser("run", help="start the Discord bot (needs LORABOT_DISCORD_TOKEN)")

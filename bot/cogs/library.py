@@ -9,7 +9,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..ui.base import ask_first
-from ..ui.common import answer, lora_choices, services_of
+from ..ui.common import answer, defer_thinking, lora_choices, services_of
 from ..ui.embeds import table
 from ..ui.files import send_file
 
@@ -36,7 +36,7 @@ class LibraryCog(commands.GroupCog, group_name="lora", group_description="Your s
     @app_commands.autocomplete(name=lora_choices)
     async def download(self, interaction: discord.Interaction, name: str) -> None:
         lora = await services_of(interaction).library.get(interaction.user.id, name)
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        await defer_thinking(interaction)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in lora.name)
         await send_file(interaction, Path(lora.path), f"{safe}.safetensors", kind="lora", ref=lora.name)
 

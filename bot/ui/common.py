@@ -112,6 +112,12 @@ async def answer(
 ) -> discord.Message | None:
     """Send the (first or a later) answer to an interaction; returns the message sent."""
     content = clip(content)
+    if interaction.extras.pop("thinking", False):  # fill the "thinking…" answer instead of adding one
+        if "file" in kwargs:
+            kwargs["attachments"] = [kwargs.pop("file")]
+        if "files" in kwargs:
+            kwargs["attachments"] = kwargs.pop("files")
+        return await interaction.edit_original_response(content=content, **kwargs)
     if interaction.response.is_done():
         return await interaction.followup.send(content, ephemeral=ephemeral, wait=True, **kwargs)
     sent = await interaction.response.send_message(content, ephemeral=ephemeral, **kwargs)
@@ -135,6 +141,12 @@ def listed(tags: list[str], most: int = 20) -> str:
     """`a`, `b`, … and N more: a list that always fits in a message."""
     shown = ", ".join(f"`{t[:60]}`" for t in tags[:most])
     return shown + (f" and {len(tags) - most} more" if len(tags) > most else "")
+
+
+async def defer_thinking(interaction: discord.Interaction) -> None:
+    """Acknowledge now with a private "thinking…"; the next :func:`answer` replaces it."""
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    interaction.extras["thinking"] = True
 
 
 async def send_error(interaction: discord.Interaction, message: str) -> None:

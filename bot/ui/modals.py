@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from .base import log
-from .common import answer, roles_of, run_service, services_of
+from .common import answer, defer_thinking, roles_of, run_service, services_of
 
 if TYPE_CHECKING:
     from db.jobs import JobRow
@@ -79,7 +79,7 @@ class SaveLoraModal(_Modal, title="Save to your LoRA library"):
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         services = services_of(interaction)
-        await interaction.response.defer(ephemeral=True, thinking=True)  # copies a file of up to GBs
+        await defer_thinking(interaction)  # copies a file of up to GBs
         lora = await run_service(
             interaction, services.library.save(interaction.user.id, self.job_id, self.epoch, self.name.value)
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import discord
 
-from .common import answer, claim, guarded, is_operator, run_service, services_of
+from .common import answer, claim, defer_thinking, guarded, is_operator, run_service, services_of
 from .files import send_file
 
 PREFIX = "lorabot"
@@ -57,7 +57,7 @@ async def ask_cancel(interaction: discord.Interaction, job_id: int) -> None:
 
 async def download_epoch(interaction: discord.Interaction, job_id: int, epoch: int) -> None:
     services = services_of(interaction)
-    await interaction.response.defer(ephemeral=True, thinking=True)
+    await defer_thinking(interaction)
     path = await run_service(interaction, services.queue.epoch_file(interaction.user.id, job_id, epoch))
     if path is None:
         return

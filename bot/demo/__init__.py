@@ -1,0 +1,103 @@
+"""``python -m bot demo``: the whole guide flow offline, through the real bot and a loopback Discord.
+
+A newcomer's first ten minutes, without a GPU, Discord or the internet: a dataset of our own
+drawings, auto-tagging, tag pruning, the cost, the queue, two epochs on the built-in tiny SD1.5
+model, the preview grids, the download, the library and a /generate weight comparison. It writes
+the files it received and ``transcript.html`` (the conversation as the member saw it) to ``out``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+
+from .world import DemoError
+
+__all__ = ["DemoError", "run_demo"]
+
+
+async def run_demo(out: str) -> int:
+    """Run the demo into the folder ``out``; 0 on success, 1 (after one line on stderr) on failure."""
+    import sys
+
+    started = time.monotonic()
+    folder = Path(out).resolve()
+    try:
+        written = await asyncio.wait_for(_run(folder), 600)
+    except DemoError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    except asyncio.TimeoutError:
+        print("demo failed: it took more than 10 minutes", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"demo failed: {exc.strerror or exc}: {exc.filename or folder}", file=sys.stderr)
+        return 1
+    _summary(folder, written, time.monotonic() - started)
+    return 0
+
+
+async def _run(folder: Path) -> list[Path]:
+    """The flow; returns the files written."""
+    from ..settings import load_settings
+    from . import script
+    from .timeline import build_entries
+    from .transcript import write_transcript
+    from .world import demo_world
+
+    for name, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
+                        ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):  # fmt: skip
+        os.environ.setdefault(name, value)  # offline, and the trainer's output stays quiet
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(data_dir=folder / "data", database=None, model_registry=None, command_cooldown_s=0,
+                             progress_interval_s=1)  # fmt: skip
+    script.say(f"LoRA bot demo → {folder} (offline: loopback Discord, tiny SD1.5 model, CPU)")
+    logging.getLogger("discord").setLevel(logging.WARNING)
+    async with demo_world(settings) as w:
+        await script.make_dataset(w)
+        job_id = await script.start_training(w)
+        await script.watch_training(w, job_id)
+        lora = await script.pick_epoch(w, job_id, folder)
+        generated = await script.generate(w)
+        await asyncio.sleep(0.5)  # the last edits (progress message) land
+        written = [lora, *_save_images(w, generated, folder)]
+        entries = build_entries(w)
+    written += write_transcript(entries, folder / "transcript.html", title="LoRA bot demo: #training")
+    return written
+
+
+def _save_images(w, generated, folder: Path) -> list[Path]:
+    """The preview grids and the generated grid, copied into ``folder/downloads``."""
+    out = folder / "downloads"
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    previews = [m for m in w.server.channel_messages(w.channel)
+                if m.files and m.embeds and "epoch" in (m.embeds[0].get("title") or "")]  # fmt: skip
+    for i, m in enumerate(previews, 1):
+        path = out / f"preview-{i}-{m.files[0].filename}"
+        path.write_bytes(m.files[0].data)
+        paths.append(path)
+    path = out / f"generated-{generated.files[0].filename}"
+    path.write_bytes(generated.files[0].data)
+    return [*paths, path]
+
+
+def _summary(folder: Path, written: list[Path], seconds: float) -> None:
+    """A table of the files written (path, size)."""
+    shown = [p for p in written if p.exists() and p.parent.name != "transcript_files"]
+    rows = [(str(p.relative_to(folder)), f"{p.stat().st_size:,}") for p in shown]
+    extra = [p for p in written if p.exists() and p not in shown]
+    if extra:
+        size = sum(p.stat().st_size for p in extra)
+        rows.append((f"transcript_files/ ({len(extra)} images and files the transcript shows)", f"{size:,}"))
+    data = sum(f.stat().st_size for f in (folder / "data").rglob("*") if f.is_file())
+    rows.append(("data/ (bot's database, datasets, jobs, tiny model)", f"{data:,}"))
+    width = max(len(r[0]) for r in rows)
+    print(f"\nDone in {seconds:.0f} s. Files in {folder}:")
+    print(f"  {'path'.ljust(width)}  {'bytes':>12}")
+    for path, size in rows:
+        print(f"  {path.ljust(width)}  {size:>12}")
+    print(f"\nOpen {folder / 'transcript.html'} to see the conversation as the member saw it.")

@@ -1,0 +1,80 @@
+"""``python -m bot demo`` end to end: the whole flow offline, its files, and the LoRA it downloads."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from bot.demo import run_demo
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, int, str]:
+    """The demo's folder, its exit status and what it printed."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        status = asyncio.run(run_demo(str(out)))
+    return out, status, buf.getvalue()
+
+
+def _label_strip_has_text(path: Path) -> bool:
+    """The white band above the cells (title and column labels) holds dark text pixels."""
+    img = Image.open(path).convert("L")
+    band = img.crop((0, 0, img.width, max(12, img.height // 6)))
+    hist = band.histogram()
+    white = sum(hist[241:]) / (band.width * band.height)
+    dark = sum(hist[:80])
+    return white > 0.5 and dark > 20
+
+
+def test_demo_runs_the_flow_and_prints_it(demo):
+    out, status, printed = demo
+    assert status == 0, printed
+    for step in ("/dataset new", "/upload", "/tags remove", "/train", "/epochs", "/generate"):
+        assert step in printed
+    assert re.search(r"step \d+/14, epoch 2/2", printed)
+    assert "downloads/mascot-e02.safetensors" in printed and "transcript.html" in printed
+
+
+def test_preview_and_generated_grids_are_labelled_pngs(demo):
+    out = demo[0]
+    previews = sorted((out / "downloads").glob("preview-*.png"))
+    assert len(previews) == 2
+    for path in [*previews, *(out / "downloads").glob("generated-*.png")]:
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.width > 3 * 64
+        assert _label_strip_has_text(path), path
+
+
+def test_downloaded_lora_loads_in_diffusers(demo):
+    from trainer.generate import has_lora_layers
+    from trainer.models import load_pipeline
+
+    out = demo[0]
+    (lora,) = (out / "downloads").glob("*.safetensors")
+    pipe, _ = load_pipeline(str(out / "data" / "models" / "tiny-sd15"), "sd15")
+    pipe.load_lora_weights(str(lora), adapter_name="demo")
+    assert has_lora_layers(pipe)
+    assert "demo" in pipe.get_list_adapters().get("unet", [])
+
+
+def test_transcript_shows_the_commands_and_the_grids(demo):
+    out = demo[0]
+    page = (out / "transcript.html").read_text(encoding="utf-8")
+    for command in ("/dataset new", "/upload", "/train", "/generate", "/epochs"):
+        assert command in page
+    assert "Only you can see this" in page and "Start" in page
+    sources = re.findall(r'<img[^>]+src="([^"]+)"', page)
+    assert all(not s.startswith(("http:", "https:", "/")) for s in sources)
+    grids = [out / s for s in sources if s.endswith(("preview.png", "image-grid.png"))]
+    assert len(grids) >= 3 and all(p.is_file() for p in grids)
+    downloaded = {p.read_bytes() for p in (out / "downloads").glob("*.png")}
+    assert downloaded <= {p.read_bytes() for p in grids}
