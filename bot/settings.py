@@ -236,6 +236,18 @@ class Settings(BaseSettings):
 def load_settings(**overrides) -> Settings:
     try:
         return Settings(**overrides)
-    except ValidationError as exc:
-        lines = [f"LORABOT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
-        raise SettingsError("; ".join(lines)) from None
+    except (ValidationError, ValueError) as exc:
+        raise SettingsError("; ".join(settings_problems(exc))) from None
+
+
+def settings_problems(exc: Exception) -> list[str]:
+    """One line per bad setting, for a pydantic ValidationError or pydantic-settings' parse error
+    (a list or table setting that is not JSON)."""
+    if isinstance(exc, ValidationError):
+        return [f"LORABOT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+    match = re.search(r'field "(\w+)"', str(exc))
+    name = f"LORABOT_{match.group(1).upper()}" if match else "a setting"
+    return [
+        f'{name} is not valid JSON: lists and tables are JSON, e.g. LORABOT_DEVICES=["cpu"] '
+        "or LORABOT_GUILD_IDS=[123456789012345678]"
+    ]

@@ -15,6 +15,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _no_operator_settings(monkeypatch):
+    """Tests never read the operator's settings: no LORABOT_* from the environment, and no .env in
+    the folder pytest runs from (tests that need a .env write one in their own temp folder)."""
+    for key in [k for k in os.environ if k.startswith("LORABOT_")]:
+        monkeypatch.delenv(key)
+    if Path.cwd() == ROOT:
+        from bot.settings import Settings
+
+        monkeypatch.setitem(Settings.model_config, "env_file", None)
+
+
 @pytest.fixture(scope="session")
 def tiny_sd15(tmp_path_factory) -> Path:
     from trainer.tiny import make_tiny

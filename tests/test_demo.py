@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 from pathlib import Path
 
@@ -15,14 +17,38 @@ from bot.demo import run_demo
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> tuple[Path, int, str]:
     """The demo's folder, its exit status and what it printed."""
-    import contextlib
     import io
 
     out = tmp_path_factory.mktemp("demo") / "out"
     buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
+    # an operator's settings (GPUs, guilds, a registry) must not reach the demo: it uses the defaults
+    operator = {"LORABOT_DEVICES": '["0"]', "LORABOT_GUILD_IDS": "[123456789012345678]",
+                "LORABOT_MODEL_REGISTRY": "/nonexistent/models.toml", "LORABOT_DAILY_STAMINA": "0"}  # fmt: skip
+    with contextlib.redirect_stdout(buf), _environment(operator):
         status = asyncio.run(run_demo(str(out)))
     return out, status, buf.getvalue()
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_a_foreign_folder_or_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "mine.txt").write_text("not the demo's")
+    assert asyncio.run(run_demo(str(tmp_path))) == 1
+    assert "is not empty and not an earlier demo's folder" in capsys.readouterr().err
+    assert asyncio.run(run_demo(str(tmp_path / "mine.txt"))) == 1
+    assert (tmp_path / "mine.txt").read_text() == "not the demo's"
 
 
 def _label_strip_has_text(path: Path) -> bool:

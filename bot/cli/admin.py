@@ -134,7 +134,7 @@ def _init(a: argparse.Namespace) -> int:
         print(f"kept {env_file}: it exists already and is never overwritten")
     else:
         env_file.parent.mkdir(parents=True, exist_ok=True)
-        env_file.write_text(env_text(data_dir, registry if new_registry else None), encoding="utf-8")
+        env_file.write_text(env_text(data_dir, registry), encoding="utf-8")
         print(f"wrote {env_file} (every setting with its default; edit it)")
     settings = load_settings(_env_file=env_file, **({"data_dir": data_dir} if data_dir else {}))
     _make_data_dir(settings.data_dir)
@@ -208,8 +208,8 @@ def _env_value(value: str) -> str:
     """A .env value: bare when plain, else single-quoted (taken literally)."""
     if re.fullmatch(r"[\w./:@+-]+", value):
         return value
-    if "'" in value:
-        return json.dumps(value)
+    if "'" in value or "\\" in value or not value.isascii():
+        return json.dumps(value, ensure_ascii=False)
     return f"'{value}'"
 
 
@@ -302,6 +302,10 @@ def _models_add(settings: Settings, a: argparse.Namespace) -> int:
             detail = str(exc).replace(": ask the operator", "")
             raise AdminError(f"{detail}; nothing was added (give --family if it is a model)") from None
     entry = registry.get(a.key)
+    ok, how = availability(entry)
+    if not ok:  # e.g. a folder that is no diffusers model, or a file that is no checkpoint
+        _put(path, old)
+        raise AdminError(f"{entry.source} is not usable as a model ({how}); nothing was added")
     print(f"added '{a.key}' to {path}: {entry.family or 'auto'} {entry.source} ({availability(entry)[1]})")
     print("restart the bot to offer it to members")
     return 0

@@ -48,15 +48,12 @@ def _print_results(results: list[Result]) -> None:
 
 
 def _check_settings(env_file: Path) -> tuple[Settings | None, list[Result]]:
-    from pydantic import ValidationError
-
-    from ..settings import Settings
+    from ..settings import Settings, settings_problems
 
     try:
         settings = Settings(_env_file=env_file)
-    except ValidationError as exc:
-        return None, [(False, f"settings: LORABOT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}")
-                      for e in exc.errors()]  # fmt: skip
+    except ValueError as exc:  # pydantic's ValidationError, or a setting that is not JSON
+        return None, [(False, f"settings: {line}") for line in settings_problems(exc)]
     where = f"{env_file} and the environment" if env_file.exists() else f"the environment ({env_file} is missing)"  # fmt: skip
     return settings, [(True, f"settings load from {where}")]
 

@@ -26,7 +26,11 @@ async def run_demo(out: str) -> int:
     started = time.monotonic()
     folder = Path(out).resolve()
     try:
+        _prepare(folder)
         written = await asyncio.wait_for(_run(folder), 600)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("demo interrupted (run it again: it starts afresh)", file=sys.stderr)
+        return 130
     except DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
@@ -36,13 +40,39 @@ async def run_demo(out: str) -> int:
     except OSError as exc:
         print(f"demo failed: {exc.strerror or exc}: {exc.filename or folder}", file=sys.stderr)
         return 1
+    except Exception as exc:  # one line for anything else too; the details are for a bug report
+        logging.getLogger(__name__).debug("demo failed", exc_info=exc)
+        print(f"demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     _summary(folder, written, time.monotonic() - started)
     return 0
 
 
+MARKER = ".lorabot-demo"
+KEEP = {"models"}  # the tiny models built by an earlier run: the rest starts afresh
+
+
+def _prepare(folder: Path) -> None:
+    """Use ``folder`` only if it is empty or an earlier demo's; start from a clean slate there
+    (an interrupted run leaves jobs behind), keeping the tiny models it built."""
+    import shutil
+
+    if folder.exists() and not folder.is_dir():
+        raise DemoError(f"{folder} is a file: name a folder for the demo's files")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MARKER).exists():
+        raise DemoError(f"{folder} is not empty and not an earlier demo's folder: name a new folder (--out)")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("written by python -m bot demo\n", encoding="utf-8")
+    data = folder / "data"
+    if data.is_dir():
+        for child in data.iterdir():
+            if child.name not in KEEP:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
 async def _run(folder: Path) -> list[Path]:
     """The flow; returns the files written."""
-    from ..settings import load_settings
+    from ..settings import Settings
     from . import script
     from .timeline import build_entries
     from .transcript import write_transcript
@@ -52,8 +82,9 @@ async def _run(folder: Path) -> list[Path]:
                         ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):  # fmt: skip
         os.environ.setdefault(name, value)  # offline, and the trainer's output stays quiet
     folder.mkdir(parents=True, exist_ok=True)
-    settings = load_settings(data_dir=folder / "data", database=None, model_registry=None, command_cooldown_s=0,
-                             progress_interval_s=1)  # fmt: skip
+    # the embedded defaults only: never the operator's .env or LORABOT_* (a real registry, GPUs, guilds)
+    settings = Settings(_env_file=None, _env_prefix="LORABOT_DEMO_UNUSED_", data_dir=folder / "data",
+                        command_cooldown_s=0, progress_interval_s=1)  # fmt: skip
     script.say(f"LoRA bot demo → {folder} (offline: loopback Discord, tiny SD1.5 model, CPU)")
     logging.getLogger("discord").setLevel(logging.WARNING)
     async with demo_world(settings) as w:

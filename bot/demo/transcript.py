@@ -228,7 +228,10 @@ def _inline(text: str, names: dict[str, str]) -> str:
 
 def _timestamp(seconds: int, style: str | None) -> str:
     """A <t:…> timestamp as readable UTC time (relative ones as 'in/… ago' from now)."""
-    when = datetime.fromtimestamp(seconds, timezone.utc)
+    try:
+        when = datetime.fromtimestamp(seconds, timezone.utc)
+    except (OverflowError, ValueError, OSError):
+        return f"&lt;t:{seconds}&gt;"
     if style == "R":
         delta = seconds - datetime.now(timezone.utc).timestamp()
         amount = _duration(abs(delta))
