@@ -1,13 +1,7 @@
-"""The job/event contract between the bot and the trainer process.
+"""The jobs of the contract: what the bot may ask the trainer to do, validated here.
 
-This module is the one bridge between ``bot`` and ``trainer``: the bot writes a
-job file that validates here, starts ``python -m trainer train --job FILE`` and
-reads back JSON-line events that parse here. It imports no torch, so the bot
-can import it cheaply.
-
-Versioning: ``SCHEMA_VERSION`` is written into every event (``schema``) and may
-be given in a job file (``schema``). A job that names a newer schema than this
-trainer knows is refused instead of half-understood.
+A training job (:class:`TrainJob`) or a rendering job (:class:`GenerateJob`), read from TOML or
+JSON and checked with clear, per-key messages (:func:`load_job`, :func:`parse_job`).
 """
 
 from __future__ import annotations
@@ -17,7 +11,6 @@ import json
 import math
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -384,45 +377,3 @@ def _describe(exc: ValidationError, kind: type[_Strict]) -> list[str]:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{loc}: {msg} (got {err.get('input')!r})")
     return lines
-
-
-# Events ----------------------------------------------------------------------------------------
-
-EventKind = Literal[
-    "ready", "started", "step", "epoch_saved", "preview_ready", "image_ready", "done", "cancelled", "failed"
-]
-EVENT_FIELDS: dict[str, tuple[str, ...]] = {
-    "ready": (),  # a long-lived process (``python -m trainer serve``) is up and reads requests
-    "started": ("total_steps", "total_epochs"),
-    "step": ("step", "total_steps", "epoch", "loss", "lr"),
-    "epoch_saved": ("epoch", "path"),
-    "preview_ready": ("epoch", "path"),
-    "image_ready": ("index", "path"),
-    "done": ("files",),
-    "cancelled": ("step",),
-    "failed": ("message",),
-}
-
-
-def make_event(kind: str, **fields: Any) -> dict[str, Any]:
-    """Build an event dict with the common keys; checks the kind's required fields are there."""
-    missing = [f for f in EVENT_FIELDS[kind] if f not in fields]
-    if missing:
-        raise ValueError(f"event {kind} lacks {missing}")
-    return {"event": kind, "schema": SCHEMA_VERSION, "time": round(time.time(), 3), **fields}
-
-
-def parse_event(line: str) -> dict[str, Any] | None:
-    """Parse one stdout line of the trainer; None for lines that are not events."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict) or obj.get("event") not in EVENT_FIELDS:
-        return None
-    if any(f not in obj for f in EVENT_FIELDS[obj["event"]]):
-        return None
-    return obj
