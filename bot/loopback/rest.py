@@ -12,8 +12,8 @@ import logging
 from aiohttp import web
 
 from . import validate
-from .messages import new_message, read_body, resolve_files, without_content
-from .responses import empty_message, error, invalid, json_response, unknown_message
+from .messages import new_message, resolve_files, without_content
+from .responses import error, invalid, json_response, unknown_message
 from .state import JSON, RecordedMessage, snowflake
 from .webhooks import API, InteractionRoutes
 
@@ -134,15 +134,10 @@ class Rest(InteractionRoutes):
         channel = self.s.find_channel(int(request.match_info["cid"]))
         if channel is None:
             return error(404, 10003, "Unknown Channel")
-        body, uploads = await read_body(request)
-        too_big = self._check_files(uploads, self.s.upload_limit)
-        if too_big:
-            return too_big
-        errors = validate.check_message(body)
-        if errors:
-            return invalid(errors)
-        if validate.is_empty_message(body) and not uploads:
-            return empty_message()
+        checked = await self._new_message_body(request, self.s.upload_limit)
+        if isinstance(checked, web.Response):
+            return checked
+        body, uploads = checked
         message = new_message(
             base_url=self.s.http_url,
             channel_id=channel.id,

@@ -56,6 +56,21 @@ class InteractionRoutes:
                 return too_large()
         return None
 
+    async def _new_message_body(
+        self, request: web.Request, limit: int
+    ) -> tuple[JSON, list[UploadedFile]] | web.Response:
+        """A new message's body and files, or Discord's error for a message it refuses."""
+        body, uploads = await read_body(request)
+        refused = self._check_files(uploads, limit)
+        if refused:
+            return refused
+        errors = validate.check_message(body)
+        if errors:
+            return invalid(errors)
+        if validate.is_empty_message(body) and not uploads:
+            return empty_message()
+        return body, uploads
+
     # -- the callback ---------------------------------------------------------
 
     async def callback(self, request: web.Request) -> web.Response:
@@ -163,15 +178,10 @@ class InteractionRoutes:
         inter, refused = self._hook_interaction(request)
         if inter is None or inter.response is None:
             return refused or unknown_webhook()
-        body, uploads = await read_body(request)
-        too_big = self._check_files(uploads, inter.attachment_size_limit)
-        if too_big:
-            return too_big
-        errors = validate.check_message(body)
-        if errors:
-            return invalid(errors)
-        if validate.is_empty_message(body) and not uploads:
-            return empty_message()
+        checked = await self._new_message_body(request, inter.attachment_size_limit)
+        if isinstance(checked, web.Response):
+            return checked
+        body, uploads = checked
         message = self._interaction_message(inter, body, uploads, followup=True)
         inter.followups.append(message)
         if request.query.get("wait") in ("1", "true", "True"):
