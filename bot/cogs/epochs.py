@@ -10,9 +10,8 @@ from discord.ext import commands
 
 from db import jobs as repo
 
-from ..queue.service import QueueError
 from ..ui.base import OwnerView
-from ..ui.common import answer, job_choices, services_of
+from ..ui.common import answer, job_choices, parse_job_id, services_of
 from ..ui.modals import CompareModal
 from ..ui.persistent import epoch_action_buttons
 
@@ -82,11 +81,7 @@ class EpochsCog(commands.Cog):
     @app_commands.describe(job="One of your training jobs")
     async def epochs(self, interaction: discord.Interaction, job: str) -> None:
         services = services_of(interaction)
-        try:
-            job_id = int(job.strip().lstrip("#"))
-        except ValueError:
-            raise QueueError(f"'{job}' is not a job number like 12: pick one from the list") from None
-        row = await services.queue.job(interaction.user.id, job_id)
+        row = await services.queue.job(interaction.user.id, parse_job_id(job))
         saved = [e for e in await repo.epochs(services.conn, row.id) if Path(e.path).is_file()]
         if row.kind != "train" or not saved:
             what = "is not a training job" if row.kind != "train" else f"has no saved epoch yet ({row.state})"

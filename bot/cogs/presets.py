@@ -6,13 +6,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..ui.common import answer, choices, services_of
+from ..ui.common import answer, choices, preset_choices, services_of
 from ..ui.embeds import table
-
-
-async def preset_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-    rows = await services_of(interaction).presets.list(interaction.user.id)
-    return choices([(p.name, p.name) for p in rows], current)
 
 
 @app_commands.guild_only()

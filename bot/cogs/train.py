@@ -10,7 +10,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..ui.common import dataset_choices, job_choices, require_posting, services_of
+from ..queue.service import QueueError
+from ..ui.common import (
+    dataset_choices,
+    job_choices,
+    parse_job_id,
+    preset_choices,
+    require_posting,
+    services_of,
+)
 from ..ui.train import show_estimate
 
 Optimizer = Literal["AdamW", "AdamW8bit", "Adafactor", "Lion", "DAdaptation", "DAdaptAdam", "Prodigy"]
@@ -39,7 +47,9 @@ class TrainCog(commands.Cog):
         continue_job="Train further from a saved epoch of this job (with continue_epoch)",
         continue_epoch="The saved epoch to start from",
     )
-    @app_commands.autocomplete(dataset=dataset_choices, like=job_choices, continue_job=job_choices)
+    @app_commands.autocomplete(
+        dataset=dataset_choices, like=job_choices, continue_job=job_choices, preset=preset_choices
+    )
     async def train(
         self,
         interaction: discord.Interaction,
@@ -64,40 +74,13 @@ class TrainCog(commands.Cog):
         }  # fmt: skip
         require_posting(interaction)
         services = services_of(interaction)
+        like_id = parse_job_id(like, "like") if like is not None else None
         options = await services.presets.resolve_train_options(
-            interaction.user.id, preset=preset, like=_job_id(like), explicit=explicit
+            interaction.user.id, preset=preset, like=like_id, explicit=explicit
         )
         init_from = None
         if continue_job is not None or continue_epoch is not None:
-            init_from = (_job_id(continue_job, "continue_job"), _epoch(continue_epoch))
+            if continue_job is None or continue_epoch is None:
+                raise QueueError("train further needs both continue_job and continue_epoch")
+            init_from = (parse_job_id(continue_job, "continue_job"), continue_epoch)
         await show_estimate(interaction, dataset, options, init_from)
-
-    @train.autocomplete("preset")
-    async def _presets(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        from ..ui.common import choices
-
-        rows = await services_of(interaction).presets.list(interaction.user.id)
-        return choices([(p.name, p.name) for p in rows], current)
-
-
-def _job_id(text: str | None, option: str = "like") -> Any:
-    from ..queue.service import QueueError
-
-    if text is None:
-        if option == "like":
-            return None
-        raise QueueError("train further needs both continue_job and continue_epoch")
-    try:
-        return int(text.strip().lstrip("#"))
-    except ValueError:
-        raise QueueError(f"{option}: '{text}' is not a job number like 12 (pick one from the list)") from None
-
-
-def _epoch(value: int | None) -> int:
-    from ..queue.service import QueueError
-
-    if value is None:
-        raise QueueError("train further needs both continue_job and continue_epoch")
-    return value

@@ -179,6 +179,21 @@ async def run_service(interaction: discord.Interaction, call: Awaitable[Any]) ->
         return None
 
 
+def parse_job_id(text: str, option: str = "job") -> int:
+    """A job number as a member types or picks it ("12" or "#12")."""
+    from ..queue.service import QueueError
+
+    try:
+        return int(text.strip().lstrip("#"))
+    except ValueError:
+        raise QueueError(f"{option}: '{text}' is not a job number like 12 (pick one from the list)") from None
+
+
+async def preset_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    rows = await services_of(interaction).presets.list(interaction.user.id)
+    return choices([(p.name, p.name) for p in rows], current)
+
+
 def choices(items: list[tuple[str, str]], current: str) -> list[app_commands.Choice[str]]:
     """(label, value) pairs matching what the member typed, at most 25, as Discord allows."""
     needle = current.casefold().strip()
