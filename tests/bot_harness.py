@@ -85,10 +85,20 @@ class World:
         )
 
 
+async def queued_job(w: World) -> repo.JobRow:
+    """A training job of alice's on a 3-image dataset, queued from the world's channel."""
+    await make_dataset(w.services, owner=w.alice.user_id, images=3)
+    return await w.services.queue.submit_training(w.alice.user_id, "chara", FAST, channel_id=w.channel.id)
+
+
+async def progress_message(w: World, job_id: int) -> RecordedMessage:
+    """The job's progress message in the channel, once the bot posted it."""
+    return await w.wait_message(lambda m: bool(m.embeds) and f"Job #{job_id}" in m.embeds[0]["title"], 10)
+
+
 async def job_with_epoch(w: World, size: int = 4096) -> repo.JobRow:
     """A queued training job of alice's with a saved epoch 1 (a file of ``size`` bytes)."""
-    await make_dataset(w.services, owner=w.alice.user_id, images=3)
-    job = await w.services.queue.submit_training(w.alice.user_id, "chara", FAST, channel_id=w.channel.id)
+    job = await queued_job(w)
     path = Path(job.folder) / "output" / "chara-000001.safetensors"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(os.urandom(size))

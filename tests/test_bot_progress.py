@@ -8,8 +8,8 @@ import time
 from bot.queue.bus import JobUpdate
 from db import jobs as repo
 from db.database import transaction
-from tests.bot_harness import bot_world, custom_ids, first_id
-from tests.queue_helpers import FAST, make_dataset, queue_settings
+from tests.bot_harness import bot_world, custom_ids, first_id, progress_message, queued_job
+from tests.queue_helpers import make_dataset, queue_settings
 
 INTERVAL = 0.4
 
@@ -20,11 +20,8 @@ def test_progress_edits_are_throttled_and_end_on_the_final_state(tmp_path, tiny_
     async def scenario():
         async with bot_world(settings) as w:
             s = w.services
-            await make_dataset(s, owner=w.alice.user_id, images=3)
-            job = await s.queue.submit_training(w.alice.user_id, "chara", FAST, channel_id=w.channel.id)
-            message = await w.wait_message(
-                lambda m: bool(m.embeds) and f"Job #{job.id}" in m.embeds[0]["title"], 10
-            )
+            job = await queued_job(w)
+            message = await progress_message(w, job.id)
             assert custom_ids(message) == [f"lorabot:cancel:{job.id}"]
             started = time.monotonic()
             for step in range(1, 41):  # 40 updates in ~1.2 s: a fast trainer
@@ -70,9 +67,7 @@ def test_public_buttons_outlive_ended_views_and_start_charges_once(tmp_path, tin
             assert len(await repo.list_jobs(s.conn)) == 1  # two taps, one job, one charge
             (job,) = await repo.list_jobs(s.conn)
             assert (await s.stamina.balance(w.alice.user_id)).balance == 150 - job.cost
-            progress = await w.wait_message(
-                lambda m: bool(m.embeds) and f"Job #{job.id}" in m.embeds[0]["title"], 10
-            )
+            progress = await progress_message(w, job.id)
             listing = await w.reply(await w.slash(w.alice, "queue"))
             await w.click(listing, w.alice, first_id(listing, label="Refresh"))  # ends that view
             ask = await w.reply(await w.click(progress, w.alice, f"lorabot:cancel:{job.id}"))
@@ -87,11 +82,8 @@ def test_closing_the_bot_still_shows_a_jobs_end(tmp_path, tiny_sd15):
     async def scenario():
         async with bot_world(settings) as w:
             s = w.services
-            await make_dataset(s, owner=w.alice.user_id, images=3)
-            job = await s.queue.submit_training(w.alice.user_id, "chara", FAST, channel_id=w.channel.id)
-            message = await w.wait_message(
-                lambda m: bool(m.embeds) and f"Job #{job.id}" in m.embeds[0]["title"], 10
-            )
+            job = await queued_job(w)
+            message = await progress_message(w, job.id)
             await s.queue.cancel(w.alice.user_id, job.id)  # its edit must wait 30 s...
             await w.bot.close()  # ...but the bot stops now: the end is shown on the way out
             assert "✖️" in message.embeds[0]["title"]

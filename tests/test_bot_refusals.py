@@ -11,7 +11,7 @@ import pytest
 
 from bot.loopback import Upload
 from db import jobs as repo
-from tests.bot_harness import bot_world, first_id, job_with_epoch
+from tests.bot_harness import bot_world, first_id, job_with_epoch, progress_message
 from tests.queue_helpers import make_dataset, queue_settings
 
 
@@ -60,9 +60,7 @@ def test_another_members_things_are_not_found(settings):
                     command,
                     reply.content,
                 )
-            progress = await w.wait_message(
-                lambda m: bool(m.embeds) and f"Job #{job.id}" in m.embeds[0]["title"], 10
-            )
+            progress = await progress_message(w, job.id)
             reply = await w.reply(await w.click(progress, w.bob, f"lorabot:cancel:{job.id}"))
             assert reply.ephemeral and f"no job #{job.id}" in reply.content
             inter = await w.server.send_autocomplete(

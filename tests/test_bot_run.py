@@ -15,8 +15,8 @@ from bot.loopback import LoopbackDiscord, Upload, point_discord_at, running_clie
 from bot.services import open_services
 from bot.settings import SettingsError
 from bot.web import FileServer
-from tests.bot_harness import bot_world, first_id
-from tests.queue_helpers import FAST, make_dataset, queue_settings
+from tests.bot_harness import bot_world, first_id, progress_message, queued_job
+from tests.queue_helpers import queue_settings
 from tests.test_dataset_service import picture
 
 
@@ -52,13 +52,8 @@ def test_cancel_button_works_after_a_restart(tmp_path, tiny_sd15):
 
     async def scenario():
         async with open_services(settings) as services, bot_world(settings, services=services) as w:
-            await make_dataset(services, owner=w.alice.user_id, images=3)
-            job = await services.queue.submit_training(
-                w.alice.user_id, "chara", FAST, channel_id=w.channel.id
-            )
-            progress = await w.wait_message(
-                lambda m: bool(m.embeds) and f"#{job.id}" in m.embeds[0]["title"], 10
-            )
+            job = await queued_job(w)
+            progress = await progress_message(w, job.id)
             listing = await w.reply(await w.slash(w.alice, "queue"))
             await _second_bot(w.server, services, progress, w, job.id, listing)
 
