@@ -104,7 +104,9 @@ async def ingest_attachments(
     wanted = [f for f in files if f not in too_big]
     progress = _Progress(interaction)
     progress.show(f"Downloading {len(wanted)} file(s)…")
-    payload = [(f.filename, await f.read()) for f in wanted]
+    payload = list(
+        zip([f.filename for f in wanted], await asyncio.gather(*(f.read() for f in wanted)), strict=True)
+    )
     report = BatchReport()
     if payload:
         try:
