@@ -31,6 +31,8 @@ _NOT_TRAINING = {
     "preview_size",
     "preview_seed",
     "preview_weights",
+    "gradient_checkpointing",  # speed/memory only: the same steps give the same weights
+    "compile_unet",
 }
 
 

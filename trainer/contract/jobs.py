@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .advanced import AdvancedOptions
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -125,7 +127,7 @@ class PreviewOptions(_Strict):
         return v
 
 
-class TrainJob(ModelSource, PreviewOptions):
+class TrainJob(ModelSource, PreviewOptions, AdvancedOptions):
     """One training job. Every key of a job file is a field here; unknown keys are errors."""
 
     dataset_dir: str
@@ -252,6 +254,24 @@ def _incompatible_pairs(job: TrainJob) -> list[str]:
             f"save_every_n_epochs ({job.save_every_n_epochs}) is more than epochs ({job.epochs}): "
             "only the last epoch would be saved; lower it"
         )
+    return problems + _block_pairs(job)
+
+
+_BLOCK_KEYS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_dims", "block_alphas")
+
+
+def _block_pairs(job: TrainJob) -> list[str]:
+    problems = []
+    given = [k for k in _BLOCK_KEYS if getattr(job, k) is not None]
+    if given and job.text_encoder_only:
+        problems.append(
+            f"text_encoder_only trains no UNet, so {', '.join(given)} would be ignored: remove one"
+        )
+    block_lr = any(getattr(job, k) is not None for k in _BLOCK_KEYS[:3])
+    if job.block_alphas is not None and job.block_dims is None and not block_lr:
+        problems.append("block_alphas needs block_dims (or block lr weights): set block_dims too")
+    if job.block_lr_zero_threshold > 0 and not block_lr:
+        problems.append("block_lr_zero_threshold needs down/mid/up_lr_weight: set them or remove it")
     return problems
 
 
