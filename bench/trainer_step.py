@@ -7,15 +7,23 @@ bare: the same UNet with the same LoRA modules and optimizer on one in-memory ba
 of cached latents and embeddings: forward, loss, backward, step, zero_grad.
 
 Blocks of the two are interleaved so machine noise hits both; the ratio is
-ours / bare in steps per second. Ends with one line of key=value pairs.
+ours / bare in steps per second. It is measured twice in one run: with the advanced
+options off and all on (``OPTIONS_ON``: min-SNR, noise offset, pyramid noise, 225-token
+weighted captions drawn from the text cache, block lr weights); ``ratio`` is the lower.
+Ends with one line of key=value pairs.
 
-    python bench/trainer_step.py [--family sd15] [--resolution 128] [--blocks 6]
+    python bench/trainer_step.py [--family sd15] [--resolution 128] [--blocks 6] [--options both]
+    # on a GPU (the issue's figures):
+    python bench/trainer_step.py --full --family sd15 --resolution 512 --precision bf16 --batch-size 4 \
+        [--gradient-checkpointing]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import io
+import random
 import resource
 import statistics
 import sys
@@ -28,11 +36,22 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trainer.caches import cache_latents, cache_text  # noqa: E402
 from trainer.contract import TrainJob  # noqa: E402
 from trainer.events import EventWriter, StopFlag  # noqa: E402
+from trainer.models import autocast  # noqa: E402
 from trainer.text import sdxl_time_ids  # noqa: E402
 from trainer.tiny import make_tiny  # noqa: E402
-from trainer.train import Run, add_networks, cache_latents, conditioning, prepare, train_epoch  # noqa: E402
+from trainer.train import (  # noqa: E402
+    Run,
+    add_networks,
+    batch_conditioning,
+    preflight,
+    prepare,
+    train_epoch,
+)  # fmt: skip
+
+IMAGES = 4
 
 
 def write_images(folder: Path, count: int, size: int) -> None:
@@ -49,13 +68,14 @@ def write_images(folder: Path, count: int, size: int) -> None:
 def bare_step_fn(run: Run):
     """One fixed batch of cached latents and embeddings; returns a function doing one bare step."""
     item = run.items[0]
-    latents = torch.stack([item.latent] * run.job.batch_size)
+    batch = [0] * run.job.batch_size
+    latents = torch.stack([item.latent] * run.job.batch_size).to(run.device)
     gen = torch.Generator(run.device).manual_seed(0)
     noise = torch.randn(latents.shape, generator=gen, device=run.device)
     timesteps = torch.randint(0, 1000, (latents.shape[0],), generator=gen, device=run.device)
     noisy = run.noise_scheduler.add_noise(latents, noise, timesteps).to(run.dtype)
-    with torch.no_grad():
-        cond = conditioning(run, [item.caption] * latents.shape[0])
+    with torch.no_grad(), autocast(run.device, run.dtype):
+        cond = batch_conditioning(run, batch, random.Random(0))
     unet, optimizer = run.model.unet, run.optimizer
     added = None
     if run.model.family == "sdxl":
@@ -63,8 +83,7 @@ def bare_step_fn(run: Run):
         added = {"text_embeds": cond.pooled, "time_ids": torch.stack([ids] * latents.shape[0]).to(run.device)}
 
     def step() -> None:
-        ctx = torch.autocast(run.device.type, run.dtype) if run.dtype != torch.float32 else _null()
-        with ctx:
+        with autocast(run.device, run.dtype):
             pred = unet(noisy, timesteps, cond.embeds, added_cond_kwargs=added).sample
         loss = F.mse_loss(pred.float(), noise)
         loss.backward()
@@ -74,56 +93,39 @@ def bare_step_fn(run: Run):
     return step
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
-    ap.add_argument("--resolution", type=int, default=128)
-    ap.add_argument("--blocks", type=int, default=6, help="measured blocks of each loop")
-    ap.add_argument("--steps", type=int, default=20, help="steps per block")
-    ap.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"])
-    ap.add_argument("--optimizer", default="AdamW")
-    ap.add_argument("--device", default=None)
-    ap.add_argument(
-        "--full", action="store_true", help="full-size random-init model (GPU): SD1.5 or SDXL widths"
-    )
-    args = ap.parse_args()
-    import diffusers.utils.logging as dlog
-    import transformers.utils.logging as tlog
+#: The advanced options of the guide's step 5, all on ("--options on"): loss weighting, noise,
+#: long weighted captions from the text cache with shuffled variants, block-wise lr weights.
+OPTIONS_ON = {
+    "min_snr_gamma": 5.0, "noise_offset": 0.05, "multires_noise_iterations": 6, "multires_noise_discount": 0.3,
+    "weighted_captions": True, "max_token_length": 225, "caption_variants": 4, "shuffle_tags": True,
+    "down_lr_weight": "sine", "up_lr_weight": "cosine+0.5",
+}  # fmt: skip
 
-    for lib in (dlog, tlog):
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-trainer-"))
-    model = make_tiny(args.family, tmp / "model", size="full" if args.full else "tiny")
-    images = 4
-    write_images(tmp / "data", images, args.resolution)
+def measure(args, tmp: Path, model: Path, options: dict, label: str) -> dict[str, float]:
+    """Interleaved blocks of our epoch loop and the bare loop on one prepared job."""
     job = TrainJob(
-        dataset_dir=str(tmp / "data"), base_model=str(model), output_dir=str(tmp / "out"),
-        resolution=args.resolution, repeats=max(1, args.steps // images), epochs=args.blocks + 1,
-        mixed_precision=args.precision, optimizer=args.optimizer, unet_only=True, previews=False,
-        lr_scheduler="constant", seed=0, device=args.device,
+        dataset_dir=str(tmp / "data"), base_model=str(model), output_dir=str(tmp / f"out-{label}"),
+        resolution=args.resolution, repeats=max(1, args.steps * args.batch_size // IMAGES), epochs=args.blocks + 1,
+        batch_size=args.batch_size, mixed_precision=args.precision, optimizer=args.optimizer, unet_only=True,
+        previews=False, lr_scheduler="constant", seed=0, device=args.device,
+        gradient_checkpointing=args.gradient_checkpointing, **options,
     )  # fmt: skip
     run = prepare(job)
     add_networks(run)
     cache_latents(run)
+    cache_text(run)
+    preflight(run)
     events, stop = EventWriter(io.StringIO()), StopFlag()
     bare = bare_step_fn(run)
     steps = run.steps_per_epoch
-
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     train_epoch(run, 0, events, stop, None)  # warm-up of both, not measured
     for _ in range(steps):
         bare()
@@ -141,19 +143,68 @@ def main() -> None:
         ours_rates.append(steps / (t1 - t0))
         bare_rates.append(steps / (t2 - t1))
         print(
-            f"block {block}: ours {ours_rates[-1]:.2f} steps/s, bare {bare_rates[-1]:.2f} steps/s",
+            f"{label} block {block}: ours {ours_rates[-1]:.2f} steps/s, bare {bare_rates[-1]:.2f} steps/s",
             file=sys.stderr,
         )
-
     ours, bare_rate = statistics.median(ours_rates), statistics.median(bare_rates)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    extra = ""
+    out = {"ratio": ours / bare_rate, "ours_steps_s": ours, "bare_steps_s": bare_rate}
     if run.device.type == "cuda":
-        extra = f" peak_cuda_mb={torch.cuda.max_memory_allocated() / 2**20:.0f}"
-    print(
-        f"ratio={ours / bare_rate:.3f} ours_steps_s={ours:.2f} bare_steps_s={bare_rate:.2f} "
-        f"peak_rss_mb={peak:.0f} family={args.family} resolution={args.resolution} device={run.device}{extra}"
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    del run, bare
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
+    ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument("--blocks", type=int, default=6, help="measured blocks of each loop")
+    ap.add_argument("--steps", type=int, default=20, help="steps per block")
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--precision", default="no", choices=["no", "bf16", "fp16"])
+    ap.add_argument("--optimizer", default="AdamW")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument(
+        "--options",
+        choices=["off", "on", "both"],
+        default="both",
+        help="the advanced options (min-SNR, noise, long weighted cached captions, block lr) off, on or both",
     )
+    ap.add_argument(
+        "--full", action="store_true", help="full-size random-init model (GPU): SD1.5 or SDXL widths"
+    )
+    args = ap.parse_args()
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    for lib in (dlog, tlog):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-trainer-"))
+    model = make_tiny(args.family, tmp / "model", size="full" if args.full else "tiny")
+    write_images(tmp / "data", IMAGES, args.resolution)
+    labels = ["off", "on"] if args.options == "both" else [args.options]
+    results = {
+        label: measure(args, tmp, model, OPTIONS_ON if label == "on" else {}, label) for label in labels
+    }
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pairs = [f"ratio={min(r['ratio'] for r in results.values()):.3f}"]
+    for label, r in results.items():
+        pairs += [
+            f"{key}_{label}={value:.3f}" if key == "ratio" else f"{key}_{label}={value:.2f}"
+            for key, value in r.items()
+        ]
+    pairs += [
+        f"peak_rss_mb={peak:.0f}", f"family={args.family}", f"resolution={args.resolution}",
+        f"batch_size={args.batch_size}", f"precision={args.precision}",
+        f"gradient_checkpointing={int(args.gradient_checkpointing)}", f"device={args.device or 'auto'}",
+    ]  # fmt: skip
+    print(" ".join(pairs))
 
 
 if __name__ == "__main__":

@@ -164,7 +164,7 @@ def fake_lora(model: Path, path: Path, seed: int, text_encoder: bool) -> str:
     for part in [unet, *tes]:
         for param in lora_parameters(part):
             torch.nn.init.normal_(param, std=0.2)
-    save_file(export_state_dict(unet, tes, "sd15", 4.0, torch.float32), str(path))
+    save_file(export_state_dict(unet, tes, "sd15", torch.float32), str(path))
     return str(path)
 
 

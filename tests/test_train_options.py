@@ -235,17 +235,6 @@ class StopAfter:
         return [json.loads(line) for line in self.stream.getvalue().splitlines()]
 
 
-def test_text_cache_overflow_keeps_the_batch(monkeypatch, tiny_sd15, tmp_path):
-    import trainer.train as train_mod
-
-    monkeypatch.setattr(train_mod, "TEXT_CACHE_LIMIT", 3)
-    data = write_dataset(tmp_path / "data", count=6)
-    job = base_job(
-        tiny_sd15, data, tmp_path / "out", batch_size=2, repeats=4, unet_only=True, shuffle_tags=True
-    )
-    assert train_in_process(job)[1] == 0
-
-
 def test_train_further_job_is_resumable_and_renders_a_lost_preview(tiny_sd15, dataset, tmp_path):
     from trainer.contract import EXIT_CANCELLED, TrainJob
     from trainer.train import run_training

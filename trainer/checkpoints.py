@@ -20,7 +20,6 @@ def save_epoch(run: Run, epoch: int) -> Path:
         run.lora_unet(),
         run.lora_text_encoders(),
         run.model.family,
-        job.network_alpha,
         SAVE_DTYPES[job.save_precision],
     )
     name = f"{job.output_name}-{epoch:06d}"
@@ -39,7 +38,7 @@ def save_epoch(run: Run, epoch: int) -> Path:
 
 def save_training_state(run: Run) -> None:
     lora_fp32 = kohya.export_state_dict(
-        run.lora_unet(), run.lora_text_encoders(), run.model.family, run.job.network_alpha, torch.float32
+        run.lora_unet(), run.lora_text_encoders(), run.model.family, torch.float32
     )
     state.save_state(
         state.state_path(run.job),

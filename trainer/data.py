@@ -132,8 +132,9 @@ def cache_latents(
     generator: torch.Generator,
     batch_size: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    place: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
 ) -> None:
-    """Encode every image once with the VAE; latents stay on ``device`` for the whole job."""
+    """Encode every image once with the VAE; ``place`` puts each latent where the job keeps it."""
     dtype = next(vae.parameters()).dtype
     scale = vae.config.scaling_factor
     by_bucket: dict[tuple[int, int], list[TrainItem]] = {}
@@ -152,7 +153,7 @@ def cache_latents(
             noise = torch.randn(dist.mean.shape, generator=generator, device=generator.device)
             latents = (dist.mean + dist.std * noise.to(device, dist.mean.dtype)) * scale
             for item, latent in zip(chunk, latents, strict=True):
-                item.latent = latent.float()
+                item.latent = place(latent.float())
             done += len(chunk)
             if progress:
                 progress(done, len(items))

@@ -26,6 +26,7 @@ from PIL import Image
 from . import render
 from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, ModelSource, default_clip_skip
 from .events import EventWriter, StopFlag
+from .kohya import uniform_alpha
 from .models import (
     BaseModel,
     base_model_from_pipeline,
@@ -104,8 +105,16 @@ def load_compared(pipe, job: GenerateJob) -> list[str]:
 def _load_lora(pipe, path: str, name: str) -> str:
     if not Path(path).is_file():
         raise GenerateError(f"LoRA file {path} does not exist")
+    from safetensors.torch import load_file
+
     try:
-        pipe.load_lora_weights(path, adapter_name=name)
+        state = load_file(path)
+    except Exception as exc:  # safetensors' own error type, OSError, ...
+        raise GenerateError(f"{Path(path).name} is not a readable .safetensors LoRA: {exc}") from exc
+    try:
+        # diffusers 0.42 gives attention modules the file's most common alpha: per-module alphas
+        # (block_alphas) are folded into the up weights first, so each module keeps its strength.
+        pipe.load_lora_weights(uniform_alpha(state), adapter_name=name)
     except (ValueError, KeyError, RuntimeError) as exc:
         raise GenerateError(f"{Path(path).name} does not fit this base model: {exc}") from exc
     return name

@@ -4,12 +4,14 @@ sd-scripts wraps every ``Linear`` and 1x1 ``Conv2d`` inside the UNet's transform
 blocks (``Transformer2DModel``: proj_in/proj_out, attention q/k/v/out, feed-forward)
 and the text encoders' attention and MLP linears. We pick the same modules by class
 and hand their exact names to peft, so the set of trained modules equals the set of
-keys sd-scripts would write.
+keys sd-scripts would write. Modules may have their own rank and alpha (block_dims /
+block_alphas, see :mod:`trainer.blocks`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 from peft import LoraConfig, inject_adapter_in_model
@@ -48,16 +50,49 @@ def text_encoder_target_modules(text_encoder: nn.Module) -> list[str]:
     return find_target_modules(text_encoder, TEXT_TARGET_CLASSES)
 
 
-def add_lora(model: nn.Module, targets: list[str], dim: int, alpha: float) -> None:
-    """Inject LoRA (down: kaiming-uniform, up: zeros, scale alpha/dim, as sd-scripts) into ``targets``."""
+def _exact(names: Iterable[str]) -> str:
+    """A peft pattern key matching exactly these full module names.
+
+    peft matches a pattern key with ``re.match(rf"(.*\\.)?({key})$", name)``: the ``^`` anchor stops
+    a key from matching the tail of a longer name (``a.b`` must not match ``x.a.b``)."""
+    return "^(?:" + "|".join(re.escape(n) for n in sorted(names)) + ")"
+
+
+def add_lora(
+    model: nn.Module,
+    targets: list[str],
+    dim: int,
+    alpha: float,
+    ranks: Mapping[str, tuple[int, float]] | None = None,
+) -> None:
+    """Inject LoRA (down: kaiming-uniform, up: zeros, scale alpha/dim, as sd-scripts) into ``targets``.
+
+    ``ranks`` gives some targets their own (rank, alpha), as sd-scripts' block_dims/block_alphas
+    do; a target with rank 0 gets no LoRA at all. Targets not in ``ranks`` get ``dim``/``alpha``.
+    """
     if not targets:
         raise ValueError(f"{type(model).__name__} has no module that LoRA targets")
+    ranks = dict(ranks or {})
+    if unknown := sorted(set(ranks) - set(targets)):
+        raise ValueError(f"ranks given for modules that are not LoRA targets: {unknown[:3]}")
+    chosen = [t for t in targets if ranks.get(t, (dim, alpha))[0] > 0]
+    if not chosen:
+        raise ValueError(f"every module of {type(model).__name__} that LoRA targets has rank 0")
+    # One pattern per distinct (rank, alpha): a few regexes, whatever the number of modules.
+    by_value: dict[tuple[int, float], list[str]] = {}
+    for name in chosen:
+        value = ranks.get(name, (dim, alpha))
+        if value != (dim, alpha):
+            by_value.setdefault((int(value[0]), float(value[1])), []).append(name)
+    patterns = {_exact(names): value for value, names in by_value.items()}
     config = LoraConfig(
         r=dim,
         lora_alpha=alpha,
         lora_dropout=0.0,
         init_lora_weights=True,
-        target_modules=targets,
+        target_modules=chosen,
+        rank_pattern={key: r for key, (r, _) in patterns.items()},
+        alpha_pattern={key: a for key, (_, a) in patterns.items()},
     )
     inject_adapter_in_model(config, model, adapter_name=ADAPTER)
     for name, param in model.named_parameters():
@@ -85,6 +120,15 @@ def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def lora_down_up(layer: LoraLayer) -> tuple[torch.Tensor, torch.Tensor]:
     return layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight
+
+
+def lora_rank(layer: LoraLayer) -> int:
+    return int(layer.r[ADAPTER])
+
+
+def lora_alpha(layer: LoraLayer) -> float:
+    """The layer's own alpha (its scale at weight 1.0 is alpha / rank, whatever set_scale did since)."""
+    return float(layer.lora_alpha[ADAPTER])
 
 
 def set_lora_weight(models: Iterable[nn.Module], weight: float) -> None:

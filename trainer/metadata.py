@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import save, save_file
 
+from .contract.blocks import network_args
 from .data import tag_frequency
 from .models import resolved_precision
 from .optim import optimizer_description
@@ -70,7 +71,13 @@ def build(run: Run, epoch: int, title: str) -> dict[str, str]:
         "ss_keep_tokens": job.keep_tokens,
         "ss_cache_latents": True,
         "ss_max_grad_norm": 1.0,
-        "ss_max_token_length": None,
+        "ss_max_token_length": None if job.max_token_length == 75 else job.max_token_length,
+        "ss_weighted_captions": job.weighted_captions,
+        "ss_min_snr_gamma": job.min_snr_gamma,
+        "ss_noise_offset": job.noise_offset or None,
+        "ss_multires_noise_iterations": job.multires_noise_iterations or None,
+        "ss_multires_noise_discount": job.multires_noise_discount,
+        "ss_gradient_checkpointing": job.gradient_checkpointing,
         "ss_network_train_unet_only": not job.trains_text_encoder(),
         "ss_network_train_text_encoder_only": not job.trains_unet(),
         "ss_tag_frequency": json.dumps({Path(job.dataset_dir).name: tag_frequency(run.items)}),
@@ -80,9 +87,21 @@ def build(run: Run, epoch: int, title: str) -> dict[str, str]:
         "ss_training_started_at": run.started_at,
         "ss_training_finished_at": now,
     }
+    meta.update(_text_cache_meta(run))
+    if args := network_args(job):
+        meta["ss_network_args"] = json.dumps(args)
     out = {k: str(v) for k, v in meta.items()}
     out.update(modelspec(run.model.family, title, res, run.model.prediction_type, _clip_skip_meta(run), now))
     return out
+
+
+def _text_cache_meta(run: Run) -> dict[str, object]:
+    """Whether text-encoder outputs were cached, and how many shuffled captions per image (at most)."""
+    cache = run.text_cache
+    return {
+        "ss_cache_text_encoder_outputs": cache is not None,
+        "ss_cache_text_encoder_outputs_variants": max(map(len, cache.variants)) if cache else None,
+    }
 
 
 def _clip_skip_meta(run: Run) -> int | None:

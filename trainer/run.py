@@ -13,7 +13,7 @@ from . import data
 from .contract import TrainJob
 from .events import StopFlag
 from .models import BaseModel
-from .text import Conditioning
+from .text_cache import TextCache
 
 
 class TrainError(RuntimeError):
@@ -49,7 +49,7 @@ class Run:
     epoch: int = 0
     started_at: float = field(default_factory=time.time)
     files: list[str] = field(default_factory=list)
-    text_cache: dict[str, Conditioning] = field(default_factory=dict)
+    text_cache: TextCache | None = None  # frozen text encoders: their outputs, cached
     trainable: list[torch.nn.Parameter] = field(default_factory=list)
 
     @property

@@ -14,20 +14,20 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from . import data, kohya, lora, optim, state
+from . import accel, blocks, data, kohya, lora, noise, optim, state
+from .caches import cache_latents, cache_text
 from .checkpoints import restore_training_state, save_epoch, save_training_state
 from .contract import EXIT_CANCELLED, EXIT_OK, TrainJob, steps_per_epoch, warmup_steps
+from .contract.blocks import block_problems
 from .events import EventWriter, StopFlag
 from .models import autocast, load_base_model, pick_device, place, resolved_precision, weight_dtype
 from .preview import preview_epoch
 from .run import Cancelled, Run, TrainError, check_stop
-from .text import Conditioning, check_clip_skip, encode_texts, process_caption, sdxl_time_ids
+from .text import Conditioning, check_clip_skip, encode_texts, parse_prompt_attention, process_caption
 
 log = logging.getLogger(__name__)
 MAX_GRAD_NORM = 1.0  # sd-scripts' default max_grad_norm
-TEXT_CACHE_LIMIT = 4096
 
 
 # 1. Load, freeze, data --------------------------------------------------------------------------
@@ -43,6 +43,14 @@ def prepare(job: TrainJob) -> Run:
     place(model, device, dtype)
     per_epoch = steps_per_epoch(len(items), job.repeats, job.batch_size)
     check_clip_skip(job.resolved_clip_skip(model.family), model.family, model.text_encoders)
+    if problems := block_problems(job, model.family):
+        raise TrainError("; ".join(problems))
+    if job.weighted_captions:  # a bad weight fails now, not at the first step that draws it
+        for item in items:
+            try:
+                parse_prompt_attention(item.caption)
+            except ValueError as exc:
+                raise TrainError(f"{item.image_path.name}: {exc}") from None
     run = Run(
         job=job,
         model=model,
@@ -66,30 +74,6 @@ def prepare(job: TrainJob) -> Run:
     return run
 
 
-def cache_latents(run: Run, stop: StopFlag | None = None) -> None:
-    counts = data.assign_buckets(run.items, run.resolution)
-    log.info(
-        "buckets (w x h: images): %s", ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(counts.items()))
-    )
-    gen = torch.Generator("cpu").manual_seed(run.seed)
-    data.cache_latents(
-        run.items,
-        run.model.vae,
-        run.device,
-        gen,
-        progress=lambda done, total: _latent_progress(done, total, stop),
-    )
-    if run.model.family == "sdxl":
-        for it in run.items:
-            it.time_ids = sdxl_time_ids(it.original_size, it.crop_top_left, it.bucket[::-1]).to(run.device)
-
-
-def _latent_progress(done: int, total: int, stop: StopFlag | None) -> None:
-    log.info("cached latents %d/%d", done, total)
-    if stop is not None and stop.requested:
-        raise Cancelled
-
-
 # 2. LoRA, optimizer, schedule ---------------------------------------------------------------------
 
 
@@ -98,8 +82,7 @@ def add_networks(run: Run, init_weights: str | None = None) -> None:
     torch.manual_seed(run.seed)  # LoRA init is part of what a fixed seed reproduces
     groups = []
     if job.trains_unet():
-        lora.add_lora(model.unet, lora.unet_target_modules(model.unet), job.network_dim, job.network_alpha)
-        groups.append({"params": lora.lora_parameters(model.unet), "lr": job.resolved_unet_lr()})
+        groups += blocks.add_unet_lora(model.unet, job, model.family)
     if job.trains_text_encoder():
         params = []
         for te in model.text_encoders:
@@ -120,6 +103,9 @@ def add_networks(run: Run, init_weights: str | None = None) -> None:
     )
     if run.device.type == "cuda" and run.dtype == torch.float16:
         run.scaler = torch.amp.GradScaler("cuda")
+    log.info("%s", accel.use_sdpa(model.unet))
+    if job.gradient_checkpointing:
+        accel.enable_gradient_checkpointing(model.unet, model.text_encoders, job.trains_text_encoder())
 
 
 def load_init_weights(run: Run, path: str) -> None:
@@ -138,54 +124,100 @@ def load_init_weights(run: Run, path: str) -> None:
 
 
 def conditioning(run: Run, captions: list[str]) -> Conditioning:
-    """Text embeddings; memoized per caption while the text encoders are frozen."""
-    model = run.model
-    if run.job.trains_text_encoder():
-        return encode_texts(
-            model.family, model.text_encoders, model.tokenizers, captions, run.clip_skip, run.device
-        )
-    found = {c: run.text_cache[c] for c in captions if c in run.text_cache}
-    missing = [c for c in dict.fromkeys(captions) if c not in found]
-    if missing:
-        with torch.no_grad():
-            enc = encode_texts(
-                model.family, model.text_encoders, model.tokenizers, missing, run.clip_skip, run.device
-            )
-        if len(run.text_cache) + len(missing) > TEXT_CACHE_LIMIT:
-            run.text_cache.clear()
-        for i, caption in enumerate(missing):
-            pooled = enc.pooled[i : i + 1] if enc.pooled is not None else None
-            found[caption] = run.text_cache[caption] = Conditioning(enc.embeds[i : i + 1], pooled)
-    return Conditioning.cat([found[c] for c in captions])
+    """Text embeddings of ``captions`` through the (trained) text encoders."""
+    model, job = run.model, run.job
+    return encode_texts(
+        model.family, model.text_encoders, model.tokenizers, captions, run.clip_skip, run.device,
+        max_token_length=job.max_token_length, weighted=job.weighted_captions,
+    )  # fmt: skip
 
 
-def train_step(run: Run, batch: list[int]) -> float:
-    items = [run.items[i] for i in batch]
-    latents = torch.stack([it.latent for it in items])
-    # Drawn on the CPU generator (device-independent, resumable anywhere), then moved.
-    noise = torch.randn(latents.shape, generator=run.noise_gen).to(run.device, non_blocking=True)
-    steps = run.noise_scheduler.config.num_train_timesteps
-    timesteps = torch.randint(0, steps, (len(items),), generator=run.noise_gen).to(
-        run.device, non_blocking=True
-    )
-    noisy = run.noise_scheduler.add_noise(latents, noise, timesteps)
+def batch_conditioning(run: Run, batch: list[int], caption_rng: random.Random) -> Conditioning:
+    """A cached variant per image while the text encoders are frozen, else freshly shuffled captions."""
+    if run.text_cache is not None:
+        return run.text_cache.draw(batch, caption_rng, run.device)
+    job = run.job
     captions = [
-        process_caption(it.caption, run.job.shuffle_tags, run.job.keep_tokens, run.caption_rng)
-        for it in items
+        process_caption(run.items[i].caption, job.shuffle_tags, job.keep_tokens, caption_rng) for i in batch
     ]
+    return conditioning(run, captions)
+
+
+def compute_loss(
+    run: Run, batch: list[int], gen: torch.Generator, caption_rng: random.Random
+) -> torch.Tensor:
+    """The diffusion loss of one batch; every random draw comes from ``gen`` and ``caption_rng``."""
+    job, items = run.job, [run.items[i] for i in batch]
+    latents = accel.stack_latents([it.latent for it in items], run.device)
+    # Drawn on the CPU generator (device-independent, resumable anywhere), then moved.
+    noise_ = noise.training_noise(
+        latents.shape, run.device, gen, noise_offset=job.noise_offset,
+        multires_iterations=job.multires_noise_iterations, multires_discount=job.multires_noise_discount,
+    )  # fmt: skip
+    steps = run.noise_scheduler.config.num_train_timesteps
+    timesteps = torch.randint(0, steps, (len(items),), generator=gen).to(run.device, non_blocking=True)
+    noisy = run.noise_scheduler.add_noise(latents, noise_, timesteps)
+    v_prediction = run.model.prediction_type == "v_prediction"
     with autocast(run.device, run.dtype):
-        cond = conditioning(run, captions)
+        cond = batch_conditioning(run, batch, caption_rng)
         added = None
         if run.model.family == "sdxl":
             added = {"text_embeds": cond.pooled, "time_ids": torch.stack([it.time_ids for it in items])}
         pred = run.model.unet(noisy.to(run.dtype), timesteps, cond.embeds, added_cond_kwargs=added).sample
-    if run.model.prediction_type == "v_prediction":
-        target = run.noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        target = noise
-    loss = F.mse_loss(pred.float(), target.float())
-    optimizer_step(run, loss)
+    target = run.noise_scheduler.get_velocity(latents, noise_, timesteps) if v_prediction else noise_
+    return noise.diffusion_loss(
+        pred,
+        target,
+        timesteps,
+        run.noise_scheduler,
+        min_snr_gamma=job.min_snr_gamma,
+        v_prediction=v_prediction,
+    )
+
+
+def train_step(run: Run, batch: list[int]) -> float:
+    try:
+        loss = compute_loss(run, batch, run.noise_gen, run.caption_rng)
+        optimizer_step(run, loss)
+    except Exception as exc:
+        if accel.is_out_of_memory(exc):
+            raise TrainError(_oom_message(run, batch)) from None
+        raise
     return loss.item()
+
+
+def preflight(run: Run) -> float | None:
+    """One forward and backward pass of the largest batch the job will see, before step 1.
+
+    A batch that does not fit fails here in seconds, with what to lower, instead of after a
+    long wait in the queue and at some step of the first epoch. Nothing the job keeps is
+    touched: its own generators are not drawn from and the gradients are dropped. Returns the
+    peak memory in MB on a GPU.
+    """
+    bucket = max((it.bucket for it in run.items), key=lambda b: (b[0] * b[1], b))
+    members = [i for i, it in enumerate(run.items) if it.bucket == bucket]
+    batch = [
+        members[k % len(members)] for k in range(min(run.job.batch_size, len(members) * run.job.repeats))
+    ]
+    accel.reset_peak_memory(run.device)
+    try:
+        loss = compute_loss(run, batch, torch.Generator("cpu").manual_seed(0), random.Random(0))
+        loss.backward()
+    except Exception as exc:
+        if accel.is_out_of_memory(exc):
+            raise TrainError(_oom_message(run, batch)) from None
+        raise
+    finally:
+        run.optimizer.zero_grad(set_to_none=True)
+        accel.release_memory(run.device)
+    return accel.peak_memory_mb(run.device)
+
+
+def _oom_message(run: Run, batch: list[int]) -> str:
+    accel.release_memory(run.device)
+    return accel.oom_advice(
+        run.job, batch_size=len(batch), bucket=run.items[batch[0]].bucket, device=run.device
+    )
 
 
 def optimizer_step(run: Run, loss: torch.Tensor) -> None:
@@ -227,11 +259,22 @@ def run_training(job: TrainJob, events: EventWriter, stop: StopFlag) -> int:
             log.info("resuming after epoch %d (step %d)", run.epoch, run.step)
         cache_latents(run, stop)
         check_stop(stop)
+        cache_text(run, stop)
+        check_stop(stop)
+        peak = preflight(run)
+        compiled = accel.maybe_compile(
+            run.model.unet,
+            enabled=job.compile_unet,
+            device=run.device,
+            total_steps=run.total_steps - run.step,
+            log=log,
+        )
         events.emit(
             "started", total_steps=run.total_steps, total_epochs=job.epochs, steps_per_epoch=run.steps_per_epoch,
             images=len(run.items), seed=run.seed, family=run.model.family, optimizer=run.optimizer_name,
             precision=resolved_precision(job.mixed_precision, run.device), device=str(run.device),
-            resumed_from_step=run.step,
+            resumed_from_step=run.step, preflight_peak_mb=peak, compiled=compiled,
+            cached_text_outputs=run.text_cache.count if run.text_cache else 0,
         )  # fmt: skip
         _render_missing_preview(run, events, stop)
         _train_epochs(run, events, stop)
@@ -260,7 +303,7 @@ def _train_epochs(run: Run, events: EventWriter, stop: StopFlag) -> None:
                 save_training_state(run)
                 events.emit("epoch_saved", epoch=epoch, path=str(path), step=run.step)
                 if job.previews:
-                    events.emit("preview_ready", epoch=epoch, path=str(preview_epoch(run, epoch, stop)))
+                    _preview(run, epoch, events, stop)
     finally:
         if progress is not None:
             progress.close()
@@ -271,7 +314,24 @@ def _render_missing_preview(run: Run, events: EventWriter, stop: StopFlag) -> No
     if not run.job.previews or run.epoch == 0:
         return
     if not (run.out_dir / f"{run.job.output_name}-{run.epoch:06d}-preview.png").is_file():
-        events.emit("preview_ready", epoch=run.epoch, path=str(preview_epoch(run, run.epoch, stop)))
+        _preview(run, run.epoch, events, stop)
+
+
+def _preview(run: Run, epoch: int, events: EventWriter, stop: StopFlag) -> None:
+    """Render and announce an epoch's preview grid (none when even the smallest size ran out of memory)."""
+    offloaded = run.text_cache is not None and run.device.type == "cuda"
+    if offloaded:
+        for te in run.model.text_encoders:
+            te.to(run.device)
+    try:
+        path = preview_epoch(run, epoch, stop)
+    finally:
+        if offloaded:
+            for te in run.model.text_encoders:
+                te.to("cpu")
+            accel.release_memory(run.device)
+    if path is not None:
+        events.emit("preview_ready", epoch=epoch, path=str(path))
 
 
 def train_epoch(run: Run, epoch: int, events: EventWriter, stop: StopFlag, progress) -> bool:
@@ -286,7 +346,7 @@ def train_epoch(run: Run, epoch: int, events: EventWriter, stop: StopFlag, progr
     for index, batch in enumerate(batches, start=1):
         if stop.requested:
             return False
-        lr = run.scheduler.get_last_lr()[0]
+        lr = _base_lr(run)
         loss = train_step(run, batch)
         run.step += 1
         loss_sum += loss
@@ -302,6 +362,14 @@ def train_epoch(run: Run, epoch: int, events: EventWriter, stop: StopFlag, progr
             avg_loss=round(loss_sum / index, 6),
         )
     return True
+
+
+def _base_lr(run: Run) -> float:
+    """The scheduled lr of the job's base learning rate (block lr weights scale groups, not this)."""
+    group = run.optimizer.param_groups[0]
+    factor = run.scheduler.get_last_lr()[0] / group["initial_lr"] if group["initial_lr"] else 0.0
+    job = run.job
+    return factor * (job.resolved_unet_lr() if job.trains_unet() else job.resolved_text_encoder_lr())
 
 
 def _progress_bar(run: Run):

@@ -44,7 +44,10 @@ _GROUPS = (
     ("Steps", ("repeats", "epochs", "batch_size", "save_", "mixed_precision", "resolution", "seed")),
     ("Learning rate and optimizer", ("learning_rate", "unet_lr", "text_encoder_lr", "lr_", "optimizer")),
     ("Network", ("network_", "unet_only", "text_encoder_only")),
-    ("Captions", ("shuffle_tags", "keep_tokens", "clip_skip", "caption")),
+    ("Captions", ("shuffle_tags", "keep_tokens", "clip_skip", "caption", "weighted_captions", "max_token_length")),
+    ("Loss and noise", ("min_snr_gamma", "noise_offset", "multires_noise")),
+    ("Blocks", ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_")),
+    ("Speed and memory", ("gradient_checkpointing", "compile_unet")),
     ("Previews", ("preview",)),
 )
 

@@ -29,6 +29,7 @@ from db import jobs as repo
 from db import stamina as stamina_repo
 from db.database import transaction
 from trainer.contract import JobError, TrainJob, parse_job, total_steps
+from trainer.contract.blocks import block_problems
 
 from ..datasets.service import DatasetService, ServiceError
 from ..registry import ModelRegistry, RegistryError
@@ -194,9 +195,12 @@ class QueueService:
             "model_family": family, "base_model_config": entry.config, "init_weights": init_weights,
         }  # fmt: skip
         try:
-            return parse_job(full, TrainJob)
+            job = parse_job(full, TrainJob)
         except JobError as exc:
             raise QueueError("; ".join(exc.problems)) from None
+        if problems := block_problems(job, family):  # block counts depend on the model's family
+            raise QueueError("; ".join(problems))
+        return job
 
     @staticmethod
     def default_resolution(dataset, family: str) -> int:
