@@ -251,3 +251,24 @@ def test_stamina_charged_before_a_reset_is_not_banked_by_cancelling_after_it(tmp
             assert (await s.stamina.balance(1)).balance == 110
 
     asyncio.run(go())
+
+
+def test_block_options_are_checked_against_the_datasets_family_before_charging(tmp_path):
+    from bot.queue.options import parse_option_lines
+
+    async def body(s):
+        await make_dataset(s, name="xl", base="tiny-sdxl")
+        await make_dataset(s, name="v15", base="tiny-sd15")
+        twelve = ",".join(["1"] * 12)
+        with pytest.raises(QueueError, match=r"down_lr_weight has 12 values; SDXL has 9 down blocks"):
+            await s.queue.submit_training(1, "xl", {**FAST, "down_lr_weight": twelve})
+        with pytest.raises(QueueError, match=r"block_dims .*25"):
+            await s.queue.submit_training(1, "xl", {**FAST, "block_dims": [4] * 25})
+        assert await repo.list_jobs(s.conn) == []
+        assert (await s.stamina.balance(1)).balance == 150
+        # What a member types in the Advanced form reaches the contract as lists and presets.
+        typed = parse_option_lines(f"down_lr_weight = {twelve}\nup_lr_weight = sine+0.5\nmid_lr_weight = 0.5")
+        est = await s.queue.estimate_training(1, "v15", {**FAST, **typed})
+        assert est.cost > 0
+
+    run(tmp_path, body)
