@@ -31,10 +31,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+# Run as a script, this file's folder leads sys.path and bench/queue.py would shadow the standard
+# library's queue module (torch imports it): take the folder off, put the root on.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != _HERE)]
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from trainer.caches import cache_latents, cache_text  # noqa: E402
 from trainer.contract import TrainJob  # noqa: E402
