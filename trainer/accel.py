@@ -248,11 +248,11 @@ def oom_advice(
         steps.append(f"lower batch_size to {job.batch_size // 2}")
     if side - 64 >= 256:
         steps.append(f"lower resolution to {(side - 1) // 64 * 64}")
-    if not getattr(job, "gradient_checkpointing", False):
+    if not job.gradient_checkpointing:
         steps.append("turn on gradient_checkpointing")
     if job.network_dim > 32:
         steps.append("lower network_dim to 32")
-    if getattr(job, "max_token_length", 75) > 75:
+    if job.max_token_length > 75:
         steps.append("lower max_token_length to 75")
     if job.trains_text_encoder() and job.trains_unet():
         steps.append("turn on unet_only (train no text encoder)")

@@ -3,7 +3,9 @@ encoders are frozen, their outputs for every caption variant (``text_cache.py``)
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import torch
 
@@ -51,10 +53,32 @@ def cache_text(run: Run, stop: StopFlag | None = None) -> None:
         keep_on_device=lambda size: accel.latents_on_device(size, run.device),
         progress=lambda done, total: _latent_progress(done, total, stop, "text-encoder outputs"),
     )  # fmt: skip
-    if run.device.type == "cuda":  # frozen and cached: their memory is better spent on batches
-        for te in run.model.text_encoders:
-            te.to("cpu")
-        accel.release_memory(run.device)
+    if _offloads_text_encoders(run):
+        _move_text_encoders(run, torch.device("cpu"))
+
+
+def _offloads_text_encoders(run: Run) -> bool:
+    """Frozen and cached on a GPU, the text encoders wait on the host: the memory goes to batches."""
+    return run.text_cache is not None and run.device.type == "cuda"
+
+
+def _move_text_encoders(run: Run, device: torch.device) -> None:
+    for te in run.model.text_encoders:
+        te.to(device)
+    accel.release_memory(run.device)
+
+
+@contextlib.contextmanager
+def text_encoders_on_device(run: Run) -> Iterator[None]:
+    """The text encoders on the job's device for a while (previews), wherever they wait."""
+    if not _offloads_text_encoders(run):
+        yield
+        return
+    _move_text_encoders(run, run.device)
+    try:
+        yield
+    finally:
+        _move_text_encoders(run, torch.device("cpu"))
 
 
 def caption_settings(run: Run) -> CaptionSettings:

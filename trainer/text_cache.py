@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .accel import place_latent
 from .models import BaseModel, autocast
 from .text import Conditioning, encode_texts, process_caption
 
@@ -109,7 +110,7 @@ def build_text_cache(
     size = sum(c.embeds.numel() * c.embeds.element_size() for c in encoded.values())
     on_device = keep_on_device(size)
     if not on_device:
-        encoded = {t: _pinned(c) for t, c in encoded.items()}
+        encoded = {t: _on_host(c, device) for t, c in encoded.items()}
     log.info(
         "cached %d text-encoder outputs (%d captions x up to %d variants, %.1f MB, %s)",
         len(encoded), len(captions), count, size / 2**20, "on the device" if on_device else "in pinned memory",
@@ -117,7 +118,7 @@ def build_text_cache(
     return TextCache([[encoded[t] for t in texts] for texts in per_image], per_image, on_device)
 
 
-def _pinned(cond: Conditioning) -> Conditioning:
-    cond = cond.to(torch.device("cpu"))
-    pooled = cond.pooled.pin_memory() if cond.pooled is not None else None
-    return Conditioning(cond.embeds.pin_memory(), pooled)
+def _on_host(cond: Conditioning, device: torch.device) -> Conditioning:
+    """Where latents too big for the GPU wait: host memory, pinned for CUDA."""
+    pooled = None if cond.pooled is None else place_latent(cond.pooled, device, on_device=False)
+    return Conditioning(place_latent(cond.embeds, device, on_device=False), pooled)

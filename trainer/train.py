@@ -7,16 +7,18 @@ in ``output_dir``; SIGTERM stops the loop between steps.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from . import accel, blocks, data, kohya, lora, noise, optim, state
-from .caches import cache_latents, cache_text
+from .caches import cache_latents, cache_text, text_encoders_on_device
 from .checkpoints import restore_training_state, save_epoch, save_training_state
 from .contract import EXIT_CANCELLED, EXIT_OK, TrainJob, steps_per_epoch, warmup_steps
 from .contract.blocks import block_problems
@@ -176,13 +178,9 @@ def compute_loss(
 
 
 def train_step(run: Run, batch: list[int]) -> float:
-    try:
+    with _out_of_memory_advice(run, batch):
         loss = compute_loss(run, batch, run.noise_gen, run.caption_rng)
         optimizer_step(run, loss)
-    except Exception as exc:
-        if accel.is_out_of_memory(exc):
-            raise TrainError(_oom_message(run, batch)) from None
-        raise
     return loss.item()
 
 
@@ -201,23 +199,28 @@ def preflight(run: Run) -> float | None:
     ]
     accel.reset_peak_memory(run.device)
     try:
-        loss = compute_loss(run, batch, torch.Generator("cpu").manual_seed(0), random.Random(0))
-        loss.backward()
-    except Exception as exc:
-        if accel.is_out_of_memory(exc):
-            raise TrainError(_oom_message(run, batch)) from None
-        raise
+        with _out_of_memory_advice(run, batch):
+            compute_loss(run, batch, torch.Generator("cpu").manual_seed(0), random.Random(0)).backward()
     finally:
         run.optimizer.zero_grad(set_to_none=True)
         accel.release_memory(run.device)
     return accel.peak_memory_mb(run.device)
 
 
-def _oom_message(run: Run, batch: list[int]) -> str:
-    accel.release_memory(run.device)
-    return accel.oom_advice(
-        run.job, batch_size=len(batch), bucket=run.items[batch[0]].bucket, device=run.device
-    )
+@contextlib.contextmanager
+def _out_of_memory_advice(run: Run, batch: list[int]) -> Iterator[None]:
+    """Out of memory inside becomes a TrainError that says what to lower for this job."""
+    try:
+        yield
+    except Exception as exc:
+        if not accel.is_out_of_memory(exc):
+            raise
+        accel.release_memory(run.device)
+        advice = accel.oom_advice(
+            run.job, batch_size=len(batch), bucket=run.items[batch[0]].bucket, device=run.device,
+            resolution=run.resolution,
+        )  # fmt: skip
+        raise TrainError(advice) from None
 
 
 def optimizer_step(run: Run, loss: torch.Tensor) -> None:
@@ -319,17 +322,8 @@ def _render_missing_preview(run: Run, events: EventWriter, stop: StopFlag) -> No
 
 def _preview(run: Run, epoch: int, events: EventWriter, stop: StopFlag) -> None:
     """Render and announce an epoch's preview grid (none when even the smallest size ran out of memory)."""
-    offloaded = run.text_cache is not None and run.device.type == "cuda"
-    if offloaded:
-        for te in run.model.text_encoders:
-            te.to(run.device)
-    try:
+    with text_encoders_on_device(run):
         path = preview_epoch(run, epoch, stop)
-    finally:
-        if offloaded:
-            for te in run.model.text_encoders:
-                te.to("cpu")
-            accel.release_memory(run.device)
     if path is not None:
         events.emit("preview_ready", epoch=epoch, path=str(path))
 

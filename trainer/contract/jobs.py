@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .advanced import AdvancedOptions
+from .blocks import uses_block_lr
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -267,7 +268,7 @@ def _block_pairs(job: TrainJob) -> list[str]:
         problems.append(
             f"text_encoder_only trains no UNet, so {', '.join(given)} would be ignored: remove one"
         )
-    block_lr = any(getattr(job, k) is not None for k in _BLOCK_KEYS[:3])
+    block_lr = uses_block_lr(job)
     if job.block_alphas is not None and job.block_dims is None and not block_lr:
         problems.append("block_alphas needs block_dims (or block lr weights): set block_dims too")
     if job.block_lr_zero_threshold > 0 and not block_lr:
