@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from bot.settings import Settings
 from bot.web import FileServer
 from db import jobs as repo
 from db.database import transaction
+from tests.loopback_helpers import fail_on_logged_errors
 from tests.queue_helpers import FAST, make_dataset
 
 MANAGE_GUILD = 0x20
@@ -140,17 +140,6 @@ def first_id(message: RecordedMessage, prefix: str = "", label: str | None = Non
     return found[0]
 
 
-class ErrorLog(logging.Handler):
-    """ERROR records of the bot and discord.py: a test fails when the bot logged a bug."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @contextlib.asynccontextmanager
 async def bot_world(
     settings: Settings,
@@ -160,31 +149,36 @@ async def bot_world(
     services: Services | None = None,
     **server_kwargs: Any,
 ) -> AsyncIterator[World]:
-    errors = ErrorLog()
-    for name in ("discord", "bot"):
-        logging.getLogger(name).addHandler(errors)
+    with fail_on_logged_errors("discord", "bot"):
+        async with _world(settings, queue, trainer_command, services, server_kwargs) as world:
+            yield world
+
+
+@contextlib.asynccontextmanager
+async def _world(
+    settings: Settings,
+    queue: bool,
+    trainer_command: list[str] | None,
+    services: Services | None,
+    server_kwargs: dict[str, Any],
+) -> AsyncIterator[World]:
     server = LoopbackDiscord(**server_kwargs)
     guild = server.add_guild("Loopback guild", channels=("general", "training"))
     ops = server.add_role(guild, "Ops", permissions=MANAGE_GUILD)
     alice, bob = server.add_member(guild, "alice"), server.add_member(guild, "bob")
     olga = server.add_member(guild, "olga", roles=[ops])
     channel = next(c for c in guild.channels.values() if c.name == "training")
-    try:
-        async with server, contextlib.AsyncExitStack() as stack:
-            if services is None:
-                services = await stack.enter_async_context(open_services(settings))
-            files = FileServer.from_settings(services.settings, link_resolver(services))
-            files.port = 0
-            bot = await stack.enter_async_context(
-                running_bot(services, queue=queue, trainer_command=trainer_command, file_server=files,
-                            guild_ready_timeout=0.05)
-            )  # fmt: skip
-            await stack.enter_async_context(running_client(server, bot, timeout=30))
-            yield World(server, guild, channel, alice, bob, olga, services, bot, files)
-    finally:
-        for name in ("discord", "bot"):
-            logging.getLogger(name).removeHandler(errors)
-    assert not errors.records, [r.getMessage() for r in errors.records]
+    async with server, contextlib.AsyncExitStack() as stack:
+        if services is None:
+            services = await stack.enter_async_context(open_services(settings))
+        files = FileServer.from_settings(services.settings, link_resolver(services))
+        files.port = 0
+        bot = await stack.enter_async_context(
+            running_bot(services, queue=queue, trainer_command=trainer_command, file_server=files,
+                        guild_ready_timeout=0.05)
+        )  # fmt: skip
+        await stack.enter_async_context(running_client(server, bot, timeout=30))
+        yield World(server, guild, channel, alice, bob, olga, services, bot, files)
 
 
 def discord_file_names(message: RecordedMessage) -> list[str]:

@@ -1,6 +1,11 @@
-"""Helpers the loopback tests share: callbacks posted by hand, as a misbehaving bot would."""
+"""Helpers the loopback tests share: callbacks posted by hand, as a misbehaving bot would, and a
+check that nothing logged an error."""
 
 from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
 
 import aiohttp
 
@@ -13,3 +18,27 @@ async def raw_callback(server: LoopbackDiscord, handle: Interaction, body: dict)
     async with aiohttp.ClientSession() as session, session.post(url, json=body) as resp:
         data = await resp.json() if resp.content_type == "application/json" else {}
         return resp.status, int(data.get("code", 0))
+
+
+class _ErrorRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def fail_on_logged_errors(*loggers: str) -> Iterator[None]:
+    """Fail when these loggers logged an ERROR inside (a failing discord.py event parser or a bot
+    bug only logs); an exception from the body propagates as it is."""
+    errors = _ErrorRecords()
+    for name in loggers:
+        logging.getLogger(name).addHandler(errors)
+    try:
+        yield
+    finally:
+        for name in loggers:
+            logging.getLogger(name).removeHandler(errors)
+    assert not errors.records, [r.getMessage() for r in errors.records]

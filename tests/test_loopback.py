@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import math
 from collections.abc import Awaitable, Callable
 
@@ -14,6 +13,7 @@ from discord import app_commands
 
 from bot.loopback import LoopbackDiscord, running_client, validate
 from bot.loopback.state import Guild
+from tests.loopback_helpers import fail_on_logged_errors
 
 TIMEOUT = 10.0
 
@@ -27,26 +27,10 @@ class Bot(discord.Client):
         self.seen: list[str] = []
 
 
-class _Errors(logging.Handler):
-    """Collects ERROR records of discord.py (a failing event parser only logs)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 def run(scenario: Callable[[LoopbackDiscord, Bot], Awaitable[None]], **server_kwargs) -> None:
     """Run ``scenario(server, bot)`` with a started stand-in (one guild) and a ready client."""
-    errors = _Errors()
-    logging.getLogger("discord").addHandler(errors)
-    try:
+    with fail_on_logged_errors("discord"):
         asyncio.run(_main(scenario, server_kwargs))
-    finally:
-        logging.getLogger("discord").removeHandler(errors)
-    assert not errors.records, [r.getMessage() for r in errors.records]
 
 
 async def _main(scenario: Callable[[LoopbackDiscord, Bot], Awaitable[None]], server_kwargs: dict) -> None:

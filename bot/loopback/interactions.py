@@ -161,8 +161,7 @@ class InteractionSender:
         channel = guild.channels.get(message.channel_id)
         if channel is None:
             raise LookupError(f"message {message.id} is not in guild {guild.id}")
-        if message.visible_to not in (None, member.user_id):
-            raise LookupError(f"message {message.id} is ephemeral and not shown to {member.name}")
+        _require_shown(message, member)
         data = _context_data(registered, message.id)
         data["resolved"] = {"messages": {str(message.id): message.data}}
         return await self._dispatch_interaction(2, data, guild, member, channel, locale=locale)
@@ -216,8 +215,7 @@ class InteractionSender:
         component = find_component(message.components, custom_id)
         if component is None:
             raise LookupError(f"message {message.id} has no component with custom_id {custom_id!r}")
-        if message.visible_to not in (None, member.user_id):
-            raise LookupError(f"message {message.id} is ephemeral and not shown to {member.name}")
+        _require_shown(message, member)
         channel = self.find_channel(message.channel_id)
         if channel is None:
             raise LookupError(f"message {message.id} is not in a known channel")
@@ -335,6 +333,12 @@ class InteractionSender:
             "context": 0,
             "attachment_size_limit": limit,
         }
+
+
+def _require_shown(message: RecordedMessage, member: Member) -> None:
+    """A member acts only on messages Discord shows them (an ephemeral one only to its owner)."""
+    if message.visible_to not in (None, member.user_id):
+        raise LookupError(f"message {message.id} is ephemeral and not shown to {member.name}")
 
 
 def _first_channel(guild: Guild) -> Channel:

@@ -44,7 +44,10 @@ _GROUPS = (
     ("Steps", ("repeats", "epochs", "batch_size", "save_", "mixed_precision", "resolution", "seed")),
     ("Learning rate and optimizer", ("learning_rate", "unet_lr", "text_encoder_lr", "lr_", "optimizer")),
     ("Network", ("network_", "unet_only", "text_encoder_only")),
-    ("Captions", ("shuffle_tags", "keep_tokens", "clip_skip", "caption", "weighted_captions", "max_token_length")),
+    (
+        "Captions",
+        ("shuffle_tags", "keep_tokens", "clip_skip", "caption", "weighted_captions", "max_token_length"),
+    ),
     ("Loss and noise", ("min_snr_gamma", "noise_offset", "multires_noise")),
     ("Blocks", ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_")),
     ("Speed and memory", ("gradient_checkpointing", "compile_unet")),
@@ -170,10 +173,7 @@ def parse_option_lines(text: str) -> dict[str, Any]:
             except ValueError as exc:
                 problem = f"{key}: {exc}"
         problems.append(problem)
-    try:
-        validate_options(options, rules=False)
-    except OptionsError as exc:
-        problems += exc.problems
+    problems += option_problems(options, rules=False)
     if problems:
         raise OptionsError(problems)
     return options
@@ -272,7 +272,13 @@ def _to_choice(info: OptionInfo, text: str) -> Any:
 
 
 def validate_options(options: Mapping[str, Any], *, rules: bool = True) -> None:
-    """Check member options through the contract (with stand-in bot keys).
+    """Raise :class:`OptionsError` with every :func:`option_problems` line, if there is one."""
+    if problems := option_problems(options, rules=rules):
+        raise OptionsError(problems)
+
+
+def option_problems(options: Mapping[str, Any], *, rules: bool = True) -> list[str]:
+    """Member options checked through the contract (with stand-in bot keys): one line per problem.
 
     ``rules=False`` checks each value alone and skips the rules between options, which only
     make sense once every layer is merged.
@@ -287,8 +293,7 @@ def validate_options(options: Mapping[str, Any], *, rules: bool = True) -> None:
                 parse_job(full, TrainJob)
             except JobError as described:
                 problems += described.problems
-    if problems:
-        raise OptionsError(problems)
+    return problems
 
 
 def merge_options(*layers: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -18,7 +18,14 @@ import aiosqlite
 from db import presets as repo
 from db.database import transaction
 
-from .options import OPTIONS, OptionsError, merge_options, parse_option_lines, validate_options
+from .options import (
+    OPTIONS,
+    OptionsError,
+    merge_options,
+    option_problems,
+    parse_option_lines,
+    validate_options,
+)
 from .service import BOT_KEYS, QueueError
 
 if TYPE_CHECKING:
@@ -126,10 +133,7 @@ class PresetService:
             except OptionsError as exc:
                 problems += exc.problems
         explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
-        try:
-            validate_options(explicit, rules=False)
-        except OptionsError as exc:
-            problems += exc.problems
+        problems += option_problems(explicit, rules=False)
         if problems:
             raise OptionsError(problems)
         merged = merge_options(*layers, explicit)
