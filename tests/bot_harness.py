@@ -64,11 +64,8 @@ class World:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            if inter.followups:
-                return inter.followups[-1]
-            original = inter.original
-            if original is not None and not original.flags & 128:  # 128: still "thinking"
-                return original
+            if (msg := inter.answer_message()) is not None:
+                return msg
             await asyncio.sleep(0.02)
         raise TimeoutError("the bot did not answer")
 

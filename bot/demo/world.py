@@ -69,10 +69,7 @@ class World:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while loop.time() < deadline:
-            if inter.followups:
-                return inter.followups[-1]
-            msg = inter.original
-            if msg is not None and not msg.flags & 128 and (not final or msg.embeds):
+            if (msg := inter.answer_message(final)) is not None:
                 return msg
             await asyncio.sleep(0.05)
         raise DemoError(f"the bot did not answer {inter.data.get('name') or 'a click'} in {timeout:.0f} s")

@@ -306,6 +306,16 @@ class Interaction:
         assert self.response is not None
         return self.response
 
+    def answer_message(self, final: bool = False) -> RecordedMessage | None:
+        """The message answering this interaction as a member sees it: the latest followup, else the
+        original once it is no longer "thinking" (flag 128); ``final``: once it also has an embed."""
+        if self.followups:
+            return self.followups[-1]
+        original = self.original
+        if original is not None and not original.flags & 128 and (not final or original.embeds):
+            return original
+        return None
+
     async def wait_followups(self, count: int = 1, timeout: float = 5.0) -> list[RecordedMessage]:
         """Wait until at least ``count`` followup messages arrived."""
         loop = asyncio.get_running_loop()
