@@ -25,6 +25,16 @@ class MigrationError(RuntimeError):
     pass
 
 
+class DatabaseBusy(RuntimeError):
+    """A write could not get SQLite's lock in time (another process holds it): nothing was written.
+
+    Its message is for the member: the command can simply be tried again.
+    """
+
+    def __init__(self, message: str = "The server is busy right now: nothing was changed. Try again in a moment."):
+        super().__init__(message)
+
+
 def migrations(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
     """(version, file) of every migration, in order; numbers must be 1, 2, 3, ... without gaps."""
     found = sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := _MIGRATION_NAME.match(p.name)))
