@@ -253,16 +253,6 @@ async def files(conn: aiosqlite.Connection, job_id: int) -> list[tuple[int, str,
         return [(int(i), p, bool(g)) for i, p, g in await cur.fetchall()]
 
 
-async def finished_since(conn: aiosqlite.Connection, since: float) -> list[JobRow]:
-    """Jobs that ended at or after ``since`` (a Unix time), oldest first."""
-    async with conn.execute(
-        f"SELECT {_COLUMNS} FROM jobs WHERE state IN ('done', 'failed', 'cancelled') AND finished_at >= ?"
-        " ORDER BY finished_at",
-        (since,),
-    ) as cur:
-        return [_job(row) for row in await cur.fetchall()]
-
-
 async def expired_since(conn: aiosqlite.Connection, owner_id: int, since: float) -> int:
     """Refunds withheld (expired stamina) from a member's jobs that ended after ``since``."""
     async with conn.execute(
@@ -317,3 +307,28 @@ async def record_step_rate(
         " samples = samples + 1",
         (family, resolution, batch_size, steps_per_s),
     )
+
+
+async def has_queued(conn: aiosqlite.Connection, kind: str) -> bool:
+    """Is a job of ``kind`` waiting? A cheap read, so an idle dispatcher never takes the write lock."""
+    async with conn.execute("SELECT 1 FROM jobs WHERE kind = ? AND state = 'queued' LIMIT 1", (kind,)) as cur:
+        return await cur.fetchone() is not None
+
+
+async def unannounced(conn: aiosqlite.Connection, limit: int = 100) -> list[JobRow]:
+    """Finished jobs whose end has not been posted yet, oldest first."""
+    async with conn.execute(
+        f"SELECT {_COLUMNS} FROM jobs WHERE announced = 0 AND state IN ('done', 'failed', 'cancelled')"
+        " ORDER BY id LIMIT ?",
+        (limit,),
+    ) as cur:
+        return [_job(row) for row in await cur.fetchall()]
+
+
+async def claim_announcement(conn: aiosqlite.Connection, job_id: int) -> bool:
+    """Mark a finished job's end as posted; True for the one caller that marked it (it posts)."""
+    async with conn.execute(
+        "UPDATE jobs SET announced = 1 WHERE id = ? AND announced = 0 AND state IN ('done', 'failed', 'cancelled')",
+        (job_id,),
+    ) as cur:
+        return cur.rowcount == 1

@@ -4,8 +4,9 @@ Run as ``python tests/fake_trainer.py train --job FILE``. ``FAKE_TRAINER_MODE``:
 ``crash`` (starts, reports a step, dies without a terminal event), ``hang`` (starts, then
 says nothing), ``crash_first`` (crashes unless the job resumes, then finishes), ``slow``
 (takes ``FAKE_TRAINER_SECONDS``, default 3, then finishes), ``longline`` (prints a 2 MiB line,
-then finishes). ``serve`` answers each request
-with one image at once.
+then finishes), ``stream`` (``FAKE_TRAINER_STEPS`` step events spread over ``FAKE_TRAINER_SECONDS``,
+an epoch file in its output folder, then done), ``nospace`` (fails as a full disk does). ``serve``
+answers each request with one image at once, or with none when ``FAKE_SERVE_IMAGES`` is 0.
 """
 
 from __future__ import annotations
@@ -28,8 +29,30 @@ def serve() -> None:
             continue
         rid = request["id"]
         emit("started", request=rid, total_steps=1, total_epochs=0, model_cached=False)
-        emit("image_ready", request=rid, index=0, path="/dev/null")
-        emit("done", request=rid, files=["/dev/null"])
+        if os.environ.get("FAKE_SERVE_IMAGES") == "0":
+            emit("done", request=rid, files=[])
+            continue
+        image = os.path.join(request["job"]["output_dir"], f"image-{rid}.png")
+        with open(image, "wb") as f:
+            f.write(b"\x89PNG fake")
+        emit("image_ready", request=rid, index=0, path=image)
+        emit("done", request=rid, files=[image])
+
+
+def stream(job: dict) -> None:
+    """Step events at a steady pace, one saved epoch in the job's own folder, then done."""
+    total = int(os.environ.get("FAKE_TRAINER_STEPS", "200"))
+    pause = float(os.environ.get("FAKE_TRAINER_SECONDS", "5")) / total
+    emit("started", total_steps=total, total_epochs=1, resumed_from_step=0)
+    for step in range(1, total + 1):
+        emit("step", step=step, total_steps=total, epoch=1, loss=0.1, lr=1e-4)
+        time.sleep(pause)
+    os.makedirs(job["output_dir"], exist_ok=True)
+    path = os.path.join(job["output_dir"], "chara-000001.safetensors")
+    with open(path, "wb") as f:
+        f.write(b"fake epoch")
+    emit("epoch_saved", epoch=1, step=total, path=path)
+    emit("done", files=[path], steps=total)
 
 
 def main() -> None:
@@ -39,7 +62,12 @@ def main() -> None:
         job = json.load(f)
     mode = os.environ.get("FAKE_TRAINER_MODE", "crash")
     total = 10
+    if mode == "stream":
+        return stream(job)
     emit("started", total_steps=total, total_epochs=1, resumed_from_step=0)
+    if mode == "nospace":
+        emit("failed", message="[Errno 28] No space left on device: 'chara-000001.safetensors'")
+        return
     if mode == "hang":
         time.sleep(3600)
     if mode == "longline":  # 2 MiB of output on one line, more than the dispatcher reads as one

@@ -41,9 +41,11 @@ async def make_dataset(
     return name
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float = 120, every: float = 0.1) -> None:
+async def wait_until(
+    check: Callable[[], Awaitable[bool]], timeout: float = 120, every: float = 0.1, what: str = "the condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(every)

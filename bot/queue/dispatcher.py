@@ -19,18 +19,20 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from db import jobs as repo
-from db.database import BUSY_TIMEOUT_MS, transaction
+from db.database import is_disk_full, transaction, until_written, wait_for_writes
 
 from ..registry import ModelRegistry
 from ..settings import Settings
 from .bus import EventBus, JobUpdate
-from .record import generation_job, job_paths, record_event, write_training_job
+from .record import generation_job, job_paths, write_training_job
+from .recorder import EventRecorder
 from .recovery import DispatcherLock, kill_orphan
 from .settle import settle
 from .stamina import StaminaService
@@ -38,6 +40,8 @@ from .workers import GenerationLane, Outcome, StartError, TrainingWorker
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
+STOP_WRITE_S = 10.0
+DISK_FULL = "the server ran out of disk space"
 
 
 class Dispatcher:
@@ -65,7 +69,7 @@ class Dispatcher:
         self._running: dict[int, Any] = {}  # job id -> the worker or lane running it
         self._stopping: set[asyncio.Task] = set()
         self._claimed: set[int] = set()  # jobs this dispatcher took and has not finished handling
-        self._ended_mark = clock()
+        self._recorders: dict[int, EventRecorder] = {}
         self._device_locks = {w.device: asyncio.Lock() for w in workers}
         self._lock = DispatcherLock(settings.data_dir / "dispatcher.lock")
 
@@ -98,11 +102,20 @@ class Dispatcher:
             for lane in self.lanes:
                 await lane.close()
             if interrupted:  # a planned restart is not a crash: it does not use up one of the job's starts
-                async with transaction(self.conn):
-                    for job_id in interrupted:
-                        await repo.uncount_attempt(self.conn, job_id)
+                await self._uncount(interrupted)
         finally:
             self._lock.release()
+
+    async def _uncount(self, job_ids: list[int]) -> None:
+        async def uncount() -> None:
+            async with transaction(self.conn):
+                for job_id in job_ids:
+                    await repo.uncount_attempt(self.conn, job_id)
+
+        try:  # bounded: a stopping bot does not wait for a database another process holds
+            await asyncio.wait_for(until_written(uncount, "counting back interrupted starts"), STOP_WRITE_S)
+        except (asyncio.TimeoutError, Exception):
+            log.warning("could not count back the starts of jobs %s: they count as crashed", job_ids)
 
     def wake(self) -> None:
         """Something changed (a job queued or cancelled, the queue resumed): look now, not at the next poll."""
@@ -124,12 +137,28 @@ class Dispatcher:
 
     async def recover(self) -> None:
         """Jobs a dead process left running: kill any leftover process, then resume or end them."""
+        wait_for_writes()
         for job in await repo.list_jobs(self.conn, states=("running", "cancelling"), limit=10_000):
-            await asyncio.to_thread(kill_orphan, job.pid, job.folder)
-            if job.state == "cancelling":
-                await self._end(job, "cancelled", job.step)
-            else:
-                await self._retry_or_fail(job, "the bot stopped while it ran")
+            await self._recover_one(job, "the bot stopped while it ran")
+
+    async def _recover_one(self, job: repo.JobRow, why: str) -> None:
+        await asyncio.to_thread(kill_orphan, job.pid, job.folder)
+        if job.state == "cancelling":
+            await self._end(job, "cancelled", job.step)
+        else:
+            await self._retry_or_fail(job, why)
+
+    async def _reap_stranded(self) -> None:
+        """No job stays ``running`` without a live process: one this dispatcher is not handling (its
+        handler died on an error) and that has been silent for the hang timeout is recovered."""
+        now = self.clock()
+        for job in await repo.list_jobs(self.conn, states=("running", "cancelling"), limit=10_000):
+            if job.id in self._claimed:
+                continue
+            last = max(job.started_at or 0.0, job.last_event_at or 0.0)
+            if now - last > self.settings.hang_timeout_s:
+                log.warning("job #%d was %s with no process handling it: recovering it", job.id, job.state)
+                await self._recover_one(job, "its process was lost")
 
     async def _retry_or_fail(self, job: repo.JobRow, why: str) -> None:
         if job.attempts >= self.settings.max_attempts:
@@ -142,8 +171,12 @@ class Dispatcher:
 
     async def _requeue(self, job: repo.JobRow, event: dict[str, Any], **values: Any) -> None:
         """Put a running job back in the queue; one cancelled meanwhile ends as cancelled instead."""
-        async with transaction(self.conn):
-            back = await repo.transition(self.conn, job.id, ("running",), "queued", pid=None, **values)
+
+        async def requeue() -> repo.JobRow | None:
+            async with transaction(self.conn):
+                return await repo.transition(self.conn, job.id, ("running",), "queued", pid=None, **values)
+
+        back = await until_written(requeue, f"job #{job.id}: putting it back in the queue")
         if back is not None:
             self.bus.publish(JobUpdate(back, "requeued", event))
             self.wake()
@@ -153,13 +186,20 @@ class Dispatcher:
             await self._end(current, "cancelled", current.step)
 
     async def _end(self, job: repo.JobRow, state: str, done: int, error: str | None = None) -> None:
-        ended = await settle(self.conn, job.id, state, done, error, now=self.clock(), stamina=self.stamina)
+        """Settle the job (state and refund) however long the database takes to take it."""
+        ended = await until_written(
+            lambda: settle(self.conn, job.id, state, done, error, now=self.clock(), stamina=self.stamina),
+            f"job #{job.id}: ending it as {state}",
+        )
         if ended is not None:
             self.bus.publish(JobUpdate(ended, "finished", {"state": state, "refunded": ended.refunded}))
 
     # Claiming --------------------------------------------------------------------------------------
 
     async def _claim(self, kind: str, device: str) -> repo.JobRow | None:
+        # reads first (they never wait for a writer): the write lock only when there is work
+        if await repo.get_flag(self.conn, "paused") == "1" or not await repo.has_queued(self.conn, kind):
+            return None
         async with transaction(self.conn):
             if await repo.get_flag(self.conn, "paused") == "1":
                 return None
@@ -183,7 +223,7 @@ class Dispatcher:
             log.exception("job #%d", job.id)
             self._running.pop(job.id, None)
             current = await repo.get_job(self.conn, job.id)
-            if current is not None and not current.finished:
+            if current is not None and not current.finished:  # if this fails too, _reap_stranded does it
                 await self._retry_or_fail(current, f"an internal error ({type(exc).__name__}: {exc})"[:300])
 
     async def _free_lane(self, device: str) -> None:
@@ -197,8 +237,12 @@ class Dispatcher:
         """The trainer cannot even start (bad command, missing interpreter): every job would fail the
         same way, so put this one back without using up a start and pause the queue for an operator."""
         log.error("%s: the queue is paused until an operator fixes it ('python -m bot queue resume')", what)
-        async with transaction(self.conn):
-            await repo.set_flag(self.conn, "paused", "1", None)
+
+        async def pause() -> None:
+            async with transaction(self.conn):
+                await repo.set_flag(self.conn, "paused", "1", None)
+
+        await until_written(pause, "pausing the queue")
         await self._requeue(
             job, {"reason": what, "paused": True}, error=what, attempts=max(0, job.attempts - 1)
         )
@@ -206,6 +250,7 @@ class Dispatcher:
     # Training --------------------------------------------------------------------------------------
 
     async def _training_loop(self, worker: TrainingWorker) -> None:
+        wait_for_writes()
         wake = self._waker()
         while True:
             try:
@@ -223,36 +268,46 @@ class Dispatcher:
         try:
             job_file = await asyncio.to_thread(write_training_job, self.registry, job, worker.device)
         except Exception as exc:  # base model gone from the registry, snapshot missing, disk full
-            await self._end(job, "failed", job.step, f"the job cannot start: {exc}")
+            await self._end(job, "failed", job.step, f"the job cannot start: {_why(exc)}")
             return
         _, log_file = job_paths(job)
-        self._running[job.id] = worker
-        self.bus.publish(JobUpdate(job, "running", {"device": worker.device, "attempt": job.attempts}))
+        recorder = self._recording(job, worker)
         try:
-            outcome = await worker.run(job_file, log_file, self._on_event(job), self._on_start(job))
+            outcome = await worker.run(job_file, log_file, self._on_event(recorder), self._on_start(recorder))
         except StartError as exc:
-            self._running.pop(job.id, None)
+            await self._stop_recording(job, recorder)
             await self._infrastructure_fault(job, f"the trainer could not start ({exc})")
             return
-        finally:
-            self._running.pop(job.id, None)
+        await self._stop_recording(job, recorder)
         await self._finish(job, outcome)
 
-    def _on_start(self, job: repo.JobRow):
+    def _recording(self, job: repo.JobRow, runner: Any) -> EventRecorder:
+        """The job runs on ``runner`` from now on; its events are recorded in the background."""
+        recorder = EventRecorder(self.conn, job, self.bus, self.clock)
+        self._recorders[job.id] = recorder
+        self._running[job.id] = runner
+        self.bus.publish(JobUpdate(job, "running", {"device": runner.device, "attempt": job.attempts}))
+        return recorder
+
+    async def _stop_recording(self, job: repo.JobRow, recorder: EventRecorder) -> None:
+        """The process has ended: every event it sent is stored before the job is ended."""
+        self._running.pop(job.id, None)
+        try:
+            await recorder.close()
+        finally:
+            self._recorders.pop(job.id, None)
+
+    @staticmethod
+    def _on_start(recorder: EventRecorder):
         async def started(pid: int) -> None:
-            async with transaction(self.conn):
-                await repo.update_progress(self.conn, job.id, pid=pid, last_event_at=self.clock())
+            recorder.started(pid)
 
         return started
 
-    def _on_event(self, job: repo.JobRow):
-        attempt: dict[str, Any] = {}
-
+    @staticmethod
+    def _on_event(recorder: EventRecorder):
         async def handle(event: dict[str, Any]) -> None:
-            if event["event"] == "started":
-                attempt["started"] = event
-            updated = await record_event(self.conn, job, event, self.clock(), attempt.get("started"))
-            self.bus.publish(JobUpdate(updated, event["event"], event))
+            recorder.add(event)  # never waits for the database: the trainer's output keeps flowing
 
         return handle
 
@@ -264,13 +319,11 @@ class Dispatcher:
         terminal = outcome.terminal or {}
         kind = terminal.get("event")
         if kind == "done":
-            if current.kind == "train":
-                await self._record_rate(current)
-            await self._end(current, "done", current.total_steps)
+            await self._done(current)
         elif kind == "failed":
-            await self._end(current, "failed", current.step, str(terminal.get("message", "failed"))[:500])
+            await self._end(current, "failed", current.step, _why_message(str(terminal.get("message", "failed"))))
         elif current.state == "cancelling":
-            done = int(terminal.get("step", current.step)) if current.kind == "train" else current.step
+            done = _bounded_step(terminal.get("step"), current) if current.kind == "train" else current.step
             await self._end(current, "cancelled", done)
         elif outcome.hung:
             await self._retry_or_fail(
@@ -279,6 +332,18 @@ class Dispatcher:
         else:
             code = outcome.exit_code
             await self._retry_or_fail(current, f"its process stopped unexpectedly (exit code {code})")
+
+    async def _done(self, job: repo.JobRow) -> None:
+        """A training job is done whole; a generation is paid for the images it delivered only."""
+        if job.kind == "train":
+            await until_written(lambda: self._record_rate(job), f"job #{job.id}: its speed")
+            await self._end(job, "done", job.total_steps)
+            return
+        delivered = sum(1 for _, _, grid in await repo.files(self.conn, job.id) if not grid)
+        delivered = min(delivered, job.total_steps)
+        missing = job.total_steps - delivered
+        note = f"{missing} of {job.total_steps} images could not be made" if missing else None
+        await self._end(job, "done", delivered, note)
 
     async def _record_rate(self, job: repo.JobRow) -> None:
         if job.steps_per_s:
@@ -290,6 +355,7 @@ class Dispatcher:
     # Generation ------------------------------------------------------------------------------------
 
     async def _generation_loop(self, lane: GenerationLane) -> None:
+        wait_for_writes()
         wake = self._waker()
         while True:
             try:
@@ -307,40 +373,40 @@ class Dispatcher:
             request = await asyncio.to_thread(generation_job, self.registry, job, lane.device)
             Path(request["output_dir"]).mkdir(parents=True, exist_ok=True)
         except Exception as exc:
-            await self._end(job, "failed", job.step, f"the job cannot start: {exc}")
+            await self._end(job, "failed", job.step, f"the job cannot start: {_why(exc)}")
             return
-        self._running[job.id] = lane
-        self.bus.publish(JobUpdate(job, "running", {"device": lane.device, "attempt": job.attempts}))
+        recorder = self._recording(job, lane)
         try:
-            outcome = await lane.run(str(job.id), request, self._on_event(job))
+            outcome = await lane.run(str(job.id), request, self._on_event(recorder))
         except StartError as exc:
-            self._running.pop(job.id, None)
+            await self._stop_recording(job, recorder)
             await self._infrastructure_fault(job, f"the generation process could not start ({exc})")
             return
-        finally:
-            self._running.pop(job.id, None)
+        await self._stop_recording(job, recorder)
         await self._finish(job, outcome)
 
     # Cancelling ------------------------------------------------------------------------------------
 
     async def _watch_cancels(self) -> None:
         """Stop the processes of jobs marked ``cancelling`` (by a member, an operator or the CLI)."""
+        wait_for_writes()
         asked: set[int] = set()
         wake = self._waker()
         while True:
-            try:
-                await self._deliver_cancels(asked)
-                await self._publish_ended_elsewhere()
-            except Exception:
-                log.exception("watching for cancelled jobs")
+            for step in (partial(self._deliver_cancels, asked), self._publish_unannounced, self._reap_stranded):
+                try:  # each on its own: a cancel is delivered whatever the database does to the others
+                    await step()
+                except Exception:
+                    log.exception("watching the queue")
             await self._idle(wake)
 
-    async def _publish_ended_elsewhere(self) -> None:
-        """Jobs another process ended (the operator CLI cancelled a waiting job) reach the subscribers too."""
-        since, self._ended_mark = self._ended_mark, self.clock()
-        # finished_at is stamped before the commit, which may wait for SQLite's write lock: look back that far
-        for job in await repo.finished_since(self.conn, since - BUSY_TIMEOUT_MS / 1000 - 2 * POLL_S):
+    async def _publish_unannounced(self) -> None:
+        """Ended jobs whose end was never posted (another process ended them, or the bot stopped before
+        posting) reach the subscribers; the persistent mark makes each end posted once, across restarts."""
+        for job in await repo.unannounced(self.conn):
             self.bus.publish(JobUpdate(job, "finished", {"state": job.state, "refunded": job.refunded}))
+            if job.channel_id is None:  # nowhere to post it (a job from the CLI): published is announced
+                await repo.claim_announcement(self.conn, job.id)
 
     async def _deliver_cancels(self, asked: set[int]) -> None:
         for job in await repo.list_jobs(self.conn, states=("cancelling",), limit=1000):
@@ -354,3 +420,20 @@ class Dispatcher:
             self._stopping.add(task)  # keep a reference until it is done
             task.add_done_callback(self._stopping.discard)
         asked &= set(self._running)
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong, in the member's words where we know them (a full disk)."""
+    return DISK_FULL if is_disk_full(exc) else str(exc)
+
+
+def _why_message(message: str) -> str:
+    """A trainer's failure message; a full disk is said plainly first."""
+    if "No space left on device" in message or "disk is full" in message:
+        message = f"{DISK_FULL} ({message})"
+    return message[:500]
+
+
+def _bounded_step(step: Any, job: repo.JobRow) -> int:
+    """The step a cancelled trainer reports, held to what the job can have done."""
+    return step if isinstance(step, int) and 0 <= step <= job.total_steps else job.step

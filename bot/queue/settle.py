@@ -58,7 +58,8 @@ async def settle(
         job = await jobs_repo.get_job(conn, job_id)
         if job is None or job.state not in from_states:
             return None
-        refund = 0 if state == "done" else refund_for(job.cost, job.total_steps, done)
+        # a done job refunds too when it delivered less than it was paid for (a generation's images)
+        refund = refund_for(job.cost, job.total_steps, min(done, job.total_steps))
         expired = await _expired_part(conn, job, refund, stamina)
         refund -= expired
         ended = await jobs_repo.transition(
