@@ -8,9 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import aiosqlite
-
-from db.database import open_database
+from db.database import Database, open_database
 
 from .datasets.service import DatasetService
 from .datasets.taggers import TaggerProvider
@@ -28,7 +26,7 @@ from .settings import Settings
 @dataclass
 class Services:
     settings: Settings
-    conn: aiosqlite.Connection
+    conn: Database  # the writer and its readers: pass it wherever a repository wants a connection
     registry: ModelRegistry
     datasets: DatasetService
     stamina: StaminaService

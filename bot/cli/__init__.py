@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 from . import admin, datasets, queue
 from .datasets import EXIT_ERROR
 
+CLI_WRITE_PATIENCE_S = 30.0
+
 if TYPE_CHECKING:
     from ..settings import Settings
 
@@ -89,7 +91,7 @@ def _fail(message: str) -> None:
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    from ..services import open_services
+    from db.database import write_patience
 
     if args.group == "run":
         from ..app import run_bot
@@ -101,6 +103,14 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await run_demo(args.out)
     if args.group == "models":  # the registry file only: no database, and it may be the thing to fix
         return admin.run_models(args, settings)
+    # an operator at a terminal can wait for a lock the bot holds a moment; a member cannot
+    with write_patience(CLI_WRITE_PATIENCE_S):
+        return await _run_group(args, settings)
+
+
+async def _run_group(args: argparse.Namespace, settings: Settings) -> int:
+    from ..services import open_services
+
     async with open_services(settings) as services:
         if args.group == "dataset":
             return await datasets.run(services, args)
