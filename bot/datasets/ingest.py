@@ -157,11 +157,11 @@ async def store(
         for fn, img, (c, rating) in zip(names, images, captions, strict=True)
     ]
     try:
-        async with transaction(conn):
-            current = await repo.get_dataset_by_id(conn, dataset.id)
+        async with transaction(conn) as tx:  # reads and writes on the connection holding the lock
+            current = await repo.get_dataset_by_id(tx, dataset.id)
             if current is None or current.owner_id != dataset.owner_id:
                 raise DatasetGone
-            refused = await _insert_checked(conn, dataset.id, rows, limit, known)
+            refused = await _insert_checked(tx, dataset.id, rows, limit, known)
     except Exception:
         await asyncio.to_thread(_unlink_all, written)
         raise
