@@ -164,17 +164,30 @@ async def count_images(conn: aiosqlite.Connection, dataset_id: int) -> int:
         return int((await cur.fetchone())[0])
 
 
-async def insert_images(conn: aiosqlite.Connection, dataset_id: int, images: list[NewImage]) -> None:
-    await conn.executemany(
-        """INSERT INTO dataset_images (dataset_id, file_name, original_name, sha256, phash, width, height,
-                                       caption, rating)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        [
+async def insert_images(conn: aiosqlite.Connection, dataset_id: int, images: list[NewImage]) -> list[int | None]:
+    """Insert the images in order: the id of each, or None where the dataset already holds that
+    picture (same sha256; the row is not inserted, the others are)."""
+    ids: list[int | None] = []
+    for i in images:
+        async with conn.execute(
+            """INSERT INTO dataset_images (dataset_id, file_name, original_name, sha256, phash, width, height,
+                                           caption, rating)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (dataset_id, sha256) DO NOTHING RETURNING id""",
             (dataset_id, i.file_name, i.original_name, i.sha256, to_signed64(i.phash), i.width, i.height,
-             i.caption, i.rating)
-            for i in images
-        ],
-    )  # fmt: skip
+             i.caption, i.rating),
+        ) as cur:  # fmt: skip
+            row = await cur.fetchone()
+        ids.append(int(row[0]) if row else None)
+    return ids
+
+
+async def image_by_sha256(conn: aiosqlite.Connection, dataset_id: int, sha256: str) -> ImageRow | None:
+    async with conn.execute(
+        f"SELECT {_IMAGE_COLUMNS} FROM dataset_images WHERE dataset_id = ? AND sha256 = ?", (dataset_id, sha256)
+    ) as cur:
+        row = await cur.fetchone()
+    return _image(row) if row else None
 
 
 async def record_caption_edit(

@@ -99,7 +99,7 @@ def test_store_refuses_a_dataset_deleted_by_another_process(tmp_path):
         await svc.delete(1, "chara")  # as if another process deleted it mid-upload
         images, _ = expand_upload("a.png", picture(1), Limits())
         with pytest.raises(ingest.DatasetGone):
-            await ingest.store(svc.conn, ds, svc.folder(ds), images, [("tkchar", None)])
+            await ingest.store(svc.conn, ds, svc.folder(ds), images, [("tkchar", None)], limit=10)
         assert list(svc.folder(ds).iterdir()) == []
 
     with_services(tmp_path, body)

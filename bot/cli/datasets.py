@@ -134,15 +134,36 @@ async def _add(svc, a) -> int:
             print(f"error: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_ERROR
 
-    report = await svc.add_files(a.user, a.name, files, _progress)
+    report = await _add_files(svc, a.user, a.name, files)
     report.skipped = too_big + report.skipped
     print(report.summary())
     return 0
 
 
-def _progress(stage: str, done: int, total: int) -> None:
-    if sys.stderr.isatty():
-        print(f"\r{stage} {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+class _ProgressLine:
+    """The ingest's progress on a terminal; :meth:`end` closes a line a failed upload left open, so
+    the error is printed on a line of its own."""
+
+    def __init__(self) -> None:
+        self.open = False
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            print(f"\r{stage} {done}/{total}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+            self.open = done < total
+
+    def end(self) -> None:
+        if self.open:
+            print(" - stopped", file=sys.stderr, flush=True)
+            self.open = False
+
+
+async def _add_files(svc, user: int, name: str, files: list[tuple[str, bytes]]):
+    progress = _ProgressLine()
+    try:
+        return await svc.add_files(user, name, files, progress)
+    finally:
+        progress.end()
 
 
 async def _import(svc, a) -> int:
@@ -150,7 +171,7 @@ async def _import(svc, a) -> int:
     files, left_out = read_import(a.path, svc.settings.limits())
     await _new(svc, a)
     try:
-        report = await svc.add_files(a.user, a.name, files, _progress)
+        report = await _add_files(svc, a.user, a.name, files)
     except BaseException:
         await asyncio.shield(svc.delete(a.user, a.name))
         raise

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from db.database import DatabaseBusy
+
 from ..datasets.ingest import BatchReport
 from ..datasets.service import ServiceError
 from ..ui.base import OwnerView
-from ..ui.common import answer, dataset_choices, friendly_error, services_of
+from ..ui.common import answer, clip, dataset_choices, services_of
 
+log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 2.0
 STAGES = {"checking files": "Checking and cropping", "tagging": "Tagging"}
 
@@ -111,9 +115,9 @@ async def ingest_attachments(
     if payload:
         try:
             report = await services.datasets.add_files(interaction.user.id, dataset, payload, progress)
-        except ServiceError as exc:
+        except Exception as exc:  # the progress line ends with what happened, whatever it was
             await progress.finish()
-            await interaction.edit_original_response(content=friendly_error(exc), embed=None)
+            await interaction.edit_original_response(content=stopped_line(exc), embed=None)
             return
     await progress.finish()
     skipped = [
@@ -132,6 +136,18 @@ async def ingest_attachments(
         embed.add_field(name="Warnings", value="\n".join(report.warnings)[:1024], inline=False)
     embed.set_footer(text="Next: /tags view to check the tags, then /train")
     await interaction.edit_original_response(content=None, embed=embed)
+
+
+def stopped_line(exc: Exception) -> str:
+    """The last word of a failed upload's progress line. The batch is stored in one transaction, so
+    a failed upload added nothing."""
+    if isinstance(exc, ServiceError | DatabaseBusy):  # messages for the member
+        return clip(f"❌ Upload stopped: {exc}")
+    log.error("an upload failed", exc_info=exc)
+    return (
+        "❌ Upload stopped by an error on the bot's side: nothing was added. "
+        "The operator can see it in the log; try again later."
+    )
 
 
 class _Progress:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, ImageStat, UnidentifiedImageError
 
 # A cut-off upload must be reported, never padded with grey (this is Pillow's default; we rely on it).
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -36,6 +36,12 @@ WHITE = (255, 255, 255)
 NEAR_DUPLICATE_DISTANCE = 6
 PHASH_SIZE = 32  # the grayscale thumbnail the DCT runs on
 PHASH_LOW = 8  # the top-left 8x8 low frequencies make the 64 bits
+# A picture whose low-band DCT terms all stay under this has no structure to hash (about a quarter of a
+# grey level: a flat color, a noisy or recompressed flat color); its bits would be rounding noise. Such a
+# picture hashes to FLAT_MARK | its mean color instead, and two of them are alike when their colors are.
+FLAT_AC_LIMIT = 64.0
+FLAT_MARK = 0x2A5A5A5A5A << 24  # bit 63 clear: a structured pHash always sets it (the DC term is largest)
+FLAT_COLOR_TOLERANCE = 6  # per channel, 0-255: re-encoding moves a flat color by 1-2
 
 CROP_MODES = ("none", "center", "focus")
 SIZE_STEP, MIN_SIDE, MAX_SIDE = 64, 256, 2048
@@ -57,7 +63,7 @@ class DecodedImage:
     image: Image.Image  # RGB, EXIF orientation applied, alpha composited on white, first frame
     caption: str | None  # from a same-named .txt in a zip (stripped); None otherwise
     sha256: str  # of the normalized RGB pixels and size: the same picture in PNG and BMP is equal
-    phash: int  # 64-bit DCT perceptual hash; compare with hamming() and NEAR_DUPLICATE_DISTANCE
+    phash: int  # 64-bit perceptual hash (DCT, or a flat picture's color): compare with is_near_duplicate()
 
 
 @dataclass
@@ -205,16 +211,39 @@ def perceptual_hash(image: Image.Image) -> int:
     """64-bit DCT pHash (imagehash's recipe): 32x32 grayscale, 2-D DCT, 8x8 low band above its median.
 
     Robust to re-encoding, resizing and small color changes; bit 63 is the DC term, then row-major.
-    A flat image hashes to a constant, so two flat pictures of different colors look alike.
+    A picture without structure (see FLAT_AC_LIMIT) gets FLAT_MARK | its mean RGB instead, so flat
+    pictures of different colors stay apart. Compare hashes with :func:`is_near_duplicate`.
     """
     gray = image.convert("L").resize((PHASH_SIZE, PHASH_SIZE), Image.Resampling.LANCZOS, reducing_gap=2.0)
     dct = _dct_matrix()
     coefficients = dct @ np.asarray(gray, dtype=np.float64) @ dct.T
     low = coefficients[:PHASH_LOW, :PHASH_LOW].ravel()
+    if np.abs(low[1:]).max() <= FLAT_AC_LIMIT:
+        red, green, blue = (min(255, round(c)) for c in ImageStat.Stat(image.convert("RGB")).mean)
+        return FLAT_MARK | red << 16 | green << 8 | blue
     value = 0
     for bit in low > np.median(low):
         value = (value << 1) | int(bit)
     return value
+
+
+def flat_color(phash: int) -> tuple[int, int, int] | None:
+    """The mean color of a picture that hashed flat; None for a structured picture's hash."""
+    if phash >> 24 != FLAT_MARK >> 24:
+        return None
+    return (phash >> 16) & 0xFF, (phash >> 8) & 0xFF, phash & 0xFF
+
+
+def is_near_duplicate(a: int, b: int) -> bool:
+    """Whether two perceptual hashes are the same picture: close bits, or (both flat) close colors.
+
+    A flat hash is never near a structured one."""
+    color_a, color_b = flat_color(a), flat_color(b)
+    if color_a is None and color_b is None:
+        return hamming(a, b) <= NEAR_DUPLICATE_DISTANCE
+    if color_a is None or color_b is None:
+        return False
+    return max(abs(x - y) for x, y in zip(color_a, color_b, strict=True)) <= FLAT_COLOR_TOLERANCE
 
 
 def hamming(a: int, b: int) -> int:

@@ -5,15 +5,19 @@ against the dataset (exact and near duplicates, room left) and cropped the momen
 it is decoded, so a zip of big pictures or a batch far over the dataset's limit
 never sits in memory at full size. Files get unique names (no clash with another
 process adding to the same dataset), are written under a temp name and renamed,
-and their rows are inserted in one transaction that first re-checks that the
-dataset still exists and still belongs to the uploader.
+and their rows are inserted in one write transaction that re-checks what another
+process may have changed meanwhile: the dataset still there and the uploader's, the
+room left and duplicates among the images stored since. An image refused there is
+reported and its file removed; the rest of the batch is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -27,17 +31,17 @@ from db.database import transaction
 
 from . import captions as cap
 from .images import (
-    NEAR_DUPLICATE_DISTANCE,
     DecodedImage,
     Limits,
     Skipped,
     crop_image,
     encode_png,
     expand_upload,
-    hamming,
+    is_near_duplicate,
 )
 
 Progress = Callable[[str, int, int], None]
+SQLITE_FULL = 13  # "database or disk is full"
 
 
 class DatasetGone(Exception):
@@ -59,11 +63,12 @@ class BatchReport:
 
 @dataclass
 class Intake:
-    """Decides on each image as it is decoded (runs in a worker thread)."""
+    """Decides on each image as it is decoded (runs in a worker thread), against a snapshot of the
+    dataset; :func:`store` checks again against what was stored after the snapshot."""
 
     dataset: repo.DatasetRow
     existing: list[repo.ImageRow]
-    room: int
+    limit: int  # images the dataset may hold
     report: BatchReport
     accepted: list[DecodedImage] = field(default_factory=list)
 
@@ -90,15 +95,16 @@ class Intake:
     def _refusal(self, image: DecodedImage) -> str | None:
         if image.sha256 in self.seen_sha:
             return f"the same picture as {self.seen_sha[image.sha256]}, already in"
-        near = next(
-            (n for h, n in self.seen_hash if hamming(h, image.phash) <= NEAR_DUPLICATE_DISTANCE), None
-        )
+        near = next((n for h, n in self.seen_hash if is_near_duplicate(h, image.phash)), None)
         if near is not None:
             return f"looks the same as {near} (near-duplicate); keep one"
-        if len(self.accepted) >= self.room:
-            limit = len(self.existing) + self.room
-            return f"the dataset is full ({limit} images): remove some with /dataset remove-images first"
+        if len(self.existing) + len(self.accepted) >= self.limit:
+            return full_reason(self.limit)
         return None
+
+
+def full_reason(limit: int) -> str:
+    return f"the dataset is full ({limit} images): remove some with /dataset remove-images first"
 
 
 def decode_batch(
@@ -132,11 +138,17 @@ async def store(
     folder: Path,
     images: list[DecodedImage],
     captions: list[tuple[str, str | None]],
-) -> None:
-    """Files first (unique temp name, then rename), rows in one transaction.
+    limit: int,
+    known: frozenset[int] = frozenset(),
+) -> tuple[list[str], list[Skipped]]:
+    """Files first (unique temp name, then rename), then the rows in one write transaction; returns
+    the names of the images stored and those refused there, with why (their files removed).
 
-    On an error the transaction rolled back, so this call's files are removed. On cancellation
-    the commit may still land, so the files stay; :func:`sweep` removes any that end up unused.
+    ``known``: ids of the images ``images`` were already checked against. Inside the transaction,
+    which no other writer (thread or process) can enter, the room left is counted and the images
+    stored since are checked for exact and near duplicates. On an error the transaction rolled
+    back, so this call's files are removed. On cancellation the commit may still land, so the
+    files stay; :func:`sweep_files` removes any that end up unused.
     """
     names = [f"{uuid.uuid4().hex[:16]}.png" for _ in images]
     written = await asyncio.to_thread(write_pngs, folder, names, images)
@@ -145,14 +157,64 @@ async def store(
         for fn, img, (c, rating) in zip(names, images, captions, strict=True)
     ]
     try:
-        async with transaction(conn):
-            current = await repo.get_dataset_by_id(conn, dataset.id)
+        async with transaction(conn) as tx:  # reads and writes on the connection holding the lock
+            current = await repo.get_dataset_by_id(tx, dataset.id)
             if current is None or current.owner_id != dataset.owner_id:
                 raise DatasetGone
-            await repo.insert_images(conn, dataset.id, rows)
+            refused = await _insert_checked(tx, dataset.id, rows, limit, known)
     except Exception:
         await asyncio.to_thread(_unlink_all, written)
         raise
+    dropped = {row.file_name for row, _ in refused}
+    await asyncio.to_thread(_unlink_all, [path for path in written if path.name in dropped])
+    added = [row.original_name for row in rows if row.file_name not in dropped]
+    return added, [Skipped(row.original_name, reason) for row, reason in refused]
+
+
+async def _insert_checked(
+    conn: aiosqlite.Connection, dataset_id: int, rows: list[repo.NewImage], limit: int, known: frozenset[int]
+) -> list[tuple[repo.NewImage, str]]:
+    """Insert what still fits and is new (call inside the transaction): the rows refused, with why."""
+    stored = await repo.list_images(conn, dataset_id)
+    count = len(stored)
+    since = [i for i in stored if i.id not in known]  # stored after the batch was checked
+    refused: list[tuple[repo.NewImage, str]] = []
+    for row in rows:
+        reason = _late_refusal(row, since, count, limit)
+        if reason is None and (await repo.insert_images(conn, dataset_id, [row]))[0] is None:
+            twin = await repo.image_by_sha256(conn, dataset_id, row.sha256)  # the unique index has the last word
+            reason = _duplicate_reason(twin) if twin else "a duplicate of an image already in the dataset"
+        if reason is None:
+            count += 1
+        else:
+            refused.append((row, reason))
+    return refused
+
+
+def _late_refusal(row: repo.NewImage, since: list[repo.ImageRow], count: int, limit: int) -> str | None:
+    twin = next((i for i in since if i.sha256 == row.sha256), None)
+    if twin is not None:
+        return _duplicate_reason(twin)
+    near = next((i for i in since if is_near_duplicate(i.phash, row.phash)), None)
+    if near is not None:
+        return f"looks the same as image {near.id} ({near.original_name}) (near-duplicate); keep one"
+    if count >= limit:
+        return full_reason(limit)
+    return None
+
+
+def _duplicate_reason(twin: repo.ImageRow) -> str:
+    return f"a duplicate of image {twin.id} ({twin.original_name}), already in the dataset"
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk is full: ENOSPC (or a quota) from a file, SQLITE_FULL from SQLite."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+        return code == SQLITE_FULL if code is not None else "disk is full" in str(exc)
+    return False
 
 
 def write_pngs(folder: Path, names: list[str], images: list[DecodedImage]) -> list[Path]:

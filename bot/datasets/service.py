@@ -12,7 +12,8 @@ import asyncio
 import re
 import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +30,31 @@ from .images import CROP_MODES, DecodedImage, parse_size
 from .ingest import BatchReport, Progress
 from .taggers import TaggerProvider
 
-__all__ = ["BatchReport", "DatasetInfo", "DatasetService", "EditResult", "ServiceError"]
+__all__ = ["BatchReport", "DatasetInfo", "DatasetService", "DiskFull", "EditResult", "ServiceError"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
 SWEEP_AGE_S = 3600
 
 
 class ServiceError(Exception):
     """A request that cannot be done; the message is for the member."""
+
+
+class DiskFull(ServiceError):
+    """The server's disk (or the database file) is full: the request stored nothing."""
+
+    def __init__(self, message: str = "the server ran out of disk space"):
+        super().__init__(message)
+
+
+@contextmanager
+def _out_of_space(outcome: str) -> Iterator[None]:
+    """A full disk (ENOSPC, SQLITE_FULL) inside the block becomes :class:`DiskFull`, saying ``outcome``."""
+    try:
+        yield
+    except (OSError, sqlite3.OperationalError) as exc:
+        if not ingest.out_of_space(exc):
+            raise
+        raise DiskFull(f"the server ran out of disk space; {outcome}. Tell the operator") from exc
 
 
 @dataclass(frozen=True)
@@ -165,19 +184,25 @@ class DatasetService:
         dataset = await self.get(owner_id, name)
         notify = ingest.threadsafe(progress)
         report = BatchReport()
-        async with self._lock(dataset.id):  # duplicate checks and room need a settled dataset
-            existing = await repo.list_images(self.conn, dataset.id)
-            folder = self.folder(dataset)
-            await asyncio.to_thread(ingest.sweep_files, folder, {i.file_name for i in existing}, SWEEP_AGE_S)
-            room = max(0, self.settings.max_images_per_dataset - len(existing))
-            intake = ingest.Intake(dataset, existing, room, report)
-            await asyncio.to_thread(ingest.decode_batch, files, self.settings.limits(), intake, notify)
-            captions = await self._captions(dataset, intake.accepted, notify)
-            try:
-                await ingest.store(self.conn, dataset, folder, intake.accepted, captions)
-            except ingest.DatasetGone:
-                raise ServiceError(f"dataset '{dataset.name}' was deleted during the upload") from None
-        report.added += [img.name for img in intake.accepted]
+        limit = self.settings.max_images_per_dataset
+        with _out_of_space("nothing was added"):
+            async with self._lock(dataset.id):  # this process's uploads to it take turns
+                existing = await repo.list_images(self.conn, dataset.id)
+                folder = self.folder(dataset)
+                known = {i.file_name for i in existing}
+                await asyncio.to_thread(ingest.sweep_files, folder, known, SWEEP_AGE_S)
+                intake = ingest.Intake(dataset, existing, limit, report)
+                await asyncio.to_thread(ingest.decode_batch, files, self.settings.limits(), intake, notify)
+                captions = await self._captions(dataset, intake.accepted, notify)
+                try:
+                    added, refused = await ingest.store(
+                        self.conn, dataset, folder, intake.accepted, captions, limit,
+                        frozenset(i.id for i in existing),
+                    )  # fmt: skip
+                except ingest.DatasetGone:
+                    raise ServiceError(f"dataset '{dataset.name}' was deleted during the upload") from None
+        report.added += added
+        report.skipped += refused
         return report
 
     async def _captions(
