@@ -162,10 +162,25 @@ def _is_locked(exc: BaseException) -> bool:
     )
 
 
-async def _begin(writer: aiosqlite.Connection) -> None:
-    """BEGIN IMMEDIATE, retried with backoff until it gets the write lock or the patience runs out."""
+def _deadline() -> float | None:
     patience = _patience.get()
-    deadline = None if patience is None else time.monotonic() + patience
+    return None if patience is None else time.monotonic() + patience
+
+
+async def _take_turn(lock: asyncio.Lock, deadline: float | None) -> None:
+    """This process's turn at the writer; a task that waits forever (the dispatcher's) may hold it
+    while the database is locked, so a command gives up here in time too."""
+    if deadline is None:
+        await lock.acquire()
+        return
+    try:
+        await asyncio.wait_for(lock.acquire(), max(0.0, deadline - time.monotonic()))
+    except asyncio.TimeoutError:
+        raise DatabaseBusy() from None
+
+
+async def _begin(writer: aiosqlite.Connection, deadline: float | None) -> None:
+    """BEGIN IMMEDIATE, retried with backoff until it gets the write lock or the deadline passes."""
     delay = 0.02
     while True:
         try:
@@ -190,22 +205,25 @@ async def transaction(conn: aiosqlite.Connection | Database) -> AsyncIterator[ai
     is bounded by :func:`write_patience` (DatabaseBusy after it); a full disk is DatabaseFull.
     """
     writer = conn.writer if isinstance(conn, Database) else conn
-    async with _write_lock(writer):
-        token = _holder.set(conn) if isinstance(conn, Database) else None
-        try:
-            await _begin(writer)
-            yield conn  # type: ignore[misc]
-            await writer.execute("COMMIT")
-        except BaseException as exc:
-            # also after a cancelled BEGIN (it may still have run) or a failed COMMIT (disk full):
-            # never leave the shared connection inside a transaction that holds SQLite's write lock
-            await asyncio.shield(_rollback(writer))
-            if is_disk_full(exc) and not isinstance(exc, DatabaseFull):
-                raise DatabaseFull() from exc
-            raise
-        finally:
-            if token is not None:
-                _holder.reset(token)
+    deadline = _deadline()
+    lock = _write_lock(writer)
+    await _take_turn(lock, deadline)
+    token = _holder.set(conn) if isinstance(conn, Database) else None
+    try:
+        await _begin(writer, deadline)
+        yield conn  # type: ignore[misc]
+        await writer.execute("COMMIT")
+    except BaseException as exc:
+        # also after a cancelled BEGIN (it may still have run) or a failed COMMIT (disk full):
+        # never leave the shared connection inside a transaction that holds SQLite's write lock
+        await asyncio.shield(_rollback(writer))
+        if is_disk_full(exc) and not isinstance(exc, DatabaseFull):
+            raise DatabaseFull() from exc
+        raise
+    finally:
+        if token is not None:
+            _holder.reset(token)
+        lock.release()
 
 
 async def _rollback(conn: aiosqlite.Connection) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 import aiosqlite
 
 from db import jobs as repo
-from db.database import is_disk_full, transaction, until_written, wait_for_writes
+from db.database import is_disk_full, transaction, until_written, wait_for_writes, write_patience
 
 from ..registry import ModelRegistry
 from ..settings import Settings
@@ -137,9 +137,9 @@ class Dispatcher:
 
     async def recover(self) -> None:
         """Jobs a dead process left running: kill any leftover process, then resume or end them."""
-        wait_for_writes()
-        for job in await repo.list_jobs(self.conn, states=("running", "cancelling"), limit=10_000):
-            await self._recover_one(job, "the bot stopped while it ran")
+        with write_patience(None):  # start() runs in its caller's task: patience only for this block
+            for job in await repo.list_jobs(self.conn, states=("running", "cancelling"), limit=10_000):
+                await self._recover_one(job, "the bot stopped while it ran")
 
     async def _recover_one(self, job: repo.JobRow, why: str) -> None:
         await asyncio.to_thread(kill_orphan, job.pid, job.folder)
