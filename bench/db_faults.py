@@ -63,7 +63,8 @@ from tests.test_db_faults import HeldLock
 
 ROOT = _HERE.parent
 FAKE = [sys.executable, str(ROOT / "tests" / "fake_trainer.py")]
-IMAGES = 4  # the job's dataset; FAST has 2 epochs at batch 1: steps = IMAGES x repeats x 2
+IMAGES = 4  # the phases' dataset; FAST has 2 epochs at batch 1: steps = images x repeats x 2
+GROWTH_IMAGES = 10  # repeats are at most 1000: 20,000 steps need 10 images
 READS = ("queue", "stamina", "epochs")
 ROTATION = ("queue", "dataset new", "stamina", "epochs")
 TICK_S = 0.5
@@ -86,10 +87,11 @@ class Result:
     errors_logged: int = 0
 
 
-def job_options(steps: int) -> dict[str, object]:
-    if steps % (IMAGES * 2):
-        raise ValueError(f"steps must be a multiple of {IMAGES * 2}")
-    return {**FAST, "repeats": steps // (IMAGES * 2)}
+def job_options(steps: int, images: int = IMAGES) -> dict[str, object]:
+    """Options whose total steps are ``steps`` (the fake trainer emits as many step events)."""
+    if steps % (images * 2):
+        raise ValueError(f"steps must be a multiple of {images * 2}")
+    return {**FAST, "repeats": steps // (images * 2)}
 
 
 @contextlib.asynccontextmanager
@@ -258,10 +260,11 @@ async def growth(work: Path, steps: int, stream_s: float, stuck_s: float) -> tup
                       FAKE_TRAINER_SECONDS=str(stream_s))  # fmt: skip
     async with running_world(work, 1) as (w, services):
         owner = w.members[0]
-        await make_dataset(services, owner=owner.user_id, images=IMAGES)
+        await make_dataset(services, owner=owner.user_id, images=GROWTH_IMAGES)
         before = await checkpointed_size(services)  # an empty WAL: database+WAL = the main file
         channel = next(iter(w.guild.channels.values()))
-        job = await services.queue.submit_training(owner.user_id, "chara", job_options(steps), channel_id=channel.id)
+        options = job_options(steps, GROWTH_IMAGES)
+        job = await services.queue.submit_training(owner.user_id, "chara", options, channel_id=channel.id)
         job = await ended(services, job.id, time.monotonic() + stream_s + stuck_s)
         stored = len(await repo.events(services.conn, job.id, "step"))
         grown = (db_size(services) - before) / 2**20
