@@ -1,9 +1,9 @@
 """The real bot while ANOTHER PROCESS HOLDS SQLITE'S WRITE LOCK, against the same run without it.
 
 Two phases in one run, each on its own temporary folder: the real bot (``bot.app.running_bot``
-with the queue, the fake trainer ``tests/fake_trainer.py`` in ``stream`` mode: ``--steps`` step
-events over ``--stream-s`` seconds, an epoch file, done) on the loopback Discord stand-in. A
-member (the first) queues a training job of that many steps; once its trainer streams:
+with the queue, the fake trainer ``tests/fake_trainer.py`` in ``stream`` mode: 2000 step events
+(--quick 400) over 2/3 of the hold (at most 20 s), an epoch file, done) on the loopback Discord
+stand-in. A member (the first) queues a training job of that many steps; once its trainer streams:
   (a) base: nothing else holds the database;
   (b) held: a process takes BEGIN IMMEDIATE on the bot's database for ``--held-lock-s`` seconds
       (longer than the trainer runs: its last steps, epoch and end wait in the bot's memory).
@@ -21,9 +21,10 @@ the saved epoch, +1 unless it ends done, +1 per start past the first. Step event
 bounded buffer gave way to (later steps carry the same progress) are reported as
 step_events_dropped, not lost. stuck_jobs: the job not ended done within ``STUCK_S`` after the lock
 is released (base: after the commands stop).
-db_growth_mb_per_job: measured ONCE, in a third short run with no held lock and no commands: the
-growth of the database file plus its -wal over one job whose fake trainer emits ``--growth-steps``
-(default 20,000) step events.
+db_growth_mb_per_job: measured ONCE, in a third run with no held lock and no commands: the growth
+of the database file plus its -wal (emptied by a checkpoint before) over one job whose fake
+trainer emits 20,000 step events over 40 s (--quick 2,000 over 4 s); db_growth_checkpointed_mb:
+the main file's growth once the WAL is checkpointed into it (the data, not the WAL's scratch).
 Per-phase lines on stderr; the last stdout line: the held phase's numbers, then base_* (phase a)
 and *_ratio (held / base) keys. Exits non-zero when late, events_lost or stuck_jobs > 0 in a phase.
 
