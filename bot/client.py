@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from .cogs import COGS
 from .progress import ProgressNotifier
-from .ui.common import GENERIC_ERROR, friendly_error, send_error
+from .ui.common import report_error
 from .ui.persistent import PERSISTENT_ITEMS
 
 if TYPE_CHECKING:
@@ -67,12 +67,8 @@ class LoraTree(app_commands.CommandTree):
         return True
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        message = friendly_error(error)
-        if message is None:
-            log.error("command %s failed", interaction.command and interaction.command.qualified_name,
-                      exc_info=error)  # fmt: skip
-            message = GENERIC_ERROR
-        await send_error(interaction, message)
+        name = interaction.command.qualified_name if interaction.command else "?"
+        await report_error(interaction, error, f"command {name}")
 
 
 class LoraBot(commands.Bot):

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .errors import MemberError
+
 if TYPE_CHECKING:
     from .settings import Settings
 
@@ -35,7 +37,7 @@ SECRET_FILE = "link-secret"
 _DOMAIN = b"lorabot-link-v1\n"  # binds the MAC to this format and purpose
 
 
-class LinkError(Exception):
+class LinkError(MemberError):
     """A download link that cannot be honoured; ``str()`` is a short reason for the member."""
 
 

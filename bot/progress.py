@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING
 import aiohttp
 import discord
 
-from db import jobs as repo
-from db.database import transaction
-
 from .queue.status import queue_status
 from .ui.embeds import job_embed
 from .ui.persistent import CancelJobButton, epoch_buttons
 
 if TYPE_CHECKING:
+    from db.jobs import JobRow
+
     from .queue.bus import JobUpdate
     from .services import Services
 
@@ -109,7 +108,7 @@ class ProgressNotifier:
 
     async def _edit(self, job_id: int) -> None:
         async with self._locks.setdefault(job_id, asyncio.Lock()):
-            job = await repo.get_job(self.services.conn, job_id)
+            job = await self.services.queue.get_job(job_id)
             if job is None or job.channel_id is None:
                 return
             status = next(
@@ -134,7 +133,7 @@ class ProgressNotifier:
             del self.edits[next(iter(self.edits))]
 
     async def _show(
-        self, job: repo.JobRow, embed: discord.Embed, view: discord.ui.View, tries: int = 1
+        self, job: JobRow, embed: discord.Embed, view: discord.ui.View, tries: int = 1
     ) -> None:
         """Edit the job's message (retrying a transient failure ``tries`` times), or post it."""
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
@@ -149,8 +148,7 @@ class ProgressNotifier:
                     raise
                 await asyncio.sleep(2**attempt)
         message = await channel.send(embed=embed, view=view, allowed_mentions=discord.AllowedMentions.none())
-        async with transaction(self.services.conn):
-            await repo.update_progress(self.services.conn, job.id, message_id=message.id)
+        await self.services.queue.set_progress_message(job.id, message.id)
 
     def _forget(self, job_id: int) -> None:
         self._last_edit.pop(job_id, None)
@@ -158,7 +156,7 @@ class ProgressNotifier:
 
     # Previews, the end, generated images -------------------------------------------------------------
 
-    async def _post_preview(self, job: repo.JobRow, epoch: int, path: Path) -> None:
+    async def _post_preview(self, job: JobRow, epoch: int, path: Path) -> None:
         if not path.is_file():
             return
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
@@ -167,7 +165,7 @@ class ProgressNotifier:
             color=discord.Color.blurple(),
         )
         embed.set_image(url=f"attachment://{path.name}")
-        saved = {e.epoch for e in await repo.epochs(self.services.conn, job.id)}
+        saved = {e.epoch for e in await self.services.queue.epochs(job.id)}
         view = discord.ui.View(timeout=None)
         if epoch in saved:
             for item in epoch_buttons(job.id, epoch):
@@ -181,10 +179,10 @@ class ProgressNotifier:
             allowed_mentions=discord.AllowedMentions.none(),
         )  # fmt: skip
 
-    async def _announce_end(self, job: repo.JobRow) -> None:
-        job = await repo.get_job(self.services.conn, job.id) or job
+    async def _announce_end(self, job: JobRow) -> None:
+        job = await self.services.queue.get_job(job.id) or job
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
-        refund = f" {job.refunded} stamina refunded." if job.refunded else ""
+        refund = _refund_note(job)
         if job.state == "done":
             text = f"<@{job.owner_id}> ✅ job #{job.id} ({job.title}) is done: pick an epoch with `/epochs job:{job.id}`."
         elif job.state == "cancelled":
@@ -193,30 +191,55 @@ class ProgressNotifier:
             text = f"<@{job.owner_id}> 💥 job #{job.id} ({job.title}) failed (why: /queue).{refund}"
         await channel.send(text, allowed_mentions=_only(job.owner_id))
 
-    async def _post_images(self, job: repo.JobRow) -> None:
-        job = await repo.get_job(self.services.conn, job.id) or job
+    async def _post_images(self, job: JobRow) -> None:
+        job = await self.services.queue.get_job(job.id) or job
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
         if job.state != "done":
-            refund = f" {job.refunded} stamina refunded." if job.refunded else ""
+            refund = _refund_note(job)
             why = " (why: /queue)" if job.state == "failed" else ""
             await channel.send(
                 f"<@{job.owner_id}> 🎨 #{job.id} {job.state}{why}.{refund}",
                 allowed_mentions=_only(job.owner_id),
             )
             return
-        files = await repo.files(self.services.conn, job.id)
+        files = await self.services.queue.files(job.id)
         paths = [Path(p) for _, p, grid in files if grid] + [Path(p) for _, p, grid in files if not grid]
         seed = job.spec.get("options", {}).get("seed")
         text = (
             f"<@{job.owner_id}> 🎨 #{job.id} · {discord.utils.escape_mentions(job.title[:150])} · seed {seed}"
         )
-        for part, batch in enumerate(_batches([p for p in paths if p.is_file()])):
+        if short := shortfall(job):
+            text += f"\n⚠️ {short}"
+        batches = _batches([p for p in paths if p.is_file()])
+        for part, batch in enumerate(batches or [[]]):  # the text alone when no image was made
             content = text if part == 0 else f"🎨 #{job.id} (more)"
-            await channel.send(
-                content,
-                files=[discord.File(p, filename=p.name) for p in batch],
-                allowed_mentions=_only(job.owner_id),
-            )
+            attached = {"files": [discord.File(p, filename=p.name) for p in batch]} if batch else {}
+            await channel.send(content, **attached, allowed_mentions=_only(job.owner_id))
+
+
+def shortfall(job: JobRow) -> str:
+    """For a generation that ended with fewer images than charged: how many are missing and what came
+    back ('' when all were made). ``job.step`` counts the images delivered, ``total_steps`` those asked."""
+    missing = job.total_steps - job.step
+    if job.kind == "train" or missing <= 0:
+        return ""
+    why = " (why: /queue)" if job.error else ""
+    return f"{missing} of {job.total_steps} images could not be made{why}: {_refund_words(job)}."
+
+
+def _refund_words(job: JobRow) -> str:
+    expired = f"{job.refund_expired} stamina expired at a daily reset"
+    if job.refunded:
+        return f"{job.refunded} stamina refunded" + (f" ({expired})" if job.refund_expired else "")
+    return f"nothing refunded ({expired})" if job.refund_expired else "nothing refunded"
+
+
+def _refund_note(job: JobRow) -> str:
+    """' N stamina refunded.' after an end, or why nothing came back; '' when nothing was due."""
+    if not job.refunded and not job.refund_expired:
+        return ""
+    words = _refund_words(job)
+    return f" {words[0].upper()}{words[1:]}."
 
 
 def _only(user_id: int) -> discord.AllowedMentions:

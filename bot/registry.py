@@ -25,14 +25,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .errors import MemberError
+
 TINY_KEYS = {"tiny-sd15": "sd15", "tiny-sdxl": "sdxl"}
 
 
 log = logging.getLogger(__name__)
 
 
-class RegistryError(ValueError):
-    pass
+class RegistryError(MemberError, ValueError):
+    """A base model that is unknown or cannot be used; the message says which and why."""
 
 
 @dataclass(frozen=True)

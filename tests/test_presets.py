@@ -260,7 +260,8 @@ def test_resolve_reports_every_layers_problems_and_the_rules_between_layers(tmp_
         await presets.save(1, "prodigy", "optimizer=Prodigy")
         with pytest.raises(OptionsError, match="Prodigy finds its own step size"):
             await presets.resolve_train_options(1, preset="prodigy", explicit={"learning_rate": 1e-4})
-        with pytest.raises(QueueError, match="like: takes a job number"):
-            await presets.resolve_train_options(1, like="abc")
+        for like in ("abc", "1" * 30, "0", str(2**63)):  # never an OverflowError from SQLite
+            with pytest.raises(QueueError, match=f"you have no job #{like}"):
+                await presets.resolve_train_options(1, like=like)
 
     run(tmp_path, body)

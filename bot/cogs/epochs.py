@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from db import jobs as repo
-
 from ..ui.base import OwnerView
-from ..ui.common import answer, job_choices, parse_job_id, services_of
+from ..ui.common import answer, job_choices, services_of
 from ..ui.modals import CompareModal
 from ..ui.persistent import epoch_action_buttons
+
+if TYPE_CHECKING:
+    from db.jobs import EpochRow, JobRow
 
 
 class EpochPager(OwnerView):
     """One saved epoch per page: its preview grid and its buttons."""
 
-    def __init__(self, owner_id: int, job: repo.JobRow, epochs: list[repo.EpochRow]):
+    def __init__(self, owner_id: int, job: JobRow, epochs: list[EpochRow]):
         super().__init__(owner_id)
         self.job, self.epochs = job, epochs
         self.index = len(epochs) - 1  # the last epoch first: usually the one people want
@@ -61,7 +63,7 @@ class EpochPager(OwnerView):
 
     @discord.ui.button(label="Compare…", emoji="🔬", style=discord.ButtonStyle.secondary, row=1)
     async def compare(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        await interaction.response.send_modal(CompareModal(self.job.id, [e.epoch for e in self.epochs]))
+        await interaction.response.send_modal(CompareModal(self.owner_id, self.job.id, [e.epoch for e in self.epochs]))
 
     async def _show(self, interaction: discord.Interaction) -> None:
         self.index = max(0, min(self.index, len(self.epochs) - 1))
@@ -81,8 +83,8 @@ class EpochsCog(commands.Cog):
     @app_commands.describe(job="One of your training jobs")
     async def epochs(self, interaction: discord.Interaction, job: str) -> None:
         services = services_of(interaction)
-        row = await services.queue.job(interaction.user.id, parse_job_id(job))
-        saved = [e for e in await repo.epochs(services.conn, row.id) if Path(e.path).is_file()]
+        row = await services.queue.job(interaction.user.id, job)  # parsed there: job_number
+        saved = await services.queue.epochs(row.id, on_disk=True)
         if row.kind != "train" or not saved:
             what = "is not a training job" if row.kind != "train" else f"has no saved epoch yet ({row.state})"
             await answer(interaction, f"Job #{row.id} {what}.")

@@ -7,7 +7,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..ui.common import answer, any_job_choices, parse_job_id, require_operator, services_of
+from ..ui.common import answer, any_job_choices, require_operator, services_of
 from ..ui.embeds import table
 
 
@@ -67,9 +67,7 @@ class OperatorCog(commands.GroupCog, group_name="operator", group_description="R
     @app_commands.command(name="cancel", description="Cancel any member's job (refunds what was not used)")
     @app_commands.autocomplete(job=any_job_choices)
     async def cancel(self, interaction: discord.Interaction, job: str) -> None:
-        row = await services_of(interaction).queue.cancel(
-            interaction.user.id, parse_job_id(job), operator=True
-        )
+        row = await services_of(interaction).queue.cancel(interaction.user.id, job, operator=True)
         state = "cancelled" if row.state == "cancelled" else "stopping"
         await answer(interaction, f"🛑 Job #{row.id} of <@{row.owner_id}>: {state}.")
 

@@ -10,15 +10,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..queue.service import QueueError
-from ..ui.common import (
-    dataset_choices,
-    job_choices,
-    parse_job_id,
-    preset_choices,
-    require_posting,
-    services_of,
-)
+from ..queue.service import QueueError, job_number
+from ..ui.common import dataset_choices, job_choices, preset_choices, require_posting, services_of
 from ..ui.train import show_estimate
 
 Optimizer = Literal["AdamW", "AdamW8bit", "Adafactor", "Lion", "DAdaptation", "DAdaptAdam", "Prodigy"]
@@ -74,13 +67,13 @@ class TrainCog(commands.Cog):
         }  # fmt: skip
         require_posting(interaction)
         services = services_of(interaction)
-        like_id = parse_job_id(like, "like") if like is not None else None
         options = await services.presets.resolve_train_options(
-            interaction.user.id, preset=preset, like=like_id, explicit=explicit
-        )
+            interaction.user.id, preset=preset, like=like, explicit=explicit
+        )  # like: parsed there, as every job number (job_number)
         init_from = None
         if continue_job is not None or continue_epoch is not None:
             if continue_job is None or continue_epoch is None:
                 raise QueueError("train further needs both continue_job and continue_epoch")
-            init_from = (parse_job_id(continue_job, "continue_job"), continue_epoch)
+            init_from = (job_number(continue_job), continue_epoch)
+            await services.queue.epoch_file(interaction.user.id, *init_from)  # no such job/epoch: say so now
         await show_estimate(interaction, dataset, options, init_from)

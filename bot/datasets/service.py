@@ -22,6 +22,7 @@ import aiosqlite
 from db import datasets as repo
 from db.database import transaction
 
+from ..errors import MemberError
 from ..registry import ModelRegistry
 from ..settings import Settings
 from . import captions as cap
@@ -35,7 +36,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
 SWEEP_AGE_S = 3600
 
 
-class ServiceError(Exception):
+class ServiceError(MemberError):
     """A request that cannot be done; the message is for the member."""
 
 

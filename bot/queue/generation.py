@@ -71,7 +71,7 @@ class LibraryService:
 
     async def save(self, owner_id: int, job_id: int, epoch: int, name: str | None = None) -> repo.LoraRow:
         job = await self.queue.job(owner_id, job_id)
-        path = Path(await self.queue.epoch_file(owner_id, job_id, epoch))
+        path = Path(await self.queue.epoch_file(owner_id, job.id, epoch))
         name = (name or f"{job.title}-e{epoch}").strip()
         if not _LORA_NAME.match(name):
             raise QueueError(
@@ -187,6 +187,7 @@ class GenerationService:
         prompt: str | None = None, negative: str | None = None, seed: int | None = None, steps: int | None = None,
     ) -> tuple[GenerateEstimate, dict[str, Any], str]:  # fmt: skip
         job = await self.queue.job(owner_id, job_id)  # another member's job is "not found"
+        job_id = job.id
         if job.kind != "train":
             raise QueueError(f"job #{job_id} is not a training job: compare the epochs of a /train job")
         epochs, weights = _compare_axes(epochs, weights)

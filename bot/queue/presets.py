@@ -26,7 +26,7 @@ from .options import (
     parse_option_lines,
     validate_options,
 )
-from .service import BOT_KEYS, QueueError
+from .service import BOT_KEYS, QueueError, job_number
 
 if TYPE_CHECKING:
     from .service import QueueService
@@ -89,7 +89,7 @@ class PresetService:
                 raise QueueError(f"you have no preset named '{name}' (see your presets with /preset list)")
 
     async def options_like(
-        self, queue_service: QueueService, owner_id: int, job_id: int, *, keep_seed: bool = False
+        self, queue_service: QueueService, owner_id: int, job_id: int | str, *, keep_seed: bool = False
     ) -> dict[str, Any]:
         """The member options of one of the caller's training jobs, to train "like" it.
 
@@ -98,7 +98,7 @@ class PresetService:
         """
         job = await queue_service.job(owner_id, job_id)  # another member's job: "you have no job #N"
         if job.kind != "train":
-            raise QueueError(f"job #{job_id} renders images, it trains nothing: pick a training job")
+            raise QueueError(f"job #{job.id} renders images, it trains nothing: pick a training job")
         options = job.spec.get("options") or {}
         drop = set(BOT_KEYS) | ({"seed"} if not keep_seed else set())
         return {k: v for k, v in options.items() if k in OPTIONS and k not in drop}
@@ -125,7 +125,7 @@ class PresetService:
         if like is not None and like != "":
             if self.queue is None:
                 raise RuntimeError("PresetService needs the QueueService for like:<job>")
-            layers.append(await self.options_like(self.queue, owner_id, _job_id(like), keep_seed=keep_seed))
+            layers.append(await self.options_like(self.queue, owner_id, job_number(like), keep_seed=keep_seed))
         problems: list[str] = []
         if advanced_text and advanced_text.strip():
             try:
@@ -139,10 +139,3 @@ class PresetService:
         merged = merge_options(*layers, explicit)
         validate_options(merged)
         return merged
-
-
-def _job_id(like: int | str) -> int:
-    text = str(like).strip().lstrip("#")
-    if not text.isdigit():
-        raise QueueError(f"like: takes a job number such as 12 or #12, not '{like}'")
-    return int(text)

@@ -32,13 +32,15 @@ from trainer.contract import JobError, TrainJob, parse_job, total_steps
 from trainer.contract.blocks import block_problems
 
 from ..datasets.service import DatasetService, ServiceError
+from ..ids import parse_id, shown
 from ..registry import ModelRegistry, RegistryError
 from ..settings import Settings
 from . import costs
+from .refunds import RefundPreview
 from .settle import settle
 from .stamina import StaminaService
 
-__all__ = ["QueueError", "QueueService", "TrainingEstimate"]
+__all__ = ["QueueError", "QueueService", "TrainingEstimate", "job_number", "no_job"]
 
 #: Job keys the bot fills in itself; a member's options may not set them.
 BOT_KEYS = frozenset(
@@ -49,6 +51,24 @@ BOT_KEYS = frozenset(
 
 class QueueError(ServiceError):
     """A queue request that cannot be done; the message says what to do."""
+
+
+def no_job(value: object) -> QueueError:
+    """The one answer for a job the caller cannot see: unknown, another member's, or no job number."""
+    return QueueError(f"you have no job #{shown(value)} (see your jobs with /queue)")
+
+
+def job_number(value: int | str | None) -> int:
+    """The one job-number parser, for every job id that comes from Discord ("12", "#12", a custom
+    id's digits): a number SQLite cannot hold, or no number, is answered like an unknown job."""
+    number = parse_id(value)
+    if number is None:
+        raise no_job(value)
+    return number
+
+
+def no_epoch(job_id: int, epoch: object) -> QueueError:
+    return QueueError(f"job #{job_id} has no saved epoch {shown(epoch)}: see /epochs job:{job_id}")
 
 
 @dataclass(frozen=True)
@@ -266,33 +286,70 @@ class QueueService:
                 f"or wait for the daily reset ({_reset_text(self.stamina, reset)})"
             ) from None
 
-    async def epoch_file(self, owner_id: int, job_id: int, epoch: int) -> str:
+    async def epoch_file(self, owner_id: int, job_id: int | str, epoch: int | str) -> str:
+        """The file of a saved epoch of one of the member's jobs (ids as Discord sent them, or ints)."""
         job = await self.job(owner_id, job_id)
+        number = parse_id(epoch)
         for row in await repo.epochs(self.conn, job.id):
-            if row.epoch == epoch and Path(row.path).is_file():
+            if row.epoch == number and Path(row.path).is_file():
                 return row.path
-        raise QueueError(f"job #{job_id} has no saved epoch {epoch}: see /epochs job:{job_id}")
+        raise no_epoch(job.id, epoch)
 
     # Jobs ------------------------------------------------------------------------------------------
 
-    async def job(self, user_id: int, job_id: int, operator: bool = False) -> repo.JobRow:
-        """One job, if the caller may see it (its owner, or an operator)."""
-        job = await repo.get_job(self.conn, job_id)
+    async def job(self, user_id: int, job_id: int | str, operator: bool = False) -> repo.JobRow:
+        """One job, if the caller may see it (its owner, or an operator); ``job_id`` may be what
+        Discord sent ("#12"): see :func:`job_number`."""
+        job = await repo.get_job(self.conn, job_number(job_id))
         if job is None or (job.owner_id != user_id and not operator):
-            raise QueueError(f"you have no job #{job_id} (see your jobs with /queue)")
+            raise no_job(job_id)
         return job
 
-    async def cancel(self, user_id: int, job_id: int, operator: bool = False) -> repo.JobRow:
+    async def get_job(self, job_id: int) -> repo.JobRow | None:
+        """Any job by id, whoever owns it (the progress notifier's read); None when there is none."""
+        number = parse_id(job_id)
+        return None if number is None else await repo.get_job(self.conn, number)
+
+    async def list_jobs(
+        self, owner_id: int | None, *, active: bool = False, kind: str | None = None, limit: int = 100
+    ) -> list[repo.JobRow]:
+        """Jobs newest first: one member's (or everyone's with None), only active ones if ``active``."""
+        states = repo.ACTIVE if active else None
+        return await repo.list_jobs(self.conn, owner_id=owner_id, states=states, kind=kind, limit=limit)
+
+    async def epochs(self, job_id: int, *, on_disk: bool = False) -> list[repo.EpochRow]:
+        """A job's saved epochs, oldest first; ``on_disk``: only those whose file is still there."""
+        rows = await repo.epochs(self.conn, job_id)
+        return [e for e in rows if Path(e.path).is_file()] if on_disk else rows
+
+    async def files(self, job_id: int) -> list[tuple[int, str, bool]]:
+        """The images a generation job made: (index, path, is the grid)."""
+        return await repo.files(self.conn, job_id)
+
+    async def set_progress_message(self, job_id: int, message_id: int) -> None:
+        """Remember the job's progress message, so a restarted bot edits the same one."""
+        async with transaction(self.conn):
+            await repo.update_progress(self.conn, job_id, message_id=message_id)
+
+    async def refund_preview(self, user_id: int, job_id: int | str, operator: bool = False) -> RefundPreview:
+        """What cancelling the job now would give back, computed as :func:`settle` will (nothing is written
+        but a due daily reset of the owner, which any balance read applies)."""
+        from .refunds import preview
+
+        job = await self.job(user_id, job_id, operator)
+        return await preview(self.conn, self.stamina, job)
+
+    async def cancel(self, user_id: int, job_id: int | str, operator: bool = False) -> repo.JobRow:
         """Cancel a job: a waiting one ends now with a full refund; a running one is told to stop
         (the dispatcher stops its trainer and refunds the steps not trained)."""
         job = await self.job(user_id, job_id, operator)
         if job.finished:
-            raise QueueError(f"job #{job_id} has already ended ({job.state})")
+            raise QueueError(f"job #{job.id} has already ended ({job.state})")
         if job.state == "queued":
             done = job.step if job.kind == "train" else 0  # a job waiting to resume keeps what it trained
             ended = await settle(
                 self.conn,
-                job_id,
+                job.id,
                 "cancelled",
                 done,
                 now=self.clock(),
@@ -303,9 +360,9 @@ class QueueService:
                 self._publish(ended, "finished", {"state": "cancelled", "refunded": ended.refunded})
                 return ended
         async with transaction(self.conn):
-            moved = await repo.transition(self.conn, job_id, ("running",), "cancelling")
+            moved = await repo.transition(self.conn, job.id, ("running",), "cancelling")
         self._changed()
-        return moved or await self.job(user_id, job_id, operator)
+        return moved or await self.job(user_id, job.id, operator)
 
     async def pause(self, actor_id: int | None) -> None:
         async with transaction(self.conn):

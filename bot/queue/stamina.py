@@ -20,12 +20,13 @@ import aiosqlite
 from db import stamina as repo
 from db.database import transaction
 
+from ..errors import MemberError
 from ..settings import Settings, Tier
 
 DEFAULT_TIER = "default"
 
 
-class StaminaError(Exception):
+class StaminaError(MemberError):
     """A stamina request that cannot be done; the message is for the person."""
 
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
-from .common import GENERIC_ERROR, answer, claim, friendly_error, send_error
+from .common import answer, claim, report_error
 
 log = logging.getLogger(__name__)
 VIEW_TIMEOUT_S = 600.0
@@ -32,11 +32,7 @@ class OwnerView(discord.ui.View):
     async def on_error(
         self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item
     ) -> None:
-        message = friendly_error(error)
-        if message is None:
-            log.error("view %s failed", type(self).__name__, exc_info=error)
-            message = GENERIC_ERROR
-        await send_error(interaction, message)
+        await report_error(interaction, error, f"view {type(self).__name__}")
 
     async def on_timeout(self) -> None:
         """Grey the controls out so a late click does not fail silently."""

@@ -1,11 +1,13 @@
 """What every cog needs: who is calling (roles, operator), answering, errors, autocomplete.
 
 Discord objects stop here: the helpers turn an interaction into plain values (ids, role
-names) for the services, and a service error into one short ephemeral message.
+names) for the services, and a service error into one short ephemeral message: every error
+handler (the command tree's, views', forms', buttons') goes through :func:`report_error`.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -13,15 +15,14 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from ..datasets.service import ServiceError
-from ..queue.stamina import StaminaError
-from ..registry import RegistryError
+from ..errors import MEMBER_ERRORS, DatabaseBusy, MemberError
 
 if TYPE_CHECKING:
     from ..client import LoraBot
     from ..services import Services
 
 log = logging.getLogger(__name__)
+Autocomplete = Callable[[discord.Interaction, str], Awaitable[list[app_commands.Choice[str]]]]
 MAX_CHOICES = 25
 MAX_ERROR = 1800  # a message is at most 2000 characters
 GENERIC_ERROR = "Something went wrong on the bot's side; the operator can see it in the log. Try again later."
@@ -73,10 +74,14 @@ def require_posting(interaction: discord.Interaction) -> None:
         needed[0] = "send_messages_in_threads"
     missing = [p.replace("_", " ").title() for p in needed if not getattr(perms, p, False)]
     if missing:
-        raise ServiceError(
+        raise MemberError(
             f"I cannot post progress and pictures in this channel (missing permission: {', '.join(missing)}): "
             "run the command in a channel where I can, or ask an operator to give me that permission"
         )
+
+
+#: What a handler may catch and say as it is (a DatabaseBusy: nothing was written, try again).
+EXPECTED = (*MEMBER_ERRORS, app_commands.CheckFailure)
 
 
 def friendly_error(error: BaseException) -> str | None:
@@ -90,8 +95,10 @@ def friendly_error(error: BaseException) -> str | None:
 def _friendly(error: BaseException) -> str | None:
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
-    if isinstance(error, ServiceError | StaminaError | RegistryError):
+    if isinstance(error, MemberError):
         return f"❌ {error}"
+    if isinstance(error, DatabaseBusy):
+        return f"⏳ {error}"
     if isinstance(error, app_commands.CommandOnCooldown):
         return f"⏳ Slow down: try that again in {error.retry_after:.1f} s."
     if isinstance(error, NotOperator):
@@ -149,6 +156,17 @@ async def defer_thinking(interaction: discord.Interaction) -> None:
     interaction.extras["thinking"] = True
 
 
+async def report_error(interaction: discord.Interaction, error: BaseException, where: str) -> None:
+    """The one error handler: an expected error becomes its message, a bug is logged (``where``
+    says what failed) and gets a generic line; sent privately whether or not the interaction
+    was answered or deferred already."""
+    message = friendly_error(error)
+    if message is None:
+        log.error("%s failed", where, exc_info=error)
+        message = GENERIC_ERROR
+    await send_error(interaction, message)
+
+
 async def send_error(interaction: discord.Interaction, message: str) -> None:
     """An ephemeral error, whether or not the interaction was answered; never raises."""
     try:
@@ -162,11 +180,7 @@ async def guarded(interaction: discord.Interaction, call: Awaitable[Any]) -> Non
     try:
         await call
     except Exception as exc:
-        message = friendly_error(exc)
-        if message is None:
-            log.error("a button's action failed", exc_info=exc)
-            message = GENERIC_ERROR
-        await send_error(interaction, message)
+        await report_error(interaction, exc, "a button's action")
 
 
 async def run_service(interaction: discord.Interaction, call: Awaitable[Any]) -> Any:
@@ -174,21 +188,26 @@ async def run_service(interaction: discord.Interaction, call: Awaitable[Any]) ->
     error becomes an ephemeral message and None is returned."""
     try:
         return await call
-    except (ServiceError, StaminaError, RegistryError, app_commands.CheckFailure) as exc:
-        await answer(interaction, friendly_error(exc))
+    except EXPECTED as exc:
+        await send_error(interaction, friendly_error(exc) or GENERIC_ERROR)
         return None
 
 
-def parse_job_id(text: str, option: str = "job") -> int:
-    """A job number as a member types or picks it ("12" or "#12")."""
-    from ..queue.service import QueueError
+def quiet(autocomplete: Autocomplete) -> Autocomplete:
+    """An autocomplete that offers nothing instead of failing on an expected error (an autocomplete
+    cannot show a message, and discord.py would log it as a bug)."""
 
-    try:
-        return int(text.strip().lstrip("#"))
-    except ValueError:
-        raise QueueError(f"{option}: '{text}' is not a job number like 12 (pick one from the list)") from None
+    @functools.wraps(autocomplete)
+    async def wrapper(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        try:
+            return await autocomplete(interaction, current)
+        except EXPECTED:
+            return []
+
+    return wrapper
 
 
+@quiet
 async def preset_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     rows = await services_of(interaction).presets.list(interaction.user.id)
     return choices([(p.name, p.name) for p in rows], current)
@@ -202,14 +221,13 @@ def choices(items: list[tuple[str, str]], current: str) -> list[app_commands.Cho
     return [app_commands.Choice(name=label[:100], value=value[:100]) for label, value in hits[:MAX_CHOICES]]
 
 
-Autocomplete = Callable[[discord.Interaction, str], Awaitable[list[app_commands.Choice[str]]]]
-
-
+@quiet
 async def dataset_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     rows = await services_of(interaction).datasets.list(interaction.user.id)
     return choices([(f"{d.name} ({n} images)", d.name) for d, n in rows], current)
 
 
+@quiet
 async def base_model_choices(
     interaction: discord.Interaction, current: str
 ) -> list[app_commands.Choice[str]]:
@@ -222,15 +240,18 @@ async def base_model_choices(
     return choices(items, current)
 
 
+@quiet
 async def lora_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     rows = await services_of(interaction).library.list(interaction.user.id)
     return choices([(f"{r.name} ({r.base_model})", r.name) for r in rows], current)
 
 
+@quiet
 async def job_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     return await _jobs(interaction, current, kind="train", everyone=False)
 
 
+@quiet
 async def any_job_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """Every member's active jobs, for operators."""
     if not is_operator(interaction):
@@ -241,15 +262,8 @@ async def any_job_choices(interaction: discord.Interaction, current: str) -> lis
 async def _jobs(
     interaction: discord.Interaction, current: str, *, kind: str | None, everyone: bool
 ) -> list[app_commands.Choice[str]]:
-    from db import jobs as repo
-
-    services = services_of(interaction)
-    rows = await repo.list_jobs(
-        services.conn,
-        owner_id=None if everyone else interaction.user.id,
-        states=repo.ACTIVE if everyone else None,
-        kind=kind,
-        limit=100,
+    rows = await services_of(interaction).queue.list_jobs(
+        None if everyone else interaction.user.id, active=everyone, kind=kind, limit=100
     )
     typed = current.strip().lstrip("#").casefold()
     hits = [j for j in rows if typed in f"{j.id} {j.title}".casefold()]  # newest first, as stored
@@ -259,6 +273,7 @@ async def _jobs(
     ]
 
 
+@quiet
 async def tag_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """Tags of the dataset named in the same command (the last comma-separated part is matched)."""
     name = getattr(interaction.namespace, "dataset", None)
@@ -266,7 +281,7 @@ async def tag_choices(interaction: discord.Interaction, current: str) -> list[ap
         return []
     try:
         table = await services_of(interaction).datasets.tag_table(interaction.user.id, name)
-    except ServiceError:
+    except MemberError:
         return []
     head, _, last = current.rpartition(",")
     typed = {t.strip() for t in head.split(",") if t.strip()}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import discord
+from typing import TYPE_CHECKING
 
-from db.jobs import JobRow
+import discord
 
 from ..queue.eta import format_duration
 from ..queue.status import JobStatus
+
+if TYPE_CHECKING:
+    from db.jobs import JobRow
 
 STATE_ICONS = {
     "queued": "⏳", "running": "🏃", "cancelling": "🛑", "done": "✅", "failed": "💥", "cancelled": "✖️",

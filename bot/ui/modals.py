@@ -1,6 +1,8 @@
 """Forms (modals): advanced training options, save to library, train further, compare epochs.
 
 Typing on a phone is the last resort, so each form is prefilled with what most members want.
+Discord routes a form's submit by its custom id alone, so each form answers only the member it
+was opened for (like :class:`~bot.ui.base.OwnerView`); anyone else is refused and nothing changes.
 """
 
 from __future__ import annotations
@@ -9,8 +11,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from .base import log
-from .common import answer, defer_thinking, roles_of, run_service, services_of
+from .common import answer, claim, defer_thinking, report_error, roles_of, run_service, services_of
 
 if TYPE_CHECKING:
     from db.jobs import JobRow
@@ -19,23 +20,21 @@ if TYPE_CHECKING:
 
 
 class _Modal(discord.ui.Modal):
-    def __init__(self) -> None:
+    """A form bound to ``owner_id``, the member it was opened for."""
+
+    def __init__(self, owner_id: int) -> None:
         super().__init__(timeout=600)  # a dismissed form is forgotten after that
+        self.owner_id = owner_id
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        from .common import claim
-
         claim(interaction)
-        return True
+        if interaction.user.id == self.owner_id:
+            return True
+        await answer(interaction, "⛔ This form belongs to the member who opened it: nothing was changed.")
+        return False  # discord.py keeps the form open for its owner
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        from .common import GENERIC_ERROR, friendly_error, send_error
-
-        message = friendly_error(error)
-        if message is None:
-            log.error("form %s failed", type(self).__name__, exc_info=error)
-            message = GENERIC_ERROR
-        await send_error(interaction, message)
+        await report_error(interaction, error, f"form {type(self).__name__}")
 
 
 class AdvancedOptionsModal(_Modal, title="Advanced training options"):
@@ -48,7 +47,7 @@ class AdvancedOptionsModal(_Modal, title="Advanced training options"):
     )
 
     def __init__(self, confirm: TrainConfirmView):
-        super().__init__()
+        super().__init__(confirm.owner_id)
         from ..queue.options import format_options
 
         self.confirm = confirm
@@ -66,8 +65,8 @@ class AdvancedOptionsModal(_Modal, title="Advanced training options"):
 class SaveLoraModal(_Modal, title="Save to your LoRA library"):
     name = discord.ui.TextInput(label="Name in your library", min_length=1, max_length=40)
 
-    def __init__(self, job_id: int, epoch: int, default: str):
-        super().__init__()
+    def __init__(self, owner_id: int, job_id: int, epoch: int, default: str):
+        super().__init__(owner_id)
         self.job_id, self.epoch = job_id, epoch
         self.name.default = default[:40]
 
@@ -75,7 +74,7 @@ class SaveLoraModal(_Modal, title="Save to your LoRA library"):
         services = services_of(interaction)
         await defer_thinking(interaction)  # copies a file of up to GBs
         lora = await run_service(
-            interaction, services.library.save(interaction.user.id, self.job_id, self.epoch, self.name.value)
+            interaction, services.library.save(self.owner_id, self.job_id, self.epoch, self.name.value)
         )
         if lora is not None:
             await answer(
@@ -95,8 +94,8 @@ class TrainFurtherModal(_Modal, title="Train further"):
         placeholder="learning_rate = 5e-5",
     )
 
-    def __init__(self, job: JobRow, epoch: int):
-        super().__init__()
+    def __init__(self, owner_id: int, job: JobRow, epoch: int):
+        super().__init__(owner_id)
         self.job, self.epoch = job, epoch
         self.epochs.default = str(job.spec.get("epochs", 5))
 
@@ -109,7 +108,7 @@ class TrainFurtherModal(_Modal, title="Train further"):
         base = {
             k: v for k, v in self.job.spec.get("options", {}).items() if k not in ("seed", "init_weights")
         }
-        rows = await services_of(interaction).datasets.list(interaction.user.id)
+        rows = await services_of(interaction).datasets.list(self.owner_id)
         dataset = next((d.name for d, _ in rows if d.id == self.job.dataset_id), None)
         if dataset is None:  # never a newer dataset that happens to have the same name
             await answer(
@@ -129,8 +128,8 @@ class CompareModal(_Modal, title="Compare epochs × weights"):
         max_length=1000,
     )
 
-    def __init__(self, job_id: int, saved: list[int]):
-        super().__init__()
+    def __init__(self, owner_id: int, job_id: int, saved: list[int]):
+        super().__init__(owner_id)
         self.job_id = job_id
         self.epochs.default = ", ".join(map(str, saved[-4:]))
 
@@ -148,7 +147,7 @@ class CompareModal(_Modal, title="Compare epochs × weights"):
         job = await run_service(
             interaction,
             services.generation.compare_epochs(
-                interaction.user.id, self.job_id, epochs, weights, prompt=self.prompt.value or None,
+                self.owner_id, self.job_id, epochs, weights, prompt=self.prompt.value or None,
                 roles=roles_of(interaction), channel_id=interaction.channel_id,
             ),
         )  # fmt: skip

@@ -5,6 +5,8 @@ in the custom id, so after a restart discord.py rebuilds them and Cancel, Downlo
 working on messages posted long ago. Inside views that end (``/queue``, ``/epochs``) the same
 actions are plain buttons: discord.py forgets a DynamicItem class for the whole bot when a
 view holding one ends. Each action checks the clicker owns the job (operators may cancel any).
+A custom id is whatever a client sends: its job and epoch are parsed like a typed job number
+(:func:`~bot.queue.service.job_number`), so a crafted one gets the "no such job" answer.
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import discord
 
+from ..ids import parse_id
+from ..queue.service import no_epoch
 from .common import answer, claim, defer_thinking, guarded, is_operator, run_service, services_of
 from .files import send_file
+
+if TYPE_CHECKING:
+    from ..queue.refunds import RefundPreview
 
 PREFIX = "lorabot"
 
@@ -24,8 +32,8 @@ PREFIX = "lorabot"
 # The actions --------------------------------------------------------------------------------------
 
 
-async def ask_cancel(interaction: discord.Interaction, job_id: int) -> None:
-    """Cancel asks first (a mis-tap must not stop hours of training)."""
+async def ask_cancel(interaction: discord.Interaction, job_id: int | str) -> None:
+    """Cancel asks first (a mis-tap must not stop hours of training), saying what will come back."""
     from .base import ask_first
 
     services = services_of(interaction)
@@ -36,61 +44,95 @@ async def ask_cancel(interaction: discord.Interaction, job_id: int) -> None:
     if job.finished:
         await answer(interaction, f"Job #{job.id} has already ended ({job.state}).")
         return
+    refund = await services.queue.refund_preview(interaction.user.id, job.id, operator=operator)
 
     async def confirmed(click: discord.Interaction) -> None:
-        ended = await services.queue.cancel(click.user.id, job_id, operator=operator)
+        ended = await services.queue.cancel(click.user.id, job.id, operator=operator)
         if ended.state == "cancelled":
-            note = f", {ended.refunded} stamina refunded" if ended.refunded else ""
-            text = f"🛑 Job #{ended.id} cancelled before it started{note}."
+            text = f"🛑 Job #{ended.id} cancelled before it started: {_refunded(ended.refunded, ended.refund_expired)}."
         else:
-            text = (
-                f"🛑 Stopping job #{ended.id}: the steps not trained are refunded, saved epochs stay yours."
-            )
+            later = await services.queue.refund_preview(click.user.id, job.id, operator=operator)
+            text = f"🛑 Stopping job #{ended.id}: {refund_text(later)}"
         await click.response.edit_message(content=text, view=None)
 
-    what = "It has not started: you get all its stamina back." if job.state == "queued" else (
-        f"It is at step {job.step}/{job.total_steps}: the steps not trained are refunded, saved epochs stay."
-    )  # fmt: skip
-    question = f"Stop job #{job.id} ({job.title})? {what}"
+    question = f"Stop job #{job.id} ({job.title})? {refund_text(refund)}"
     await ask_first(interaction, question, confirmed, label="Stop it", keep_label="Keep it")
 
 
-async def download_epoch(interaction: discord.Interaction, job_id: int, epoch: int) -> None:
+def refund_text(refund: RefundPreview) -> str:
+    """What stopping the job gives back, as :func:`settle` will compute it (never more than that)."""
+    expired = (
+        f" ({refund.expired} stamina expired: it was charged before a daily reset that has since topped "
+        "your balance up)" if refund.expired else ""
+    )  # fmt: skip
+    if refund.state == "queued":
+        head = "It has not started: "
+        if refund.cost == 0:
+            return f"{head}it cost nothing."
+        if refund.refund == refund.cost:
+            return f"{head}you get all its stamina back ({refund.cost})."
+        if refund.refund == 0:
+            return f"{head}nothing comes back{expired}."
+        return f"{head}you get {refund.refund} of its {refund.cost} stamina back{expired}."
+    head = f"It is at {refund.done}/{refund.total} {refund.unit}: "
+    kept = "; saved epochs stay." if refund.kind == "train" else "."
+    if refund.refund == 0:
+        return f"{head}nothing comes back{expired or ' (the work done is what it cost)'}{kept}"
+    return f"{head}the {refund.unit} not done are refunded (about {refund.refund} stamina now){expired}{kept}"
+
+
+def _refunded(amount: int, expired: int) -> str:
+    if expired:
+        return f"{amount} stamina refunded, {expired} expired at a daily reset"
+    return f"{amount} stamina refunded" if amount else "nothing to refund"
+
+
+async def download_epoch(interaction: discord.Interaction, job_id: int | str, epoch: int | str) -> None:
     services = services_of(interaction)
     await defer_thinking(interaction)
     path = await run_service(interaction, services.queue.epoch_file(interaction.user.id, job_id, epoch))
     if path is None:
         return
     job = await services.queue.job(interaction.user.id, job_id)
+    job_id, epoch = job.id, _epoch(job.id, epoch)
     filename = f"{job.spec.get('output_name', 'lora')}-e{epoch:02d}.safetensors"
     await send_file(interaction, Path(path), filename, kind="epoch", ref=f"{job_id}/{epoch}")
 
 
-async def save_epoch(interaction: discord.Interaction, job_id: int, epoch: int) -> None:
+async def save_epoch(interaction: discord.Interaction, job_id: int | str, epoch: int | str) -> None:
     job = await run_service(interaction, services_of(interaction).queue.job(interaction.user.id, job_id))
     if job is None:
         return
     from .modals import SaveLoraModal
 
-    await interaction.response.send_modal(SaveLoraModal(job_id, epoch, f"{job.title}-e{epoch}"))
+    epoch = _epoch(job.id, epoch)
+    await interaction.response.send_modal(
+        SaveLoraModal(interaction.user.id, job.id, epoch, f"{job.title}-e{epoch}")
+    )
 
 
-async def train_further(interaction: discord.Interaction, job_id: int, epoch: int) -> None:
+async def train_further(interaction: discord.Interaction, job_id: int | str, epoch: int | str) -> None:
     job = await run_service(interaction, services_of(interaction).queue.job(interaction.user.id, job_id))
     if job is None:
         return
     from .modals import TrainFurtherModal
 
-    await interaction.response.send_modal(TrainFurtherModal(job, epoch))
+    await interaction.response.send_modal(TrainFurtherModal(interaction.user.id, job, _epoch(job.id, epoch)))
+
+
+def _epoch(job_id: int, value: int | str) -> int:
+    """An epoch number from a custom id, parsed like a job number (no such epoch otherwise)."""
+    epoch = parse_id(value)
+    if epoch is None:
+        raise no_epoch(job_id, value)
+    return epoch
 
 
 # The DynamicItems (public messages) ---------------------------------------------------------------
 
 
-class CancelJobButton(
-    discord.ui.DynamicItem[discord.ui.Button], template=rf"{PREFIX}:cancel:(?P<job>[0-9]+)"
-):
-    def __init__(self, job_id: int):
+class CancelJobButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"{PREFIX}:cancel:(?P<job>[^:]+)"):
+    def __init__(self, job_id: int | str):
         button = discord.ui.Button(
             label="Cancel job",
             style=discord.ButtonStyle.danger,
@@ -104,7 +146,7 @@ class CancelJobButton(
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
     ):
-        return cls(int(match["job"]))
+        return cls(match["job"])  # parsed when clicked: a bad one is answered, not logged
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         claim(interaction)
@@ -114,7 +156,7 @@ class CancelJobButton(
         await guarded(interaction, ask_cancel(interaction, self.job_id))
 
 
-EpochAction = Callable[[discord.Interaction, int, int], Awaitable[None]]
+EpochAction = Callable[[discord.Interaction, int | str, int | str], Awaitable[None]]
 
 
 class _EpochButton(discord.ui.DynamicItem[discord.ui.Button], template=r"unused"):
@@ -123,7 +165,7 @@ class _EpochButton(discord.ui.DynamicItem[discord.ui.Button], template=r"unused"
     action, label, emoji, style = "", "", "", discord.ButtonStyle.secondary
     run: EpochAction
 
-    def __init__(self, job_id: int, epoch: int):
+    def __init__(self, job_id: int | str, epoch: int | str):
         super().__init__(
             discord.ui.Button(
                 label=f"{self.label} e{epoch}", emoji=self.emoji, style=self.style,
@@ -136,7 +178,7 @@ class _EpochButton(discord.ui.DynamicItem[discord.ui.Button], template=r"unused"
     async def from_custom_id(
         cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str], /
     ):
-        return cls(int(match["job"]), int(match["epoch"]))
+        return cls(match["job"], match["epoch"])  # parsed when clicked
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         claim(interaction)
@@ -146,12 +188,12 @@ class _EpochButton(discord.ui.DynamicItem[discord.ui.Button], template=r"unused"
         await guarded(interaction, type(self).run(interaction, self.job_id, self.epoch))
 
 
-class DownloadEpochButton(_EpochButton, template=rf"{PREFIX}:download:(?P<job>[0-9]+):(?P<epoch>[0-9]+)"):
+class DownloadEpochButton(_EpochButton, template=rf"{PREFIX}:download:(?P<job>[^:]+):(?P<epoch>[^:]+)"):
     action, label, emoji, style = "download", "Download", "⬇️", discord.ButtonStyle.primary
     run = staticmethod(download_epoch)
 
 
-class SaveEpochButton(_EpochButton, template=rf"{PREFIX}:save:(?P<job>[0-9]+):(?P<epoch>[0-9]+)"):
+class SaveEpochButton(_EpochButton, template=rf"{PREFIX}:save:(?P<job>[^:]+):(?P<epoch>[^:]+)"):
     action, label, emoji, style = "save", "Save", "💾", discord.ButtonStyle.success
     run = staticmethod(save_epoch)
 
