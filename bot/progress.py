@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 import discord
 
+from .errors import DatabaseBusy
+
 from .queue.status import queue_status
 from .ui.embeds import job_embed
 from .ui.persistent import CancelJobButton, epoch_buttons
@@ -59,10 +61,18 @@ class ProgressNotifier:
                 self._request_edit(job.id)
             if update.kind == "preview_ready":
                 await self._post_preview(job, int(update.event["epoch"]), Path(update.event["path"]))
-            if update.kind == "finished":
+            if update.kind == "finished" and await self._first_to_announce(job):
                 await self._announce_end(job)
-        elif update.kind == "finished":
+        elif update.kind == "finished" and await self._first_to_announce(job):
             await self._post_images(job)
+
+    async def _first_to_announce(self, job: JobRow) -> bool:
+        """Each end is posted once, across restarts: whoever marks it in the database posts it."""
+        try:
+            return await self.services.queue.claim_announcement(job.id)
+        except DatabaseBusy:  # not marked: the dispatcher publishes it again once the database is free
+            self.services.bus.forget_finished(job.id)
+            return False
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop: show every pending job's latest state now, all at once, within ``timeout`` seconds

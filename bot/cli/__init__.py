@@ -118,14 +118,13 @@ async def _run_group(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    # QueueError is a ServiceError; discord.HTTPException: Discord refused or failed at start-up (5xx, 429)
+    # member errors (services, stamina, registry, a busy database); discord.HTTPException: Discord
+    # refused or failed at start-up (5xx, 429)
     from discord import HTTPException
 
     from db.database import MigrationError
 
-    from ..datasets.service import ServiceError
+    from ..errors import MEMBER_ERRORS
     from ..queue.recovery import DispatcherBusy
-    from ..queue.stamina import StaminaError
-    from ..registry import RegistryError
 
-    return (ServiceError, RegistryError, MigrationError, StaminaError, DispatcherBusy, HTTPException)
+    return (*MEMBER_ERRORS, MigrationError, DispatcherBusy, HTTPException)

@@ -62,6 +62,10 @@ class EventBus:
         for queue in self._queues.values():
             queue.put_nowait(update)
 
+    def forget_finished(self, job_id: int) -> None:
+        """The job's end may be published again (its subscriber could not post it yet)."""
+        self._finished.discard(job_id)
+
     async def drain(self) -> None:
         """Wait until every subscriber has handled what was published so far."""
         for queue in list(self._queues.values()):

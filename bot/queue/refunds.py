@@ -2,7 +2,7 @@
 
 The arithmetic is :func:`bot.queue.settle.settle`'s, on the same inputs: the part of the cost
 for the work not done (:func:`bot.queue.costs.refund_for`), less the part that expired at a
-daily reset since the job was charged (``_expired_part``). Nothing is written, except a daily
+daily reset since the job was charged (``expired_part``). Nothing is written, except a daily
 reset that is due for the owner (any balance read applies it), so the expired part is current.
 """
 
@@ -15,7 +15,7 @@ import aiosqlite
 from db import jobs as repo
 
 from .costs import refund_for
-from .settle import _expired_part
+from .settle import expired_part
 from .stamina import StaminaService
 
 
@@ -40,5 +40,5 @@ async def preview(conn: aiosqlite.Connection, stamina: StaminaService, job: repo
     done = job.step if job.kind == "train" or job.state != "queued" else 0
     full = refund_for(job.cost, job.total_steps, done)
     await stamina.balance(job.owner_id)  # a due reset first, in its own transaction, as settle does
-    expired = await _expired_part(conn, job, full, stamina)
+    expired = await expired_part(conn, job, full)
     return RefundPreview(job.id, job.kind, job.state, done, job.total_steps, job.cost, full - expired, expired)

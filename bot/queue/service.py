@@ -331,6 +331,10 @@ class QueueService:
         async with transaction(self.conn):
             await repo.update_progress(self.conn, job_id, message_id=message_id)
 
+    async def claim_announcement(self, job_id: int) -> bool:
+        """Mark a finished job's end as posted; True only for the one caller that marked it."""
+        return await repo.claim_announcement(self.conn, job_id)
+
     async def refund_preview(self, user_id: int, job_id: int | str, operator: bool = False) -> RefundPreview:
         """What cancelling the job now would give back, computed as :func:`settle` will (nothing is written
         but a due daily reset of the owner, which any balance read applies)."""

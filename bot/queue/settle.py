@@ -19,16 +19,14 @@ from .costs import refund_for
 from .stamina import StaminaService
 
 
-async def _expired_part(
-    conn: aiosqlite.Connection, job: jobs_repo.JobRow, refund: int, stamina: StaminaService | None
-) -> int:
+async def expired_part(conn: aiosqlite.Connection, job: jobs_repo.JobRow, refund: int) -> int:
     """The part of a refund that expired: stamina charged before a daily reset that then topped the
     balance up would have been lost at that reset had it not been spent, so it does not come back
     (else spending everything just before the reset and cancelling after it would bank stamina).
-    That part is at most the top-ups since the charge, less what other refunds already lost to them."""
-    if stamina is None or refund <= 0:
+    That part is at most the top-ups since the charge, less what other refunds already lost to them.
+    It only reads: apply a due daily reset first (settle does, inside its transaction)."""
+    if refund <= 0:
         return 0
-    await stamina.ensure_user(job.owner_id)  # a due reset first
     charges = [r for r in await stamina_repo.job_ledger(conn, job.id) if r.reason == "charge"]
     if not charges:
         return 0
@@ -60,7 +58,10 @@ async def settle(
             return None
         # a done job refunds too when it delivered less than it was paid for (a generation's images)
         refund = refund_for(job.cost, job.total_steps, min(done, job.total_steps))
-        expired = await _expired_part(conn, job, refund, stamina)
+        expired = 0
+        if stamina is not None and refund > 0:
+            await stamina.ensure_user(job.owner_id)  # a due reset first: its top-up may expire part
+            expired = await expired_part(conn, job, refund)
         refund -= expired
         ended = await jobs_repo.transition(
             conn, job_id, from_states, state, finished_at=now, error=error, refunded=refund, pid=None,
