@@ -20,7 +20,6 @@ import aiohttp
 import discord
 
 from .errors import DatabaseBusy
-
 from .queue.status import queue_status
 from .ui.embeds import job_embed
 from .ui.persistent import CancelJobButton, epoch_buttons
