@@ -2,9 +2,9 @@
 
 Run as ``python tests/fake_trainer.py train --job FILE``. ``FAKE_TRAINER_MODE``:
 ``crash`` (starts, reports a step, dies without a terminal event), ``hang`` (starts, then
-says nothing), ``crash_first`` (crashes unless the job resumes, then finishes), ``slow``
-(takes ``FAKE_TRAINER_SECONDS``, default 3, then finishes), ``longline`` (prints a 2 MiB line,
-then finishes). ``serve`` answers each request
+says nothing), ``crash_first`` (crashes unless the job resumes, then finishes), ``gated``
+(starts, then waits for SIGUSR1, at most 600 s, before it finishes: the test decides how long
+the job runs), ``longline`` (prints a 2 MiB line, then finishes). ``serve`` answers each request
 with one image at once.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -39,13 +40,15 @@ def main() -> None:
         job = json.load(f)
     mode = os.environ.get("FAKE_TRAINER_MODE", "crash")
     total = 10
+    if mode == "gated":  # blocked before "started": a SIGUSR1 sent once the test saw it waits, pending
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     emit("started", total_steps=total, total_epochs=1, resumed_from_step=0)
     if mode == "hang":
         time.sleep(3600)
     if mode == "longline":  # 2 MiB of output on one line, more than the dispatcher reads as one
         print("x" * (2 * 2**20), flush=True)
-    if mode == "slow":
-        time.sleep(float(os.environ.get("FAKE_TRAINER_SECONDS", "3")))
+    if mode == "gated" and signal.sigtimedwait({signal.SIGUSR1}, 600) is None:
+        sys.exit("fake trainer: no SIGUSR1 within 600 s")
     emit("step", step=3, total_steps=total, epoch=1, loss=0.5, lr=1e-4)
     if mode == "crash" or (mode == "crash_first" and not job.get("resume")):
         os._exit(9)

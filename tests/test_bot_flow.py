@@ -11,6 +11,7 @@ from PIL import Image
 from safetensors.torch import load
 
 from bot.loopback import Upload
+from bot.loopback.waiting import wait_for
 from tests.bot_harness import World, bot_world, first_id
 from tests.queue_helpers import queue_settings
 from tests.test_dataset_service import picture
@@ -50,14 +51,11 @@ async def _upload_and_prune(w: World) -> None:
 
 async def _settled(w: World, inter, timeout: float = 60):
     """The deferred answer once it holds its final embed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        message = inter.original
-        if message is not None and message.embeds:
-            return message
-        await asyncio.sleep(0.05)
-    raise TimeoutError("no final answer")
+    return await wait_for(
+        lambda: inter.original if inter.original is not None and inter.original.embeds else None,
+        timeout,
+        f"the final answer to {inter.data.get('name')}",
+    )
 
 
 async def _train(w: World) -> tuple[int, int]:
