@@ -7,6 +7,7 @@ import asyncio
 import io
 import re
 
+import pytest
 from PIL import Image
 from safetensors.torch import load
 
@@ -130,6 +131,7 @@ async def _generate(w: World) -> int:
     return sum(j.cost for j in jobs)
 
 
+@pytest.mark.timeout(600)  # the whole guide with real training: its own limit, as its scenario has
 def test_the_guide_flow_in_discord(tmp_path, tiny_sd15):
     settings = queue_settings(tmp_path, {"tiny-sd15": tiny_sd15}, command_cooldown_s=0, progress_interval_s=1)
 
