@@ -7,7 +7,6 @@ server on a free port, and the bot; it yields a :class:`World` to drive it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +20,7 @@ from bot.app import link_resolver, running_bot
 from bot.client import LoraBot
 from bot.loopback import LoopbackDiscord, running_client
 from bot.loopback.state import Channel, Guild, Interaction, Member, RecordedMessage
+from bot.loopback.waiting import wait_for
 from bot.services import Services, open_services
 from bot.settings import Settings
 from bot.web import FileServer
@@ -61,13 +61,8 @@ class World:
 
     async def reply(self, inter: Interaction, timeout: float = 30) -> RecordedMessage:
         """The message that answers ``inter``: the original (after a defer: once filled) or a followup."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if (msg := inter.answer_message()) is not None:
-                return msg
-            await asyncio.sleep(0.02)
-        raise TimeoutError("the bot did not answer")
+        name = inter.data.get("name") or inter.data.get("custom_id") or "an interaction"
+        return await wait_for(inter.answer_message, timeout, f"the bot's answer to {name}")
 
     def channel_messages(self) -> list[RecordedMessage]:
         """What the bot posted in the channel outside interaction answers (progress, previews)."""
@@ -79,6 +74,7 @@ class World:
         return await self.server.wait_for_message(
             lambda m: m.channel_id == self.channel.id and m in self.channel_messages() and predicate(m),
             timeout,
+            "a bot message in the channel that matches",
         )
 
 

@@ -13,6 +13,20 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
+#: The per-test limit of a test not marked slow (the ini's ``timeout`` stays the slow tests' limit).
+#: A backstop that reports a hang in minutes, not a quarter of an hour: each wait in a test has its
+#: own, shorter deadline and says what it waited for.
+TIMEOUT_S = 300
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests not marked ``slow`` (and without a timeout marker of their own) get ``TIMEOUT_S``,
+    unless ``--timeout`` or ``PYTEST_TIMEOUT`` sets one for the run."""
+    if config.getoption("timeout", None) is not None or os.environ.get("PYTEST_TIMEOUT"):
+        return
+    for item in items:
+        if item.get_closest_marker("slow") is None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(TIMEOUT_S))
 
 
 @pytest.fixture(autouse=True)

@@ -2,17 +2,19 @@
 
 Run as ``python tests/fake_trainer.py train --job FILE``. ``FAKE_TRAINER_MODE``:
 ``crash`` (starts, reports a step, dies without a terminal event), ``hang`` (starts, then
-says nothing), ``crash_first`` (crashes unless the job resumes, then finishes), ``slow``
-(takes ``FAKE_TRAINER_SECONDS``, default 3, then finishes), ``longline`` (prints a 2 MiB line,
-then finishes), ``stream`` (``FAKE_TRAINER_STEPS`` step events spread over ``FAKE_TRAINER_SECONDS``,
-an epoch file in its output folder, then done), ``nospace`` (fails as a full disk does). ``serve``
-answers each request with one image at once, or with none when ``FAKE_SERVE_IMAGES`` is 0.
+says nothing), ``crash_first`` (crashes unless the job resumes, then finishes), ``gated``
+(starts, then waits for SIGUSR1, at most 600 s, before it finishes: the test decides how long
+the job runs), ``longline`` (prints a 2 MiB line, then finishes), ``stream``
+(``FAKE_TRAINER_STEPS`` step events spread over ``FAKE_TRAINER_SECONDS``, an epoch file in its
+output folder, then done), ``nospace`` (fails as a full disk does). ``serve`` answers each
+request with one image at once, or with none when ``FAKE_SERVE_IMAGES`` is 0.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -64,6 +66,8 @@ def main() -> None:
     total = 10
     if mode == "stream":
         return stream(job)
+    if mode == "gated":  # blocked before "started": a SIGUSR1 sent once the test saw it waits, pending
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     emit("started", total_steps=total, total_epochs=1, resumed_from_step=0)
     if mode == "nospace":
         emit("failed", message="[Errno 28] No space left on device: 'chara-000001.safetensors'")
@@ -72,8 +76,8 @@ def main() -> None:
         time.sleep(3600)
     if mode == "longline":  # 2 MiB of output on one line, more than the dispatcher reads as one
         print("x" * (2 * 2**20), flush=True)
-    if mode == "slow":
-        time.sleep(float(os.environ.get("FAKE_TRAINER_SECONDS", "3")))
+    if mode == "gated" and signal.sigtimedwait({signal.SIGUSR1}, 600) is None:
+        sys.exit("fake trainer: no SIGUSR1 within 600 s")
     emit("step", step=3, total_steps=total, epoch=1, loss=0.5, lr=1e-4)
     if mode == "crash" or (mode == "crash_first" and not job.get("resume")):
         os._exit(9)

@@ -1,5 +1,5 @@
-"""Helpers the loopback tests share: callbacks posted by hand, as a misbehaving bot would, and a
-check that nothing logged an error."""
+"""Helpers the loopback tests share: callbacks posted by hand, as a misbehaving bot would, a
+check that nothing logged an error, and a clock moved by hand."""
 
 from __future__ import annotations
 
@@ -18,6 +18,20 @@ async def raw_callback(server: LoopbackDiscord, handle: Interaction, body: dict)
     async with aiohttp.ClientSession() as session, session.post(url, json=body) as resp:
         data = await resp.json() if resp.content_type == "application/json" else {}
         return resp.status, int(data.get("code", 0))
+
+
+class ManualClock:
+    """A clock a test moves by hand (``LoopbackDiscord(clock=...)``): the answer window and the
+    token lifetime are checked on it, whatever the machine's load does to wall time."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
 
 
 class _ErrorRecords(logging.Handler):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+from bot.loopback.waiting import wait_for
 from bot.settings import Settings, load_settings
+from db import jobs as repo
 from tests.test_dataset_service import picture
 
 #: Fast training options for the tiny model (64 px, fp32, few steps).
@@ -42,10 +43,40 @@ async def make_dataset(
 
 
 async def wait_until(
-    check: Callable[[], Awaitable[bool]], timeout: float = 120, every: float = 0.1, what: str = "the condition"
+    check: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 120,
+    every: float = 0.1,
+    what: str | None = None,
+    progress: Callable[[], object] | None = None,
 ) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(every)
+    """Poll ``check`` (plain or async) until it holds; WaitTimeout naming ``what`` (default: the
+    check's name) after ``timeout`` (with ``progress``: after ``timeout`` without a change of it)."""
+    await wait_for(check, timeout, what or getattr(check, "__name__", "a condition"), every, progress)
+
+
+def job_progress(conn, job_id: int) -> Callable[[], Awaitable[object]]:
+    """A job's progress for :func:`wait_until`: it changes with each event its process reports."""
+
+    async def progress() -> object:
+        job = await repo.get_job(conn, job_id)
+        return job.state, job.attempts, job.step, job.epoch, job.last_event_at
+
+    return progress
+
+
+def record_calls(obj: Any, method: str) -> list[tuple[tuple, Any]]:
+    """Record each finished call of ``obj.method`` (an async method) as (args, result), from now on.
+
+    A test proves that something was *not* done by waiting until the code had its chance (the
+    dispatcher looked at the queue, after the change) instead of sleeping and hoping it looked.
+    """
+    calls: list[tuple[tuple, Any]] = []
+    original = getattr(obj, method)
+
+    async def recorded(*args: Any) -> Any:
+        result = await original(*args)
+        calls.append((args, result))
+        return result
+
+    setattr(obj, method, recorded)
+    return calls

@@ -7,10 +7,12 @@ import asyncio
 import io
 import re
 
+import pytest
 from PIL import Image
 from safetensors.torch import load
 
 from bot.loopback import Upload
+from bot.loopback.waiting import wait_for
 from tests.bot_harness import World, bot_world, first_id
 from tests.queue_helpers import queue_settings
 from tests.test_dataset_service import picture
@@ -50,14 +52,11 @@ async def _upload_and_prune(w: World) -> None:
 
 async def _settled(w: World, inter, timeout: float = 60):
     """The deferred answer once it holds its final embed."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        message = inter.original
-        if message is not None and message.embeds:
-            return message
-        await asyncio.sleep(0.05)
-    raise TimeoutError("no final answer")
+    return await wait_for(
+        lambda: inter.original if inter.original is not None and inter.original.embeds else None,
+        timeout,
+        f"the final answer to {inter.data.get('name')}",
+    )
 
 
 async def _train(w: World) -> tuple[int, int]:
@@ -132,6 +131,7 @@ async def _generate(w: World) -> int:
     return sum(j.cost for j in jobs)
 
 
+@pytest.mark.timeout(600)  # the whole guide with real training: its own limit, as its scenario has
 def test_the_guide_flow_in_discord(tmp_path, tiny_sd15):
     settings = queue_settings(tmp_path, {"tiny-sd15": tiny_sd15}, command_cooldown_s=0, progress_interval_s=1)
 

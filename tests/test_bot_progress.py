@@ -102,9 +102,10 @@ def test_a_tap_while_start_works_is_told_so(tmp_path, tiny_sd15):
             s = w.services
             await make_dataset(s, owner=w.alice.user_id, images=3)
             real = s.queue.submit_training
+            copied = asyncio.Event()  # a big dataset being copied, until the test has tapped again
 
             async def slow(*args, **kwargs):
-                await asyncio.sleep(2.5)  # a big dataset being copied
+                await asyncio.wait_for(copied.wait(), 30)
                 return await real(*args, **kwargs)
 
             s.queue.submit_training = slow
@@ -118,6 +119,7 @@ def test_a_tap_while_start_works_is_told_so(tmp_path, tiny_sd15):
             assert "Already starting" in (await w.reply(taps[1])).content  # not "expired", not cancelled
             buttons = [c for row in estimate.components for c in row["components"]]
             assert all(c.get("disabled") for c in buttons)  # greyed out while it works
+            copied.set()
             await w.server.wait_for_message(lambda m: m is estimate and "Queued" in m.content, 30)
             assert len(await repo.list_jobs(s.conn)) == 1
 

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from bot.loopback.waiting import wait_for
 from bot.services import open_services
 from bot.settings import load_settings
 
@@ -78,8 +79,8 @@ def test_delete_during_an_upload_stores_nothing(tmp_path):
     async def body(svc):
         ds = await new_dataset(svc)
         upload = asyncio.create_task(svc.add_files(1, "chara", [(f"p{i}.png", picture(i)) for i in range(4)]))
-        while not svc._lock(ds.id).locked():  # the upload holds the dataset's lock first
-            await asyncio.sleep(0.001)
+        # the upload holds the dataset's lock first
+        await wait_for(lambda: svc._lock(ds.id).locked(), 30, "the upload to take the dataset's lock", every=0.001)
         await svc.delete(1, "chara")  # waits for the upload, then removes everything
         report = await upload
         replacement = await new_dataset(svc, owner=2)

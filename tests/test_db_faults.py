@@ -232,7 +232,8 @@ def test_a_running_job_whose_handler_died_is_recovered_after_the_hang_timeout(tm
 
 
 def test_each_end_is_announced_once_across_restarts(tmp_path, monkeypatch):
-    monkeypatch.setenv("FAKE_TRAINER_MODE", "slow")
+    monkeypatch.setenv("FAKE_TRAINER_MODE", "stream")
+    monkeypatch.setenv("FAKE_TRAINER_STEPS", "10")
     monkeypatch.setenv("FAKE_TRAINER_SECONDS", "0")
     settings = _settings(tmp_path)
 

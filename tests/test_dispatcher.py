@@ -16,17 +16,20 @@ from bot.queue.generation import GenerateRequest
 from bot.services import open_services, running_queue
 from db import jobs as repo
 from db import stamina as stamina_repo
-from tests.queue_helpers import FAST, make_dataset, queue_settings, wait_until
+from tests.queue_helpers import FAST, job_progress, make_dataset, queue_settings, record_calls, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = [sys.executable, str(ROOT / "tests" / "fake_trainer.py")]
+GATED = [sys.executable, str(ROOT / "tests" / "gated_trainer.py")]
 
 
-async def finished(conn, job_id: int) -> repo.JobRow:
+async def finished(conn, job_id: int, stall_s: float = 180) -> repo.JobRow:
+    """The job once it ended; it may take as long as it keeps reporting progress (``stall_s`` apart)."""
+
     async def done() -> bool:
         return (await repo.get_job(conn, job_id)).finished
 
-    await wait_until(done, timeout=300)
+    await wait_until(done, stall_s, what=f"job #{job_id} to end", progress=job_progress(conn, job_id))
     return await repo.get_job(conn, job_id)
 
 
@@ -47,17 +50,20 @@ def run(settings, body, trainer_command=None):
 
 @pytest.mark.slow
 def test_training_and_generation_through_the_dispatcher(tiny_sd15, tmp_path):
-    """A real training job to the end; meanwhile generations run on the lane and reuse the loaded model."""
+    """A real training job to the end; meanwhile generations run on the lane and reuse the loaded model.
+
+    The real trainer runs behind a gate (tests/gated_trainer.py) that holds its events after the
+    first step until the generations are done: the job is running for them on any machine."""
     settings = queue_settings(tmp_path, {"tiny-sd15": tiny_sd15})
 
     async def body(s, dispatcher, updates):
         await make_dataset(s, images=4)
-        job = await s.queue.submit_training(1, "chara", {**FAST, "repeats": 60})  # long enough to overlap
+        job = await s.queue.submit_training(1, "chara", {**FAST, "repeats": 5})
 
-        async def started() -> bool:
+        async def first_step() -> bool:
             return any(u.job.id == job.id and u.kind == "step" for u in updates)
 
-        await wait_until(started, timeout=120)
+        await wait_until(first_step, timeout=180, progress=job_progress(s.conn, job.id))
         request = GenerateRequest("tkchar, red", base_model="tiny-sd15", steps=2, size="64")
         first = await finished(s.conn, (await s.generation.submit(1, request)).id)
         training = await repo.get_job(s.conn, job.id)
@@ -69,13 +75,14 @@ def test_training_and_generation_through_the_dispatcher(tiny_sd15, tmp_path):
         ]
         assert cached == [False, True]
 
+        os.kill(training.pid, signal.SIGUSR1)  # open the gate
         ended = await finished(s.conn, job.id)
-        assert ended.state == "done" and ended.refunded == 0 and ended.step == ended.total_steps == 480
+        assert ended.state == "done" and ended.refunded == 0 and ended.step == ended.total_steps == 40
         kinds = [e["event"] for e in await repo.events(s.conn, job.id)]
         assert kinds[0] == "started" and kinds[-1] == "done"
         assert kinds.count("epoch_saved") == 2 and kinds.count("preview_ready") == 2
         epochs = await repo.epochs(s.conn, job.id)
-        assert [(e.epoch, e.step) for e in epochs] == [(1, 240), (2, 480)]
+        assert [(e.epoch, e.step) for e in epochs] == [(1, 20), (2, 40)]
         assert all(Path(e.path).is_file() and Path(e.preview_path).is_file() for e in epochs)
         assert await repo.step_rate(s.conn, "sd15", 64, 1) > 0  # measured: the next ETA uses it
         ledger = await stamina_repo.job_ledger(s.conn, job.id)
@@ -98,7 +105,7 @@ def test_training_and_generation_through_the_dispatcher(tiny_sd15, tmp_path):
         assert mine[:2] == ["queued", "running"] and mine[-1] == "finished" and mine.count("finished") == 1
         assert mine.index("started") < mine.index("epoch_saved") < mine.index("done")
 
-    run(settings, body)
+    run(settings, body, GATED)
 
 
 @pytest.mark.slow
@@ -114,7 +121,7 @@ def test_a_killed_trainer_resumes_from_its_last_saved_epoch_and_is_charged_once(
         async def first_epoch_saved() -> bool:
             return any(u.job.id == job.id and u.kind == "epoch_saved" for u in updates)
 
-        await wait_until(first_epoch_saved, timeout=120)
+        await wait_until(first_epoch_saved, timeout=180, progress=job_progress(s.conn, job.id))
         pid = (await repo.get_job(s.conn, job.id)).pid
         os.kill(pid, signal.SIGKILL)
         ended = await finished(s.conn, job.id)
@@ -143,7 +150,7 @@ def test_cancel_while_training_keeps_saved_epochs_and_refunds_the_rest(tiny_sd15
         async def first_epoch_saved() -> bool:
             return bool(await repo.epochs(s.conn, job.id))
 
-        await wait_until(first_epoch_saved, timeout=300)
+        await wait_until(first_epoch_saved, timeout=180, progress=job_progress(s.conn, job.id))
         assert (await s.queue.cancel(1, job.id)).state == "cancelling"
         ended = await finished(s.conn, job.id)
         cancelled = (await repo.events(s.conn, job.id, "cancelled"))[0]
@@ -154,6 +161,18 @@ def test_cancel_while_training_keeps_saved_epochs_and_refunds_the_rest(tiny_sd15
         assert (await s.stamina.balance(1)).balance == 150 - est.cost + ended.refunded
 
     run(settings, body)
+
+
+async def _not_taken(dispatcher) -> None:
+    """Wait until the training loop looked at the queue twice more (the second look began after
+    anything the test did before), and check it took nothing."""
+    looks = record_calls(dispatcher, "_claim")
+
+    def taken() -> list:
+        return [job for (kind, _), job in looks if kind == "train"]
+
+    await wait_until(lambda: len(taken()) >= 2, 30, 0.05, "the dispatcher to look for training jobs twice")
+    assert taken() == [None] * len(taken())
 
 
 def _fake_settings(tmp_path, **overrides):
@@ -216,7 +235,7 @@ def test_queued_jobs_wait_while_paused_and_a_second_dispatcher_is_refused(tmp_pa
         await make_dataset(s, images=4)
         await s.queue.pause(actor_id=9)
         job = await s.queue.submit_training(1, "chara", _fake_job_options())
-        await asyncio.sleep(2.5)
+        await _not_taken(dispatcher)
         assert (await repo.get_job(s.conn, job.id)).state == "queued"
         with pytest.raises(DispatcherBusy, match="already runs the queue"):
             await make_dispatcher(s).start()
@@ -228,8 +247,7 @@ def test_queued_jobs_wait_while_paused_and_a_second_dispatcher_is_refused(tmp_pa
 
 @pytest.mark.parametrize("alongside", [True, False])
 def test_generation_runs_alongside_training_only_where_the_operator_allows(tmp_path, monkeypatch, alongside):
-    monkeypatch.setenv("FAKE_TRAINER_MODE", "slow")
-    monkeypatch.setenv("FAKE_TRAINER_SECONDS", "8")  # room for a cold generation process on a loaded machine
+    monkeypatch.setenv("FAKE_TRAINER_MODE", "gated")  # the training job runs until the test lets it end
 
     async def body(s, dispatcher, updates):
         await make_dataset(s, images=4)
@@ -238,10 +256,19 @@ def test_generation_runs_alongside_training_only_where_the_operator_allows(tmp_p
         async def running() -> bool:
             return any(u.job.id == job.id and u.kind == "started" for u in updates)
 
-        await wait_until(running)
+        await wait_until(running, timeout=180, progress=job_progress(s.conn, job.id))
         request = GenerateRequest("tkchar", base_model="tiny-sd15", steps=2, size="64")
-        generated = await finished(s.conn, (await s.generation.submit(1, request)).id)
+        generation = await s.generation.submit(1, request)
+        if alongside:
+            generated = await finished(s.conn, generation.id)
+        else:  # the wake that would start it has reached the dispatcher's loops twice over
+            looks = record_calls(dispatcher, "_publish_unannounced")
+            await wait_until(lambda: len(looks) >= 2, 30, 0.05, "the dispatcher to look twice")
+            assert (await repo.get_job(s.conn, generation.id)).state == "queued"
+        assert (await repo.get_job(s.conn, job.id)).state == "running"
+        os.kill((await repo.get_job(s.conn, job.id)).pid, signal.SIGUSR1)
         training = await finished(s.conn, job.id)
+        generated = await finished(s.conn, generation.id)
         assert generated.state == training.state == "done"
         assert (generated.finished_at < training.finished_at) is alongside
 
@@ -266,11 +293,12 @@ def test_a_trainer_that_cannot_start_pauses_the_queue_and_loses_no_job(tmp_path)
         await make_dataset(s, images=4)
         job = await s.queue.submit_training(1, "chara", _fake_job_options())
 
-        async def paused() -> bool:
-            return await s.queue.paused()
+        async def put_back_paused() -> bool:
+            current = await repo.get_job(s.conn, job.id)
+            return current.state == "queued" and bool(current.error) and await s.queue.paused()
 
-        await wait_until(paused, timeout=30)
-        await asyncio.sleep(0.5)
+        await wait_until(put_back_paused, timeout=30)
+        await _not_taken(dispatcher)  # paused: it is not tried again
         waiting = await repo.get_job(s.conn, job.id)
         assert (waiting.state, waiting.attempts, waiting.refunded) == ("queued", 0, 0)
         assert "could not start" in waiting.error
@@ -292,8 +320,12 @@ def test_a_job_another_process_cancels_reaches_the_subscribers_once(tmp_path):
         async def heard() -> bool:
             return any(u.kind == "finished" and u.job.id == job.id for u in updates)
 
-        await wait_until(heard, timeout=10)
-        await asyncio.sleep(2.5)
+        await wait_until(heard, timeout=30)
+        # the dispatcher's look-back window finds the job again at its next looks (the bus drops those
+        # ends): wait until it looked twice more, then count what the subscribers got
+        looks = record_calls(dispatcher, "_publish_unannounced")
+        await wait_until(lambda: len(looks) >= 2, 30, 0.05, "the dispatcher to look for ended jobs twice")
+        await s.bus.drain()
         finals = [u for u in updates if u.kind == "finished" and u.job.id == job.id]
         assert len(finals) == 1 and finals[0].event == {"state": "cancelled", "refunded": job.cost}
 

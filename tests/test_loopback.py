@@ -13,6 +13,7 @@ from discord import app_commands
 
 from bot.loopback import LoopbackDiscord, running_client, validate
 from bot.loopback.state import Guild
+from bot.loopback.waiting import wait_for
 from tests.loopback_helpers import fail_on_logged_errors
 
 TIMEOUT = 10.0
@@ -71,10 +72,10 @@ def test_connects_ready_with_guild() -> None:
 
 def test_heartbeat_acks_give_finite_latency() -> None:
     async def scenario(server: LoopbackDiscord, bot: Bot) -> None:
-        while server.gateway.heartbeats < 2:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        assert math.isfinite(bot.latency) and bot.latency >= 0
+        await wait_for(lambda: server.gateway.heartbeats >= 2, 10, "two heartbeats")
+        # discord.py measures the latency when the ack arrives: wait for it, not for a guess of when
+        await wait_for(lambda: math.isfinite(bot.latency), 10, "the bot to measure a heartbeat's latency")
+        assert bot.latency >= 0
 
     run(scenario, heartbeat_interval_ms=100)
 
@@ -228,8 +229,7 @@ def test_defer_then_edit_original_and_embed_limits() -> None:
         handle = await server.send_interaction(guild, carol, "slow")
         response = await handle.wait_response()
         assert response["type"] == 5 and response["data"]["flags"] & 64
-        while handle.original is None or handle.original.edits == 0:
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: handle.original is not None and handle.original.edits, 10, "the edited answer")
         original = handle.original
         assert original.content == "finished" and original.embeds[0]["title"] == "Done"
         assert original.ephemeral and not original.flags & 128

@@ -3,12 +3,12 @@ messages and select rules, the 3-second answer window and the interaction token'
 
 from __future__ import annotations
 
-import asyncio
-
 import discord
 import pytest
 
 from bot.loopback import LoopbackDiscord
+from bot.loopback.waiting import wait_for
+from tests.loopback_helpers import ManualClock
 from tests.test_loopback import Bot, guild_obj, run, the_guild
 
 
@@ -139,6 +139,8 @@ def test_components_on_ephemeral_messages_and_select_rules() -> None:
 
 
 def test_ack_deadline_and_token_lifetime() -> None:
+    clock = ManualClock()  # the stand-in's clock: the bot "takes" time by moving it
+
     async def scenario(server: LoopbackDiscord, bot: Bot) -> None:
         guild = the_guild(server)
         alice = server.add_member(guild, "alice")
@@ -146,7 +148,7 @@ def test_ack_deadline_and_token_lifetime() -> None:
 
         @bot.tree.command(name="late", description="Late", guild=guild_obj(server))
         async def late(interaction: discord.Interaction) -> None:
-            await asyncio.sleep(0.25)
+            clock.advance(0.25)  # past the 0.2 s answer window
             try:
                 await interaction.response.send_message("too late")
             except discord.NotFound as exc:
@@ -156,7 +158,7 @@ def test_ack_deadline_and_token_lifetime() -> None:
         async def long(interaction: discord.Interaction) -> None:
             await interaction.response.defer()
             await interaction.followup.send("early")
-            await asyncio.sleep(0.5)
+            clock.advance(0.5)  # past the token's 0.4 s lifetime
             try:
                 await interaction.followup.send("after the token expired")
             except discord.HTTPException as exc:
@@ -164,15 +166,13 @@ def test_ack_deadline_and_token_lifetime() -> None:
 
         await bot.tree.sync(guild=guild_obj(server))
         handle = await server.send_interaction(guild, alice, "late")
-        while not outcome:
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: outcome, 10, "the late answer to be refused")
         assert outcome == ["late 10062"] and handle.response is None
-        assert handle.late_callbacks == 1 and handle.ack_s is not None and handle.ack_s > 0.2
+        assert handle.late_callbacks == 1 and handle.ack_s == 0.25
         handle = await server.send_interaction(guild, alice, "long")
         await handle.wait_response()
-        assert handle.ack_s is not None and handle.ack_s < 0.2
-        while len(outcome) < 2:
-            await asyncio.sleep(0.01)
+        assert handle.ack_s == 0
+        await wait_for(lambda: len(outcome) >= 2, 10, "the followup after the token expired")
         assert outcome[1] == "expired 401/50027" and len(handle.followups) == 1
 
-    run(scenario, ack_deadline_s=0.2, token_lifetime_s=0.4)
+    run(scenario, ack_deadline_s=0.2, token_lifetime_s=0.4, clock=clock)

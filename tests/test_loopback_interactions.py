@@ -10,6 +10,7 @@ import pytest
 from discord import app_commands
 
 from bot.loopback import MANAGE_GUILD, LoopbackDiscord, Upload
+from bot.loopback.waiting import wait_for
 from tests.loopback_helpers import raw_callback
 from tests.test_loopback import Bot, guild_obj, run, the_guild
 
@@ -126,8 +127,7 @@ def test_member_message_and_context_menus() -> None:
         handle = await server.send_message_command(guild, bob, "Add to dataset", posted)
         assert (await handle.wait_response())["data"]["content"] == "added"
         assert got == [f"alice:my pics:{[PNG_1X1]}"]
-        while not created:
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: created, 10, "the MESSAGE_CREATE of the member's post")
         assert created[0].content == "" and created[0].attachments == []  # no MESSAGE_CONTENT intent
         handle = await server.send_user_command(guild, bob, "Profile", alice)
         assert (await handle.wait_response())["data"]["content"] == "profile of alice"
@@ -146,18 +146,19 @@ def test_autocomplete_choices_are_validated_and_recorded() -> None:
         guild = the_guild(server)
         alice = server.add_member(guild, "alice")
         errors: list[str] = []
+        landed = asyncio.Event()  # set once the test's raw callback was answered: the bot may answer then
         dataset = app_commands.Group(name="dataset", description="Datasets")
 
         @dataset.command(name="info", description="Dataset info")
         async def info(interaction: discord.Interaction, name: str, page: int = 1) -> None:
             if page == 99:
-                await asyncio.sleep(0.2)
+                await asyncio.wait_for(landed.wait(), 10)
             await interaction.response.send_message(name)
 
         @info.autocomplete("name")
         async def names(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
             if current == "slow":
-                await asyncio.sleep(0.2)
+                await asyncio.wait_for(landed.wait(), 10)
                 return []
             if current == "many":
                 try:
@@ -189,12 +190,15 @@ def test_autocomplete_choices_are_validated_and_recorded() -> None:
         with pytest.raises(ValueError):
             await server.send_autocomplete(guild, alice, "dataset info", {"page": 2}, focused="page")
         # Type 4 only takes type 8, and type 8 only answers type 4 (raw HTTP: discord.py refuses
-        # both itself).  "slow" keeps the bot from answering before the raw callback lands.
+        # both itself).  "slow" keeps the bot from answering before the raw callback landed.
         slow = await server.send_autocomplete(guild, alice, "dataset info", {"name": "slow"}, focused="name")
         assert await raw_callback(server, slow, {"type": 4, "data": {"content": "x"}}) == (400, 50035)
+        landed.set()
         assert (await slow.wait_response())["type"] == 8 and slow.choices == []
+        landed.clear()
         command = await server.send_interaction(guild, alice, "dataset info", {"name": "slow", "page": 99})
         assert await raw_callback(server, command, {"type": 8, "data": {"choices": []}}) == (400, 50035)
+        landed.set()
         assert (await command.wait_response())["type"] == 4
 
     run(scenario)

@@ -9,16 +9,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from bot.cli import main
+from bot.loopback.waiting import wait_for_sync
 from bot.queue.costs import training_cost
 from bot.services import open_services
 from db import jobs as jobs_repo
 
-from .queue_helpers import FAST, make_dataset, queue_settings, wait_until
+from .queue_helpers import FAST, job_progress, make_dataset, queue_settings, wait_until
 
 
 @pytest.fixture
@@ -168,10 +168,11 @@ def test_worker_runs_a_job_and_stops_on_sigterm(settings, tmp_path, capsys):
             [sys.executable, "-m", "bot", "worker"], stdout=stdout, stderr=stderr, cwd=tmp_path, env=env
         )
     try:
-        deadline = time.monotonic() + 60
-        while "worker: running the queue" not in out.read_text():
-            assert worker.poll() is None and time.monotonic() < deadline, err.read_text()
-            time.sleep(0.1)
+        def serving() -> bool:
+            assert worker.poll() is None, err.read_text()  # it died: say why at once
+            return "worker: running the queue" in out.read_text()
+
+        wait_for_sync(serving, 120, "the worker to run the queue", every=0.1)
         second = subprocess.run([sys.executable, "-m", "bot", "worker"], capture_output=True, text=True,
                                 cwd=tmp_path, env=env, timeout=60)  # fmt: skip
         assert second.returncode == 1 and "already runs the queue" in one_error_line(second.stderr)
@@ -183,7 +184,7 @@ def test_worker_runs_a_job_and_stops_on_sigterm(settings, tmp_path, capsys):
                 return (await jobs_repo.get_job(services.conn, job.id)).finished
 
             with contextlib.suppress(TimeoutError):  # the assert below says what state it is in
-                await wait_until(ended, timeout=120, every=0.2)
+                await wait_until(ended, 180, 0.2, progress=job_progress(services.conn, job.id))
             return await jobs_repo.get_job(services.conn, job.id)
 
         job = with_services(settings, run_job)

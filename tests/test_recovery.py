@@ -12,11 +12,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from bot.loopback.waiting import wait_for_sync
 from bot.queue.costs import refund_for
 from bot.services import open_services
 from tests.queue_helpers import FAST, make_dataset, queue_settings
@@ -43,14 +43,16 @@ def query(settings, sql: str, *args):
         return conn.execute(sql, args).fetchall()
 
 
-def wait_for(settings, sql: str, *args, timeout: float = 240):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = query(settings, sql, *args)
-        if rows:
-            return rows
-        time.sleep(0.2)
-    raise TimeoutError(sql)
+def wait_for(settings, sql: str, job_id: int, timeout: float = 180):
+    """The rows of ``sql`` (on ``job_id``) once there are some. It may take as long as the job keeps
+    making progress: WaitTimeout after ``timeout`` seconds without a change of its row."""
+
+    def progress():
+        return query(settings, "SELECT state, attempts, step, last_event_at FROM jobs WHERE id = ?", job_id)
+
+    return wait_for_sync(
+        lambda: query(settings, sql, job_id), timeout, f"rows of {sql} ({job_id})", 0.2, progress
+    )
 
 
 def submit(settings, options: dict) -> int:
@@ -73,10 +75,7 @@ def alive(pid: int) -> bool:
 def kill_host(host: subprocess.Popen, trainer_pid: int) -> None:
     host.send_signal(signal.SIGKILL)
     host.wait(10)
-    deadline = time.monotonic() + 10
-    while alive(trainer_pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not alive(trainer_pid), "the trainer outlived the killed host"
+    wait_for_sync(lambda: not alive(trainer_pid), 30, "the trainer to die with its killed host", 0.1)
 
 
 def ledger(settings, job_id: int) -> list[tuple[str, int]]:

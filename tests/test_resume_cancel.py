@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
-import time
+import threading
 
 import pytest
 import torch
@@ -16,8 +17,12 @@ from .conftest import ROOT, base_job, parse_events, run_trainer, trainer_cmd, wr
 pytestmark = pytest.mark.slow
 
 
-def start_and_wait_for(job_path, kind: str, timeout: float = 300):
-    """Start the trainer; return (process, events so far) once an event of ``kind`` has arrived."""
+def start_and_wait_for(job_path, kind: str, stall_s: float = 180):
+    """Start the trainer; return (process, events so far, rest) once an event of ``kind`` arrived.
+
+    It may take as long as the trainer keeps talking (AssertionError after ``stall_s`` seconds of
+    silence); ``rest(timeout)`` returns the events after those, up to the end of its output.
+    """
     proc = subprocess.Popen(
         trainer_cmd("train", "--job", str(job_path)),
         stdout=subprocess.PIPE,
@@ -26,12 +31,33 @@ def start_and_wait_for(job_path, kind: str, timeout: float = 300):
         cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    events, deadline = [], time.monotonic() + timeout
-    for line in proc.stdout:
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+
+    def next_line(timeout: float, waiting_for: str) -> str | None:
+        try:
+            return lines.get(timeout=timeout)
+        except queue.Empty:
+            proc.kill()
+            raise AssertionError(f"timed out after {timeout:g} s of silence waiting for {waiting_for}") from None
+
+    def rest(timeout: float) -> list[dict]:
+        out = []
+        while (line := next_line(timeout, "the end of the trainer's output")) is not None:
+            out += parse_events(line)
+        return out
+
+    events: list[dict] = []
+    while (line := next_line(stall_s, f"a {kind} event (last: {events[-1:]})")) is not None:
         events += parse_events(line)
         if events and events[-1]["event"] == kind:
-            return proc, events
-        assert time.monotonic() < deadline, "no such event in time"
+            return proc, events, rest
     raise AssertionError(f"the trainer ended before a {kind} event: {events[-1:]}")
 
 
@@ -51,7 +77,7 @@ def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tiny_sd
     full_done = parse_events(full.stdout)[-1]
 
     job = _job(tiny_sd15, tmp_path, tmp_path / "killed")
-    proc, _ = start_and_wait_for(write_job(tmp_path / "k.json", job), "epoch_saved")
+    proc, _, _ = start_and_wait_for(write_job(tmp_path / "k.json", job), "epoch_saved")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert not (tmp_path / "killed" / "test.safetensors").exists()
@@ -83,11 +109,10 @@ def test_resume_with_other_settings_is_refused(tiny_sd15, tmp_path):
 
 def test_sigterm_cancels_between_steps_and_keeps_saved_epochs(tiny_sd15, tmp_path):
     job = _job(tiny_sd15, tmp_path, tmp_path / "out", epochs=50, event_every_n_steps=1)
-    proc, events = start_and_wait_for(write_job(tmp_path / "job.json", job), "epoch_saved")
+    proc, events, rest = start_and_wait_for(write_job(tmp_path / "job.json", job), "epoch_saved")
     proc.send_signal(signal.SIGTERM)
-    rest, _ = proc.communicate(timeout=120)
-    events += parse_events(rest)
-    assert proc.returncode == 3
+    events += rest(120)
+    assert proc.wait(timeout=30) == 3
     assert events[-1]["event"] == "cancelled"
     assert events[-1]["step"] < 50 * 12
     saved = [e["path"] for e in events if e["event"] == "epoch_saved"]

@@ -132,9 +132,16 @@ def test_family_detection_from_folders_and_checkpoint_keys(tmp_path, tiny_sd15, 
 def test_step_events_are_throttled_unless_every_n_steps():
     from trainer.events import EventWriter
 
-    stream = io.StringIO()
-    writer = EventWriter(stream, interval=3600)
-    written = [writer.step(s, 100, epoch=1, loss=0.1, lr=1e-4) for s in range(1, 101)]
+    now = [0.0]  # the writer's clock, moved by hand: 0.3 s a step
+    writer = EventWriter(io.StringIO(), interval=1.0, clock=lambda: now[0])
+    written = []
+    for s in range(1, 101):
+        written.append(writer.step(s, 100, epoch=1, loss=0.1, lr=1e-4))
+        now[0] += 0.3
+    # the first, then one each 1.0 s (every 4th step at 0.3 s a step), and the last
+    assert [s for s, w in zip(range(1, 101), written, strict=True) if w] == [*range(1, 101, 4), 100]
+    quiet = EventWriter(io.StringIO(), interval=3600, clock=lambda: 12.0)  # any clock, even one near 0
+    written = [quiet.step(s, 100, epoch=1, loss=0.1, lr=1e-4) for s in range(1, 101)]
     assert written.count(True) == 2 and written[0] and written[-1]  # the first and the last
     every = EventWriter(io.StringIO(), every_n_steps=10)
     assert sum(every.step(s, 100, epoch=1, loss=0.1, lr=1e-4) for s in range(1, 101)) == 10

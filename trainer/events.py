@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from .contract import make_event
@@ -15,17 +16,23 @@ from .contract import make_event
 class EventWriter:
     """Writes contract events, one JSON object per line, flushed at once.
 
-    Step events are throttled: at most about one a second by default, or every
-    ``every_n_steps`` steps when the job sets ``event_every_n_steps``.
+    Step events are throttled: the first, then at most one per ``interval`` seconds of ``clock``
+    (about one a second by default), or every ``every_n_steps`` steps when the job sets
+    ``event_every_n_steps``; the last step is always written.
     """
 
     def __init__(
-        self, stream: IO[str] | None = None, every_n_steps: int | None = None, interval: float = 1.0
+        self,
+        stream: IO[str] | None = None,
+        every_n_steps: int | None = None,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.stream = stream if stream is not None else sys.stdout
         self.every_n_steps = every_n_steps
         self.interval = interval
-        self._last_step_time = 0.0
+        self.clock = clock
+        self._last_step_time: float | None = None  # none written yet: the first is due
         self._lock = threading.Lock()
 
     def emit(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -38,11 +45,11 @@ class EventWriter:
 
     def step(self, step: int, total_steps: int, force: bool = False, **fields: Any) -> bool:
         """Emit a step event if due; returns whether it was written."""
-        now = time.monotonic()
+        now = self.clock()
         if self.every_n_steps is not None:
             due = step % self.every_n_steps == 0
         else:
-            due = now - self._last_step_time >= self.interval
+            due = self._last_step_time is None or now - self._last_step_time >= self.interval
         if not (due or force or step == total_steps):
             return False
         self._last_step_time = now

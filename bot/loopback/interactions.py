@@ -9,7 +9,6 @@ ValueError for option values, select values or modal inputs the client refuses.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from .components import component_data, find_component, modal_submit_components
@@ -297,7 +296,7 @@ class InteractionSender:
         )
         self.interactions[inter_id] = inter
         self._tokens[token] = inter
-        inter.dispatched_at = time.monotonic()
+        inter.dispatched_at = self.clock()
         if await self.gateway.dispatch("INTERACTION_CREATE", payload) == 0:
             raise RuntimeError("no gateway session is connected")
         return inter

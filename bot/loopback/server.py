@@ -18,8 +18,8 @@ context menus, components, modals) is in :mod:`bot.loopback.interactions`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -45,6 +45,7 @@ from .state import (
     snowflake,
     user_payload,
 )
+from .waiting import wait_for
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,8 @@ class LoopbackDiscord(InteractionSender):
     the largest file a member can attach (default: ``upload_limit``);
     ``ack_deadline_s``: the time a bot has for the first callback of an
     interaction (Discord: 3 s); ``token_lifetime_s``: how long the interaction
-    webhook works (Discord: 15 minutes).
+    webhook works (Discord: 15 minutes); ``clock``: the seconds both are measured
+    in (a test can pass one it advances by hand).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class LoopbackDiscord(InteractionSender):
         ack_deadline_s: float = 3.0,
         token_lifetime_s: float = 15 * 60.0,
         token: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.application_id = snowflake()
         self.bot_user_id = self.application_id
@@ -81,6 +84,7 @@ class LoopbackDiscord(InteractionSender):
         self.member_upload_limit = upload_limit if member_upload_limit is None else member_upload_limit
         self.ack_deadline_s = ack_deadline_s
         self.token_lifetime_s = token_lifetime_s
+        self.clock = clock  # the ack deadline and the token lifetime run on it
         self.token = token  # None: any bot token is accepted
         self.guilds: dict[int, Guild] = {}
         self.messages: dict[int, list[RecordedMessage]] = {}
@@ -297,18 +301,18 @@ class LoopbackDiscord(InteractionSender):
         ]
 
     async def wait_for_message(
-        self, predicate: Callable[[RecordedMessage], bool], timeout: float = 5.0
+        self,
+        predicate: Callable[[RecordedMessage], bool],
+        timeout: float = 5.0,
+        what: str = "a recorded message that matches",
     ) -> RecordedMessage:
-        """The first recorded message (posted or edited) for which ``predicate`` holds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            for message in self.all_messages():
-                if predicate(message):
-                    return message
-            if loop.time() > deadline:
-                raise asyncio.TimeoutError("no recorded message matched")
-            await asyncio.sleep(0.01)
+        """The first recorded message (posted or edited) for which ``predicate`` holds.
+
+        :class:`~bot.loopback.waiting.WaitTimeout` (an ``asyncio.TimeoutError``) after ``timeout``.
+        """
+        return await wait_for(
+            lambda: next((m for m in self.all_messages() if predicate(m)), None), timeout, what
+        )
 
     # -- members posting ------------------------------------------------------
 

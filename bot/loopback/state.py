@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .waiting import WaitTimeout, wait_for
+
 JSON = dict[str, Any]
 
 _EPOCH_MS = 1420070400000
@@ -302,7 +304,11 @@ class Interaction:
 
     async def wait_response(self, timeout: float = 5.0) -> JSON:
         """Wait until the bot calls the interaction callback; return its payload."""
-        await asyncio.wait_for(self.responded.wait(), timeout)
+        try:
+            await asyncio.wait_for(self.responded.wait(), timeout)
+        except asyncio.TimeoutError:
+            name = self.data.get("name") or self.data.get("custom_id") or "an interaction"
+            raise WaitTimeout(f"the bot's callback to {name}", timeout) from None
         assert self.response is not None
         return self.response
 
@@ -318,12 +324,7 @@ class Interaction:
 
     async def wait_followups(self, count: int = 1, timeout: float = 5.0) -> list[RecordedMessage]:
         """Wait until at least ``count`` followup messages arrived."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(self.followups) < count:
-            if loop.time() > deadline:
-                raise asyncio.TimeoutError(f"{len(self.followups)} of {count} followups arrived")
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: len(self.followups) >= count, timeout, f"{count} followups of an interaction")
         return self.followups
 
 

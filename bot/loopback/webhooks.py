@@ -8,7 +8,6 @@ the dispatch, then answers 401 / 50027 "Invalid Webhook Token".
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -77,7 +76,7 @@ class InteractionRoutes:
         inter = self.s.interactions.get(int(request.match_info["iid"]))
         if inter is None or inter.token != request.match_info["token"]:
             return unknown_interaction()
-        elapsed = time.monotonic() - inter.dispatched_at
+        elapsed = self.s.clock() - inter.dispatched_at
         if inter.response is None and elapsed > self.s.ack_deadline_s:
             inter.late_callbacks += 1
             if inter.ack_s is None:
@@ -170,7 +169,7 @@ class InteractionRoutes:
         inter = self.s.interaction_by_token(request.match_info["token"])
         if inter is None:
             return None, unknown_webhook()
-        if time.monotonic() - inter.dispatched_at > self.s.token_lifetime_s:
+        if self.s.clock() - inter.dispatched_at > self.s.token_lifetime_s:
             return None, invalid_webhook_token()
         return inter, None
 
