@@ -25,6 +25,7 @@ from PIL import Image
 
 from . import render
 from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, ModelSource, default_clip_skip
+from .errors import TrainerError
 from .events import EventWriter, StopFlag
 from .kohya import uniform_alpha
 from .models import (
@@ -41,7 +42,7 @@ from .text import check_clip_skip
 log = logging.getLogger(__name__)
 
 
-class GenerateError(RuntimeError):
+class GenerateError(TrainerError, RuntimeError):
     pass
 
 
