@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
-from . import render
+from . import delivered, render
 from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, ModelSource, default_clip_skip
 from .errors import TrainerError
 from .events import EventWriter, StopFlag
@@ -189,7 +189,7 @@ def _render_images(
                 pipe.set_adapters(cell.adapters, adapter_weights=cell.weights)
             image = _render_one(loaded, job, cell.seed, clip_skip, (width, height))
             path = out / f"{job.output_name}{cell.suffix}.png"
-            image.save(path)
+            delivered.save_image(image, path)
             files.append(str(path))
             grid_rows[-1].append(image)
             events.emit("image_ready", index=len(files) - 1, path=str(path), **cell.info)
@@ -273,5 +273,5 @@ def _save_grid(job: GenerateJob, rows: list[list], seed: int, out: Path) -> Path
         cols = [f"seed {seed + n}" for n in range(len(rows))]
         grid = render.make_grid([[r[0] for r in rows]], cols, title=job.grid_title or job.prompt[:80])
     path = out / f"{job.output_name}-grid.png"
-    grid.save(path)
+    delivered.save_image(grid, path)
     return path
