@@ -301,8 +301,8 @@ class Server:
 
 
 def _scalar(value: Any) -> Any:
-    """A request id worth echoing back in a ``failed`` event, or None."""
-    return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    """A request id worth echoing back in a ``failed`` event (a string or an integer), or None."""
+    return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
 
 
 def serve(fd: int | None = None, events: EventWriter | None = None) -> int:
