@@ -4,16 +4,22 @@ Run as ``python tests/fake_trainer.py train --job FILE``. ``FAKE_TRAINER_MODE``:
 ``crash`` (starts, reports a step, dies without a terminal event), ``hang`` (starts, then
 says nothing), ``crash_first`` (crashes unless the job resumes, then finishes), ``slow``
 (takes ``FAKE_TRAINER_SECONDS``, default 3, then finishes), ``longline`` (prints a 2 MiB line,
-then finishes). ``serve`` answers each request
-with one image at once.
+then finishes). ``serve`` answers each request with one image at once (a 1x1 PNG in the job's
+``output_dir``: the bot accepts no file outside it).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
 import time
+from pathlib import Path
+
+PIXEL_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+)
 
 
 def emit(kind: str, **fields) -> None:
@@ -27,9 +33,13 @@ def serve() -> None:
         if "id" not in request:
             continue
         rid = request["id"]
+        out = Path(request["job"]["output_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        image = out / "image-00.png"
+        image.write_bytes(PIXEL_PNG)
         emit("started", request=rid, total_steps=1, total_epochs=0, model_cached=False)
-        emit("image_ready", request=rid, index=0, path="/dev/null")
-        emit("done", request=rid, files=["/dev/null"])
+        emit("image_ready", request=rid, index=0, path=str(image))
+        emit("done", request=rid, files=[str(image)])
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ from ..settings import Settings
 from . import costs
 from .settle import settle
 from .stamina import StaminaService
+from .trust import trusted_job_file
 
 __all__ = ["QueueError", "QueueService", "TrainingEstimate"]
 
@@ -267,10 +268,13 @@ class QueueService:
             ) from None
 
     async def epoch_file(self, owner_id: int, job_id: int, epoch: int) -> str:
+        """The saved epoch's file, resolved, checked again to be in the job's output folder."""
         job = await self.job(owner_id, job_id)
         for row in await repo.epochs(self.conn, job.id):
-            if row.epoch == epoch and Path(row.path).is_file():
-                return row.path
+            if row.epoch == epoch:
+                real = await asyncio.to_thread(trusted_job_file, job.folder, row.path, ".safetensors")
+                if real is not None:
+                    return str(real)
         raise QueueError(f"job #{job_id} has no saved epoch {epoch}: see /epochs job:{job_id}")
 
     # Jobs ------------------------------------------------------------------------------------------
