@@ -21,6 +21,7 @@ import discord
 
 from .errors import DatabaseBusy
 from .queue.status import queue_status
+from .queue.trust import trusted_job_file
 from .ui.embeds import job_embed
 from .ui.persistent import CancelJobButton, epoch_buttons
 
@@ -166,7 +167,8 @@ class ProgressNotifier:
     # Previews, the end, generated images -------------------------------------------------------------
 
     async def _post_preview(self, job: JobRow, epoch: int, path: Path) -> None:
-        if not path.is_file():
+        path = trusted_job_file(job.folder, path, ".png")  # checked again as it is sent
+        if path is None:
             return
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
         embed = discord.Embed(
@@ -219,7 +221,7 @@ class ProgressNotifier:
         )
         if short := shortfall(job):
             text += f"\n⚠️ {short}"
-        batches = _batches([p for p in paths if p.is_file()])
+        batches = _batches([r for p in paths if (r := trusted_job_file(job.folder, p, ".png"))])
         for part, batch in enumerate(batches or [[]]):  # the text alone when no image was made
             content = text if part == 0 else f"🎨 #{job.id} (more)"
             attached = {"files": [discord.File(p, filename=p.name) for p in batch]} if batch else {}

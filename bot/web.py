@@ -1,7 +1,8 @@
 """The bot's small HTTP file server: signed download links for files over Discord's upload limit.
 
 It runs on the bot's own event loop. ``GET /files/<token>/<filename>`` streams the file that the
-``resolve`` callback maps the verified claims to; nothing from the URL ever names a path. ::
+``resolve`` callback maps the verified claims to; nothing from the URL ever names a path, and a
+path outside ``root`` (the data folder: a database row a trainer once filled in) is not sent. ::
 
     async with FileServer.from_settings(settings, services.resolve_download) as files:
         url = files.make_url(member.id, "epoch", f"{job_id}/{epoch}", "chara-000004.safetensors")
@@ -12,6 +13,7 @@ Note: aiohttp's ``FileResponse`` (Range, ETag, HEAD) would serve a pre-compresse
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -23,6 +25,7 @@ from urllib.parse import quote
 from aiohttp import hdrs, web
 
 from .links import Expired, LinkClaims, LinkError, LinkSigner, check_filename, load_link_secret
+from .queue.trust import trusted_file
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -72,8 +75,10 @@ class FileServer:
         host: str = "127.0.0.1",
         port: int = 8765,
         base_url: str | None = None,
+        root: Path | None = None,
     ) -> None:
         self.signer = signer
+        self.root = root  # only files inside it are sent (None: any the resolver returns)
         self.resolve = resolve
         self.host = host
         self.port = port
@@ -87,7 +92,14 @@ class FileServer:
         """A server on ``http_bind`` whose links use ``public_url`` and ``link_lifetime_s``."""
         signer = LinkSigner(load_link_secret(settings), settings.link_lifetime_s, clock)
         host, port = parse_bind(settings.http_bind)
-        return cls(signer, resolve, host=host, port=port, base_url=settings.public_url or None)
+        return cls(
+            signer,
+            resolve,
+            host=host,
+            port=port,
+            base_url=settings.public_url or None,
+            root=settings.data_dir,
+        )
 
     @property
     def base_url(self) -> str:
@@ -152,6 +164,8 @@ class FileServer:
         if request.match_info["filename"] != claims.filename:
             return _text(403, "the file name does not match this link")
         path = await self.resolve(claims)
+        if path is not None and self.root is not None:
+            path = await asyncio.to_thread(trusted_file, self.root, path)  # resolved: what is sent
         if path is None or not path.is_file():
             return _text(404, "this file is no longer available")
         log.info("sending %s %s to owner %d", claims.kind, claims.ref, claims.owner_id)

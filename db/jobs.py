@@ -202,11 +202,47 @@ async def update_progress(conn: aiosqlite.Connection, job_id: int, **values: Any
         await conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*values.values(), job_id))
 
 
+#: The most one stored event's JSON takes; a bigger one is stored shortened (see :func:`bounded_payload`).
+MAX_EVENT_BYTES = 4096
+
+
 async def add_event(conn: aiosqlite.Connection, job_id: int, event: dict[str, Any]) -> None:
+    """Store one event, its JSON at most :data:`MAX_EVENT_BYTES` (which events to keep: the caller)."""
     await conn.execute(
         "INSERT INTO job_events (job_id, kind, payload, created_at) VALUES (?, ?, ?, ?)",
-        (job_id, event.get("event", "?"), json.dumps(event, default=str), time.time()),
+        (job_id, str(event.get("event", "?"))[:40], bounded_payload(event), time.time()),
     )
+
+
+async def count_events(conn: aiosqlite.Connection, job_id: int) -> tuple[int, int]:
+    """(all events, step events) stored for a job."""
+    async with conn.execute(
+        "SELECT COUNT(*), COALESCE(SUM(kind = 'step'), 0) FROM job_events WHERE job_id = ?", (job_id,)
+    ) as cur:
+        total, steps = await cur.fetchone()
+    return int(total), int(steps)
+
+
+def bounded_payload(event: dict[str, Any], limit: int = MAX_EVENT_BYTES) -> str:
+    """``event`` as JSON of at most ``limit`` bytes: as it is when it fits; else with lists cut to
+    their first 8 items and strings shortened (``"truncated": true``); else its kind alone."""
+    text = json.dumps(event, default=str)
+    if len(text.encode()) <= limit:
+        return text
+    slim: dict[str, Any] = {}
+    for key, value in list(event.items())[:64]:
+        if isinstance(value, list):
+            slim[key] = [v[:300] if isinstance(v, str) else v for v in value[:8]]
+            slim[f"{key}_count"] = len(value)
+        elif isinstance(value, str):
+            slim[key] = value[:500]
+        else:
+            slim[key] = value
+    slim["truncated"] = True
+    text = json.dumps(slim, default=str)
+    if len(text.encode()) <= limit:
+        return text
+    return json.dumps({"event": str(event.get("event", "?"))[:40], "truncated": True})
 
 
 async def events(conn: aiosqlite.Connection, job_id: int, kind: str | None = None) -> list[dict[str, Any]]:

@@ -7,16 +7,23 @@ says nothing), ``crash_first`` (crashes unless the job resumes, then finishes), 
 the job runs), ``longline`` (prints a 2 MiB line, then finishes), ``stream``
 (``FAKE_TRAINER_STEPS`` step events spread over ``FAKE_TRAINER_SECONDS``, an epoch file in its
 output folder, then done), ``nospace`` (fails as a full disk does). ``serve`` answers each
-request with one image at once, or with none when ``FAKE_SERVE_IMAGES`` is 0.
+request with one image at once (a 1x1 PNG in the job's
+``output_dir``: the bot accepts no file outside it), or with none when ``FAKE_SERVE_IMAGES`` is 0.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
 import sys
 import time
+from pathlib import Path
+
+PIXEL_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+)
 
 
 def emit(kind: str, **fields) -> None:
@@ -34,11 +41,12 @@ def serve() -> None:
         if os.environ.get("FAKE_SERVE_IMAGES") == "0":
             emit("done", request=rid, files=[])
             continue
-        image = os.path.join(request["job"]["output_dir"], f"image-{rid}.png")
-        with open(image, "wb") as f:
-            f.write(b"\x89PNG fake")
-        emit("image_ready", request=rid, index=0, path=image)
-        emit("done", request=rid, files=[image])
+        out = Path(request["job"]["output_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        image = out / f"image-{rid}.png"
+        image.write_bytes(PIXEL_PNG)
+        emit("image_ready", request=rid, index=0, path=str(image))
+        emit("done", request=rid, files=[str(image)])
 
 
 def stream(job: dict) -> None:

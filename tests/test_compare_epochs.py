@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -69,13 +70,18 @@ def run(tmp_path, body, models=None):
 
 
 async def trained_job(s, tmp_path: Path, epochs=(1, 2), files=None, **options):
-    """A queued training job of member 1 with ``epochs`` recorded as saved (files made up or given)."""
+    """A queued training job of member 1 with ``epochs`` recorded as saved (files made up or given,
+    in the job's output folder: the only place the bot takes an epoch file from)."""
     await make_dataset(s, images=2)
     job = await s.queue.submit_training(1, "chara", {**FAST, **options})
+    out = Path(job.folder) / "output"
+    out.mkdir(parents=True, exist_ok=True)
     async with transaction(s.conn):
         for i, epoch in enumerate(epochs):
-            path = files[i] if files else tmp_path / f"e{epoch}.safetensors"
-            if not files:
+            path = out / f"e{epoch}.safetensors"
+            if files:
+                shutil.copyfile(files[i], path)
+            else:
                 path.write_bytes(b"not read by the service")
             await repo.save_epoch(s.conn, job.id, epoch, epoch * 2, str(path))
     return job

@@ -242,17 +242,24 @@ def test_unknown_or_missing_files_are_404(tmp_path):
 
 
 def test_from_settings_binds_http_bind_and_uses_public_url(tmp_path):
-    (tmp_path / "f").write_bytes(b"data")
+    """...and sends only files inside the data folder, whatever the resolver (a database row) says."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "f").write_bytes(b"data")
+    (tmp_path / "outside").write_bytes(b"secret")
+    (tmp_path / "data" / "link").symlink_to(tmp_path / "outside")
 
     async def resolve(claims: LinkClaims) -> Path | None:
-        return tmp_path / "f"
+        return tmp_path / "data" / claims.ref
 
     async def main() -> None:
         settings = load_settings(data_dir=tmp_path / "data", http_bind="127.0.0.1:0", link_lifetime_s=60)
         async with FileServer.from_settings(settings, resolve) as server, aiohttp.ClientSession() as http:
-            url = server.make_url(OWNER, "epoch", "j/1", "f.bin")
+            url = server.make_url(OWNER, "epoch", "f", "f.bin")
             assert url.startswith(f"http://127.0.0.1:{server.port}/files/") and server.port != 0
             assert await status_and_text(http, url) == (200, "data")
+            for ref in ("link", "../outside", "."):
+                url = server.make_url(OWNER, "epoch", ref, "f.bin")
+                assert (await status_and_text(http, url))[0] == 404, ref
         public = load_settings(data_dir=tmp_path / "data", public_url="https://lora.example.org/")
         url = FileServer.from_settings(public, resolve).make_url(OWNER, "epoch", "j/1", "f.bin")
         assert url.startswith("https://lora.example.org/files/") and url.endswith("/f.bin")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import torch
 
-from . import kohya, metadata, state
+from . import delivered, kohya, metadata, state
 from .run import Run, TrainError
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -29,9 +28,9 @@ def save_epoch(run: Run, epoch: int) -> Path:
     run.files.append(str(path))
     if epoch == job.epochs:
         final = run.out_dir / f"{job.output_name}.safetensors"
-        tmp = final.with_name(final.name + ".tmp")
+        tmp = delivered.temp_path(final)
         shutil.copyfile(path, tmp)
-        os.replace(tmp, final)
+        delivered.publish(tmp, final)
         run.files.append(str(final))
     return path
 

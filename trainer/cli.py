@@ -12,6 +12,7 @@ import sys
 import traceback
 
 from .contract import EXIT_FAILED, EXIT_INVALID_JOB, EXIT_OK, GenerateJob, JobError, TrainJob, load_job
+from .errors import TrainerError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,15 +102,7 @@ def user_message(exc: BaseException) -> str:
         return (
             "out of GPU memory: lower batch_size or resolution, or use network_dim <= 32 (" + text[:200] + ")"
         )
-    known = (
-        "TrainError",
-        "DatasetError",
-        "ModelLoadError",
-        "OptimizerUnavailable",
-        "GenerateError",
-        "ClipSkipError",
-    )
-    if type(exc).__name__ in known:
+    if isinstance(exc, TrainerError):  # its message is written for the member
         return text
     return f"{type(exc).__name__}: {text}"[:500]
 

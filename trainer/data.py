@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from .errors import TrainerError
 from .text import split_tags
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 BUCKET_STEP = 64
 
 
-class DatasetError(ValueError):
+class DatasetError(TrainerError, ValueError):
     """The dataset folder cannot be trained on; the message says why."""
 
 

@@ -23,8 +23,9 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
-from . import render
+from . import delivered, render
 from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, ModelSource, default_clip_skip
+from .errors import TrainerError
 from .events import EventWriter, StopFlag
 from .kohya import uniform_alpha
 from .models import (
@@ -41,7 +42,7 @@ from .text import check_clip_skip
 log = logging.getLogger(__name__)
 
 
-class GenerateError(RuntimeError):
+class GenerateError(TrainerError, RuntimeError):
     pass
 
 
@@ -188,7 +189,7 @@ def _render_images(
                 pipe.set_adapters(cell.adapters, adapter_weights=cell.weights)
             image = _render_one(loaded, job, cell.seed, clip_skip, (width, height))
             path = out / f"{job.output_name}{cell.suffix}.png"
-            image.save(path)
+            delivered.save_image(image, path)
             files.append(str(path))
             grid_rows[-1].append(image)
             events.emit("image_ready", index=len(files) - 1, path=str(path), **cell.info)
@@ -272,5 +273,5 @@ def _save_grid(job: GenerateJob, rows: list[list], seed: int, out: Path) -> Path
         cols = [f"seed {seed + n}" for n in range(len(rows))]
         grid = render.make_grid([[r[0] for r in rows]], cols, title=job.grid_title or job.prompt[:80])
     path = out / f"{job.output_name}-grid.png"
-    grid.save(path)
+    delivered.save_image(grid, path)
     return path

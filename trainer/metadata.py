@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 from safetensors.torch import save, save_file
 
+from . import delivered
 from .contract.blocks import network_args
 from .data import tag_frequency
 from .models import resolved_precision
@@ -142,6 +142,6 @@ def save_lora(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, 
     """Write the file with its hashes; through a temp name, so a reader never sees half a file."""
     model_hash, legacy_hash = addnet_hashes(tensors, metadata)
     full = {**metadata, "sshs_model_hash": model_hash, "sshs_legacy_hash": legacy_hash}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=full)
-    os.replace(tmp, path)
+    tmp = delivered.temp_path(path)
+    save_file(tensors, str(tmp), metadata=full)  # mode 0600: publish makes it 0644 as every delivered file
+    delivered.publish(tmp, path)

@@ -18,13 +18,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import TrainerError
+
 log = logging.getLogger(__name__)
 
 _SDXL_CKPT_MARKERS = ("conditioner.embedders.1.", "conditioner.embedders.0.transformer.")
 _SD15_CKPT_MARKERS = ("cond_stage_model.transformer.", "cond_stage_model.model.")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(TrainerError, RuntimeError):
     """The base model cannot be found or loaded; the message says what to fix."""
 
 

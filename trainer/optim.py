@@ -12,10 +12,12 @@ from typing import Any
 
 import torch
 
+from .errors import TrainerError
+
 ParamGroups = list[dict[str, Any]]
 
 
-class OptimizerUnavailable(RuntimeError):
+class OptimizerUnavailable(TrainerError, RuntimeError):
     pass
 
 

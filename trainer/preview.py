@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import accel, data, lora, render
+from . import accel, data, delivered, lora, render
 from .events import StopFlag
 from .run import Run, check_stop
 
@@ -74,7 +74,7 @@ def preview_epoch(run: Run, epoch: int, stop: StopFlag | None = None) -> Path | 
         title=f"{job.output_name} epoch {epoch}{note} - {prompt[:60]}",
     )
     path = run.out_dir / f"{job.output_name}-{epoch:06d}-preview.png"
-    grid.save(path)
+    delivered.save_image(grid, path)
     return path
 
 

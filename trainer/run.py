@@ -11,12 +11,13 @@ import torch
 
 from . import data
 from .contract import TrainJob
+from .errors import TrainerError
 from .events import StopFlag
 from .models import BaseModel
 from .text_cache import TextCache
 
 
-class TrainError(RuntimeError):
+class TrainError(TrainerError, RuntimeError):
     """A job that cannot continue; the message is for the user."""
 
 

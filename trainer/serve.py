@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, JobError, parse_job
+from .errors import TrainerError
 from .events import EventWriter, StopFlag
 
 if TYPE_CHECKING:
@@ -66,8 +67,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _EOF = object()
-#: Exceptions that say the job is wrong, not the model: the loaded model stays.
-_USER_ERRORS = ("GenerateError", "ClipSkipError", "ModelLoadError")
 
 
 @dataclass
@@ -250,7 +249,8 @@ class Server:
             log.info("request %s finished (exit code %d)", request.id, code)
             return has_lora_layers(loaded.pipe)
         except Exception as exc:  # the request fails, the server goes on
-            keep = type(exc).__name__ in _USER_ERRORS and "out of memory" not in str(exc).lower()
+            # a TrainerError says the job is wrong, not the model: the loaded model stays
+            keep = isinstance(exc, TrainerError) and "out of memory" not in str(exc).lower()
             if keep:
                 log.error("request %s failed: %s", request.id, exc)
             else:
@@ -301,8 +301,8 @@ class Server:
 
 
 def _scalar(value: Any) -> Any:
-    """A request id worth echoing back in a ``failed`` event, or None."""
-    return value if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    """A request id worth echoing back in a ``failed`` event (a string or an integer), or None."""
+    return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
 
 
 def serve(fd: int | None = None, events: EventWriter | None = None) -> int:

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import TrainerError
+
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
@@ -31,7 +33,7 @@ DEFAULT_CACHE_DIR = Path.home() / ".cache" / "loratrain-bot" / "taggers"
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-class TaggerError(RuntimeError):
+class TaggerError(TrainerError, RuntimeError):
     """The tagger model cannot be used; the message says what to fix."""
 
 

@@ -24,13 +24,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .errors import TrainerError
+
 CLIP_LEN = 77  # CLIP's context: BOS + 75 tokens + EOS; longer captions are encoded in chunks
 ROUND_FACTOR = 1.1  # (tag) multiplies by this, [tag] divides by it
 # A1111's weighted-caption grammar: escapes, brackets, ":weight)", plain text, a lone ":".
 _RE_ATTENTION = re.compile(r"\\[()\[\]\\]|\\|\(|\[|:([+-]?[.\d]+)\)|\)|]|[^\\()\[\]:]+|:")
 
 
-class ClipSkipError(ValueError):
+class ClipSkipError(TrainerError, ValueError):
     """clip_skip asks for a layer the text encoder does not have."""
 
 

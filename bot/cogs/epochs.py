@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..queue.trust import trusted_job_file
 from ..ui.base import OwnerView
 from ..ui.common import answer, job_choices, services_of
 from ..ui.modals import CompareModal
@@ -36,10 +36,11 @@ class EpochPager(OwnerView):
             color=discord.Color.blurple(),
         )
         files = []
-        if row.preview_path and Path(row.preview_path).is_file():
+        preview = trusted_job_file(self.job.folder, row.preview_path, ".png") if row.preview_path else None
+        if preview is not None:
             name = f"preview-e{row.epoch}.png"
             embed.set_image(url=f"attachment://{name}")
-            files.append(discord.File(row.preview_path, filename=name))
+            files.append(discord.File(preview, filename=name))
         else:
             embed.add_field(name="Preview", value="none for this epoch")
         for item in epoch_action_buttons(self.job.id, row.epoch):

@@ -39,6 +39,7 @@ from . import costs
 from .refunds import RefundPreview
 from .settle import settle
 from .stamina import StaminaService
+from .trust import trusted_job_file
 
 __all__ = ["QueueError", "QueueService", "TrainingEstimate", "job_number", "no_job"]
 
@@ -287,12 +288,15 @@ class QueueService:
             ) from None
 
     async def epoch_file(self, owner_id: int, job_id: int | str, epoch: int | str) -> str:
-        """The file of a saved epoch of one of the member's jobs (ids as Discord sent them, or ints)."""
+        """The saved epoch's file, resolved, checked again to be in the job's output folder (ids as
+        Discord sent them, or ints)."""
         job = await self.job(owner_id, job_id)
         number = parse_id(epoch)
         for row in await repo.epochs(self.conn, job.id):
-            if row.epoch == number and Path(row.path).is_file():
-                return row.path
+            if row.epoch == number:
+                real = await asyncio.to_thread(trusted_job_file, job.folder, row.path, ".safetensors")
+                if real is not None:
+                    return str(real)
         raise no_epoch(job.id, epoch)
 
     # Jobs ------------------------------------------------------------------------------------------
@@ -318,9 +322,13 @@ class QueueService:
         return await repo.list_jobs(self.conn, owner_id=owner_id, states=states, kind=kind, limit=limit)
 
     async def epochs(self, job_id: int, *, on_disk: bool = False) -> list[repo.EpochRow]:
-        """A job's saved epochs, oldest first; ``on_disk``: only those whose file is still there."""
+        """A job's saved epochs, oldest first; ``on_disk``: only those whose file is still there (in
+        the job's own output folder)."""
         rows = await repo.epochs(self.conn, job_id)
-        return [e for e in rows if Path(e.path).is_file()] if on_disk else rows
+        if not on_disk:
+            return rows
+        job = await repo.get_job(self.conn, job_id)
+        return [e for e in rows if job and trusted_job_file(job.folder, e.path, ".safetensors")]
 
     async def files(self, job_id: int) -> list[tuple[int, str, bool]]:
         """The images a generation job made: (index, path, is the grid)."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from trainer.contract import parse_event
+from trainer.contract import parse_event_checked
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +126,15 @@ async def _read_line(stream: asyncio.StreamReader, timeout: float) -> bytes | No
         return None
 
 
+def _parse(line: bytes) -> dict[str, Any] | None:
+    """One output line as an event of the contract; a malformed event is logged with why, and
+    skipped (the process goes on); other lines (its own log output) are not events."""
+    event, why = parse_event_checked(line.decode("utf-8", "replace"))
+    if why is not None:
+        log.warning("refused an event line from a trainer process: %s", why)
+    return event
+
+
 def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
     """Signal the process and whatever it started (it leads its own session: a wrapper's trainer too)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -190,7 +199,7 @@ class LocalTrainerWorker:
                 continue
             if not line:
                 return terminal, False
-            event = parse_event(line.decode("utf-8", "replace"))
+            event = _parse(line)
             if event is not None:
                 if event["event"] in TERMINAL:
                     terminal = event
@@ -239,7 +248,7 @@ class GenerationLane:
                     raise LaneStartError(f"the generation process on {self.device} did not start") from None
                 if line == b"":
                     raise LaneStartError(f"the process exited at start (see {self.log_file})")
-                event = parse_event(line.decode("utf-8", "replace")) if line else None
+                event = _parse(line) if line else None
                 if event is not None and event["event"] == "ready":
                     break
         except BaseException:
@@ -278,7 +287,7 @@ class GenerationLane:
                 return Outcome(proc.returncode, None, hung=True)
             if line == b"":
                 return Outcome(await proc.wait(), None)
-            event = parse_event(line.decode("utf-8", "replace")) if line else None
+            event = _parse(line) if line else None
             if event is None or event.get("request") != request_id:
                 continue
             deadline = time.monotonic() + self.hang_timeout_s

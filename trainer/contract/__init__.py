@@ -12,7 +12,15 @@ trainer knows is refused instead of half-understood.
 
 from __future__ import annotations
 
-from .events import EVENT_FIELDS, EventKind, make_event, parse_event
+from .events import (
+    EVENT_FIELDS,
+    EventKind,
+    EventRefused,
+    make_event,
+    parse_event,
+    parse_event_checked,
+    validate_event,
+)
 from .jobs import (
     ADAPTIVE_OPTIMIZERS,
     DEFAULT_LEARNING_RATE,
@@ -55,6 +63,7 @@ __all__ = [
     "EXIT_INVALID_JOB",
     "EXIT_OK",
     "EventKind",
+    "EventRefused",
     "Family",
     "GenerateJob",
     "JobError",
@@ -74,9 +83,11 @@ __all__ = [
     "load_job",
     "make_event",
     "parse_event",
+    "parse_event_checked",
     "parse_job",
     "read_job_file",
     "steps_per_epoch",
     "total_steps",
+    "validate_event",
     "warmup_steps",
 ]

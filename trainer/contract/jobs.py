@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..errors import TrainerError
 from .advanced import AdvancedOptions
 from .blocks import uses_block_lr
 
@@ -48,7 +49,7 @@ DEFAULT_PREVIEW_NEGATIVE = "lowres, bad anatomy, bad hands, worst quality, low q
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
-class JobError(ValueError):
+class JobError(TrainerError, ValueError):
     """A job file that cannot run; ``problems`` are short lines a person can act on."""
 
     def __init__(self, problems: list[str]):
