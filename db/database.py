@@ -150,10 +150,12 @@ def wait_for_writes() -> None:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """SQLite's SQLITE_FULL, or the OS's ENOSPC."""
+    """SQLite's SQLITE_FULL (or our DatabaseFull), or the OS's ENOSPC or a full quota."""
+    if isinstance(exc, DatabaseFull):
+        return True
     if isinstance(exc, sqlite3.OperationalError):
         return "disk is full" in str(exc) or getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
-    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _is_locked(exc: BaseException) -> bool:

@@ -13,7 +13,8 @@ from tests.bot_harness import bot_world, queued_job
 from tests.queue_helpers import queue_settings
 from tests.test_db_faults import HeldLock
 
-HELD_S = 30
+HELD_S = 30  # the holder's intent; the test ends it once its checks are done
+READS_S = 10
 NEW = {"name": "later", "base_model": "tiny-sd15", "trigger": "tkl"}
 
 
@@ -32,7 +33,7 @@ def test_commands_answer_in_time_while_another_process_holds_the_write_lock(sett
                 await holder.held()
                 t0 = time.monotonic()
                 reads = []
-                while time.monotonic() - t0 < HELD_S - 8:
+                while time.monotonic() - t0 < READS_S:
                     for command, options in (("queue", {}), ("stamina", {}), ("epochs", {"job": str(job.id)})):
                         inter = await w.slash(w.alice, command, options)
                         await w.reply(inter)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 
 import pytest
 
@@ -107,7 +108,8 @@ async def _ended_generation(w, delivered: int, refunded: int):
     job = await w.services.generation.submit(w.alice.user_id, request, channel_id=w.channel.id)
     async with transaction(w.services.conn):
         for index in range(delivered):
-            path = w.services.settings.data_dir / f"gen-{job.id}-{index}.png"
+            path = Path(job.folder) / "output" / f"gen-{job.id}-{index}.png"  # where the bot takes images from
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(picture(index))
             await repo.add_file(w.services.conn, job.id, index, str(path), False)
         await repo.update_progress(w.services.conn, job.id, step=delivered)

@@ -21,6 +21,7 @@ from bot.datasets import ingest
 from bot.datasets.service import DiskFull, ServiceError
 from bot.loopback import Upload
 from bot.settings import load_settings
+from db.database import is_disk_full
 from tests.bot_harness import bot_world
 
 from .test_dataset_service import make_zip, new_dataset, picture, with_services
@@ -54,12 +55,12 @@ def enospc_on_call(monkeypatch, n: int) -> None:
 
 
 def test_out_of_space_recognizes_a_full_disk_and_nothing_else():
-    assert ingest.out_of_space(OSError(errno.ENOSPC, "No space left on device"))
-    assert ingest.out_of_space(OSError(errno.EDQUOT, "Disk quota exceeded"))
-    assert not ingest.out_of_space(OSError(errno.EACCES, "Permission denied"))
-    assert ingest.out_of_space(sqlite3.OperationalError("database or disk is full"))
-    assert not ingest.out_of_space(sqlite3.OperationalError("database is locked"))
-    assert not ingest.out_of_space(RuntimeError("disk full"))
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
+    assert is_disk_full(sqlite3.OperationalError("database or disk is full"))
+    assert not is_disk_full(sqlite3.OperationalError("database is locked"))
+    assert not is_disk_full(RuntimeError("disk full"))
 
 
 def test_enospc_mid_batch_adds_nothing_and_leaves_no_file(tmp_path, monkeypatch):

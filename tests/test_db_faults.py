@@ -88,8 +88,8 @@ def _run(settings, body, trainer_command=FAKE):
 def test_a_held_write_lock_neither_kills_the_trainer_nor_loses_its_events(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_TRAINER_MODE", "stream")
     monkeypatch.setenv("FAKE_TRAINER_STEPS", "200")
-    monkeypatch.setenv("FAKE_TRAINER_SECONDS", "6")
-    settings = _settings(tmp_path, hang_timeout_s=20)
+    monkeypatch.setenv("FAKE_TRAINER_SECONDS", "3")
+    settings = _settings(tmp_path, hang_timeout_s=5)
 
     async def body(s, dispatcher, updates):
         await make_dataset(s, images=4)
@@ -99,7 +99,7 @@ def test_a_held_write_lock_neither_kills_the_trainer_nor_loses_its_events(tmp_pa
             return any(u.job.id == job.id and u.kind == "step" for u in updates)
 
         await wait_until(streaming, timeout=60, what="the trainer's first step")
-        holder = HeldLock(settings.database_path(), 25)  # longer than the trainer takes, than the hang timeout
+        holder = HeldLock(settings.database_path(), 10)  # longer than the trainer takes, than the hang timeout
         try:
             await holder.held()
             t0 = time.monotonic()
@@ -111,7 +111,7 @@ def test_a_held_write_lock_neither_kills_the_trainer_nor_loses_its_events(tmp_pa
                 assert time.monotonic() - started < 1.0, "a read waited behind the held write lock"
                 reads += 1
                 await asyncio.sleep(0.2)
-            assert reads > 10 and time.monotonic() - t0 > 20
+            assert reads > 10 and time.monotonic() - t0 > 8
         finally:
             holder.kill()
         ended = await _finished(s.conn, job.id)
@@ -149,9 +149,9 @@ def test_a_command_write_under_a_held_lock_is_refused_in_time_and_changes_nothin
 def test_a_full_disk_while_events_are_recorded_delays_them_and_loses_none(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_TRAINER_MODE", "stream")
     monkeypatch.setenv("FAKE_TRAINER_STEPS", "200")
-    monkeypatch.setenv("FAKE_TRAINER_SECONDS", "2")
+    monkeypatch.setenv("FAKE_TRAINER_SECONDS", "1")
     real = recorder_module.record_event
-    failures = {"left": 30}
+    failures = {"left": 6}  # about 6 s of retries with backoff: the trainer ends meanwhile
 
     async def disk_full_for_a_while(conn, job, event, *args, **kwargs):
         if failures["left"] > 0:

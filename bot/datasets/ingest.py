@@ -14,10 +14,8 @@ reported and its file removed; the rest of the batch is kept.
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import os
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -41,7 +39,6 @@ from .images import (
 )
 
 Progress = Callable[[str, int, int], None]
-SQLITE_FULL = 13  # "database or disk is full"
 
 
 class DatasetGone(Exception):
@@ -205,16 +202,6 @@ def _late_refusal(row: repo.NewImage, since: list[repo.ImageRow], count: int, li
 
 def _duplicate_reason(twin: repo.ImageRow) -> str:
     return f"a duplicate of image {twin.id} ({twin.original_name}), already in the dataset"
-
-
-def out_of_space(exc: BaseException) -> bool:
-    """Whether ``exc`` says the disk is full: ENOSPC (or a quota) from a file, SQLITE_FULL from SQLite."""
-    if isinstance(exc, OSError):
-        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    if isinstance(exc, sqlite3.OperationalError):
-        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
-        return code == SQLITE_FULL if code is not None else "disk is full" in str(exc)
-    return False
 
 
 def write_pngs(folder: Path, names: list[str], images: list[DecodedImage]) -> list[Path]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import aiosqlite
 
 from db import datasets as repo
-from db.database import transaction
+from db.database import DatabaseFull, is_disk_full, transaction
 
 from ..errors import MemberError
 from ..registry import ModelRegistry
@@ -52,8 +52,8 @@ def _out_of_space(outcome: str) -> Iterator[None]:
     """A full disk (ENOSPC, SQLITE_FULL) inside the block becomes :class:`DiskFull`, saying ``outcome``."""
     try:
         yield
-    except (OSError, sqlite3.OperationalError) as exc:
-        if not ingest.out_of_space(exc):
+    except (OSError, sqlite3.OperationalError, DatabaseFull) as exc:
+        if not is_disk_full(exc):
             raise
         raise DiskFull(f"the server ran out of disk space; {outcome}. Tell the operator") from exc
 
