@@ -23,6 +23,7 @@ from db import jobs as repo
 from db import stamina as stamina_repo
 from db.database import DatabaseBusy, transaction, write_patience
 from tests.queue_helpers import FAST, make_dataset, queue_settings, wait_until
+from tests.test_dispatcher import run as run_with_queue
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE = [sys.executable, str(ROOT / "tests" / "fake_trainer.py")]
@@ -71,18 +72,9 @@ async def _finished(conn, job_id: int, timeout: float = 120) -> repo.JobRow:
 
 
 def _run(settings, body, trainer_command=FAKE):
-    async def go():
-        async with open_services(settings) as services:
-            updates: list[JobUpdate] = []
-
-            async def collect(update: JobUpdate) -> None:
-                updates.append(update)
-
-            services.bus.subscribe(collect)
-            async with running_queue(services, trainer_command) as dispatcher:
-                return await body(services, dispatcher, updates)
-
-    return asyncio.run(asyncio.wait_for(go(), 240))
+    """The dispatcher tests' runner (services, a collecting subscriber, the queue); the per-test
+    timeout bounds it."""
+    return run_with_queue(settings, body, trainer_command)
 
 
 def test_a_held_write_lock_neither_kills_the_trainer_nor_loses_its_events(tmp_path, monkeypatch):

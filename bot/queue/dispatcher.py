@@ -26,11 +26,12 @@ from typing import Any
 import aiosqlite
 
 from db import jobs as repo
-from db.database import is_disk_full, transaction, until_written, wait_for_writes, write_patience
+from db.database import transaction, until_written, wait_for_writes, write_patience
 
 from ..registry import ModelRegistry
 from ..settings import Settings
 from .bus import EventBus, JobUpdate
+from .outcome import bounded_step, failure_message, why
 from .record import generation_job, job_paths, write_training_job
 from .recorder import EventRecorder
 from .recovery import DispatcherLock, kill_orphan
@@ -41,7 +42,6 @@ from .workers import GenerationLane, Outcome, StartError, TrainingWorker
 log = logging.getLogger(__name__)
 POLL_S = 1.0
 STOP_WRITE_S = 10.0
-DISK_FULL = "the server ran out of disk space"
 
 
 class Dispatcher:
@@ -268,7 +268,7 @@ class Dispatcher:
         try:
             job_file = await asyncio.to_thread(write_training_job, self.registry, job, worker.device)
         except Exception as exc:  # base model gone from the registry, snapshot missing, disk full
-            await self._end(job, "failed", job.step, f"the job cannot start: {_why(exc)}")
+            await self._end(job, "failed", job.step, f"the job cannot start: {why(exc)}")
             return
         _, log_file = job_paths(job)
         recorder = self._recording(job, worker)
@@ -321,9 +321,9 @@ class Dispatcher:
         if kind == "done":
             await self._done(current)
         elif kind == "failed":
-            await self._end(current, "failed", current.step, _why_message(str(terminal.get("message", "failed"))))
+            await self._end(current, "failed", current.step, failure_message(str(terminal.get("message", "failed"))))
         elif current.state == "cancelling":
-            done = _bounded_step(terminal.get("step"), current) if current.kind == "train" else current.step
+            done = bounded_step(terminal.get("step"), current) if current.kind == "train" else current.step
             await self._end(current, "cancelled", done)
         elif outcome.hung:
             await self._retry_or_fail(
@@ -373,7 +373,7 @@ class Dispatcher:
             request = await asyncio.to_thread(generation_job, self.registry, job, lane.device)
             Path(request["output_dir"]).mkdir(parents=True, exist_ok=True)
         except Exception as exc:
-            await self._end(job, "failed", job.step, f"the job cannot start: {_why(exc)}")
+            await self._end(job, "failed", job.step, f"the job cannot start: {why(exc)}")
             return
         recorder = self._recording(job, lane)
         try:
@@ -421,19 +421,3 @@ class Dispatcher:
             task.add_done_callback(self._stopping.discard)
         asked &= set(self._running)
 
-
-def _why(exc: BaseException) -> str:
-    """What went wrong, in the member's words where we know them (a full disk)."""
-    return DISK_FULL if is_disk_full(exc) else str(exc)
-
-
-def _why_message(message: str) -> str:
-    """A trainer's failure message; a full disk is said plainly first."""
-    if "No space left on device" in message or "disk is full" in message:
-        message = f"{DISK_FULL} ({message})"
-    return message[:500]
-
-
-def _bounded_step(step: Any, job: repo.JobRow) -> int:
-    """The step a cancelled trainer reports, held to what the job can have done."""
-    return step if isinstance(step, int) and 0 <= step <= job.total_steps else job.step
