@@ -12,7 +12,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .conftest import ROOT, base_job, parse_events, run_trainer, trainer_cmd, write_dataset, write_job
+from trainer.run import TrainError
+
+from .conftest import (
+    ROOT,
+    base_job,
+    parse_events,
+    train_in_process,
+    trainer_cmd,
+    write_dataset,
+    write_job,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -70,11 +80,9 @@ def _job(model, tmp_path, out, **extra):
 
 
 def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tiny_sd15, tmp_path):
-    full = run_trainer(
-        "train", "--job", str(write_job(tmp_path / "full.json", _job(tiny_sd15, tmp_path, tmp_path / "full")))
-    )
-    assert full.returncode == 0, full.stderr[-2000:]
-    full_done = parse_events(full.stdout)[-1]
+    full_events, code = train_in_process(_job(tiny_sd15, tmp_path, tmp_path / "full"))
+    assert code == 0, full_events[-1:]
+    full_done = full_events[-1]
 
     job = _job(tiny_sd15, tmp_path, tmp_path / "killed")
     proc, _, _ = start_and_wait_for(write_job(tmp_path / "k.json", job), "epoch_saved")
@@ -82,9 +90,8 @@ def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tiny_sd
     proc.wait(timeout=30)
     assert not (tmp_path / "killed" / "test.safetensors").exists()
 
-    resumed = run_trainer("train", "--job", str(write_job(tmp_path / "r.json", {**job, "resume": True})))
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    events = parse_events(resumed.stdout)
+    events, code = train_in_process({**job, "resume": True})
+    assert code == 0, events[-1:]
     assert events[0]["resumed_from_step"] >= 12  # at least the first epoch (3 images x 4 repeats)
     done = events[-1]
     assert done["event"] == "done" and done["steps"] == full_done["steps"] == 36
@@ -100,11 +107,9 @@ def test_sigkill_after_an_epoch_then_resume_matches_an_uninterrupted_run(tiny_sd
 
 def test_resume_with_other_settings_is_refused(tiny_sd15, tmp_path):
     job = _job(tiny_sd15, tmp_path, tmp_path / "out", epochs=1)
-    assert run_trainer("train", "--job", str(write_job(tmp_path / "a.json", job))).returncode == 0
-    other = {**job, "resume": True, "network_dim": 8}
-    proc = run_trainer("train", "--job", str(write_job(tmp_path / "b.json", other)))
-    assert proc.returncode == 1
-    assert "other settings" in parse_events(proc.stdout)[-1]["message"]
+    assert train_in_process(job)[1] == 0
+    with pytest.raises(TrainError, match="the saved state belongs to a job with other settings"):
+        train_in_process({**job, "resume": True, "network_dim": 8})  # the CLI's exit 1 with this message
 
 
 def test_sigterm_cancels_between_steps_and_keeps_saved_epochs(tiny_sd15, tmp_path):
