@@ -42,8 +42,8 @@ import torch.nn.functional as F  # noqa: E402
 from trainer.caches import cache_latents, cache_text  # noqa: E402
 from trainer.contract import TrainJob  # noqa: E402
 from trainer.events import EventWriter, StopFlag  # noqa: E402
+from trainer.families.sdxl import time_ids as sdxl_time_ids  # noqa: E402
 from trainer.models import autocast  # noqa: E402
-from trainer.text import sdxl_time_ids  # noqa: E402
 from trainer.tiny import make_tiny  # noqa: E402
 from trainer.train import (  # noqa: E402
     Run,

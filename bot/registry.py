@@ -3,13 +3,13 @@
 ```toml
 [models.pony-v6]
 source = "/models/ponyDiffusionV6XL.safetensors"  # single file, diffusers folder, or hub id
-family = "sdxl"                                    # sd15 | sdxl; detected for local files when left out
+family = "sdxl"                                    # a family of the table; detected for local files when left out
 config = "/models/configs/sdxl-base"               # diffusers config folder for a single file (offline)
 label = "Pony Diffusion V6 XL"
 ```
 
-With no registry configured, it holds ``tiny-sd15`` and ``tiny-sdxl``, built into the
-data folder on first use, so everything runs offline.
+With no registry configured, it holds a tiny model of each family (``tiny-sd15``,
+``tiny-sdxl``, ...), built into the data folder on first use, so everything runs offline.
 """
 
 from __future__ import annotations
@@ -25,9 +25,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from trainer.contract.families import FAMILIES, family_label
+
 from .errors import MemberError
 
-TINY_KEYS = {"tiny-sd15": "sd15", "tiny-sdxl": "sdxl"}
+
+def tiny_keys() -> dict[str, str]:
+    """The built-in registry: one tiny model per family of the table (key -> family)."""
+    return {f"tiny-{key}": key for key in FAMILIES}
 
 
 log = logging.getLogger(__name__)
@@ -58,9 +63,13 @@ class ModelRegistry:
             models = data_dir / "models"
             entries = {
                 key: BaseModelEntry(
-                    key, str(models / key), family, label=f"tiny {family} (random weights)", tiny=True
+                    key,
+                    str(models / key),
+                    family,
+                    label=f"tiny {family_label(family)} (random weights)",
+                    tiny=True,
                 )
-                for key, family in TINY_KEYS.items()
+                for key, family in tiny_keys().items()
             }
             return cls(entries, data_dir)
         try:
@@ -72,8 +81,10 @@ class ModelRegistry:
             if not isinstance(spec, dict) or "source" not in spec:
                 raise RegistryError(f"model registry {path}: [models.{key}] needs a source")
             family = spec.get("family")
-            if family not in (None, "sd15", "sdxl"):
-                raise RegistryError(f"model registry {path}: [models.{key}] family must be sd15 or sdxl")
+            if family is not None and family not in FAMILIES:
+                raise RegistryError(
+                    f"model registry {path}: [models.{key}] family must be one of {', '.join(FAMILIES)}"
+                )
             if family is None and not Path(str(spec["source"])).exists():
                 raise RegistryError(
                     f"model registry {path}: [models.{key}] is not a local file: give its family"

@@ -5,6 +5,7 @@ Nothing is read at import time: call :func:`load_settings` where the process sta
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -68,12 +69,14 @@ class Settings(BaseSettings):
         description='JSON, e.g. {"pro": {"roles": ["Pro"], "allowance": 300, "priority": 10}}',
     )
     # Costs: stamina = steps x batch x (resolution / 512)^2 x rate, rounded half up (see bot/queue/costs.py).
-    # The SDXL rate makes the guide's job (700 steps, batch 1, 512 px) cost 157.
-    step_cost_sd15: float = Field(0.1, ge=0, le=1000, description="stamina per 512-px image-step, SD1.5")
-    step_cost_sdxl: float = Field(0.2243, ge=0, le=1000, description="stamina per 512-px image-step, SDXL")
-    image_cost_sd15: float = Field(1, ge=0, le=1000, description="stamina per generated 512x512 image, SD1.5")
-    image_cost_sdxl: float = Field(
-        2, ge=0, le=1000, description="stamina per generated 1024x1024 image, SDXL"
+    # Each family's default rates are its row of the family table (trainer/contract/families.py).
+    step_costs: dict[str, float] = Field(
+        default_factory=dict,
+        description='stamina per 512-px image-step, per family, e.g. {"sdxl": 0.2243}; default: the family table',
+    )
+    image_costs: dict[str, float] = Field(
+        default_factory=dict,
+        description='stamina per generated image at the family\'s default size, e.g. {"sdxl": 2}',
     )
 
     # Queue and workers -----------------------------------------------------------------------------
@@ -92,8 +95,10 @@ class Settings(BaseSettings):
         "",
         description="how to start the trainer, e.g. '/opt/trainer-venv/bin/python -m trainer'; default: this Python",
     )
-    steps_per_s_sd15: float = Field(2.0, gt=0, description="ETA before a speed is measured: 512 px, batch 1")
-    steps_per_s_sdxl: float = Field(1.0, gt=0, description="ETA before a speed is measured: 512 px, batch 1")
+    steps_per_s: dict[str, float] = Field(
+        default_factory=dict,
+        description='ETA before a speed is measured (512 px, batch 1), per family, e.g. {"sdxl": 1.0}',
+    )
 
     # Discord ---------------------------------------------------------------------------------------
     discord_token: SecretStr | None = Field(None, description="the bot's token (Developer Portal > Bot)")
@@ -203,6 +208,35 @@ class Settings(BaseSettings):
             raise ValueError(f"'{value}' is not a Discord permission name, e.g. manage_guild")
         return value
 
+    @field_validator("step_costs", "image_costs", "steps_per_s")
+    @classmethod
+    def _per_family(cls, value: dict[str, float], info) -> dict[str, float]:
+        from trainer.contract.families import FAMILIES
+
+        for family, rate in value.items():
+            if family not in FAMILIES:
+                raise ValueError(f"'{family}' is not a model family: one of {', '.join(FAMILIES)}")
+            low_ok = rate > 0 if info.field_name == "steps_per_s" else rate >= 0
+            if not low_ok or rate > 1000:
+                raise ValueError(f"{family}: {rate:g} is out of range (0 to 1000)")
+        return value
+
+    def step_cost(self, family: str) -> float:
+        """Stamina per 512-px image-step of ``family`` (the setting, else the family table's)."""
+        from trainer.contract.families import family_info
+
+        return self.step_costs.get(family, family_info(family).step_cost)
+
+    def image_cost(self, family: str) -> float:
+        from trainer.contract.families import family_info
+
+        return self.image_costs.get(family, family_info(family).image_cost)
+
+    def default_steps_per_s(self, family: str) -> float:
+        from trainer.contract.families import family_info
+
+        return self.steps_per_s.get(family, family_info(family).steps_per_s)
+
     def base_url(self) -> str:
         """The public root of the file server, without a trailing slash."""
         return (self.public_url or f"http://{self.http_bind}").rstrip("/")
@@ -233,7 +267,30 @@ class Settings(BaseSettings):
         )
 
 
+_RENAMED = re.compile(r"^LORABOT_(STEP_COST|IMAGE_COST|STEPS_PER_S)_([A-Z0-9]+)$")
+
+
+def _renamed_settings(env_file: str | Path | None) -> list[str]:
+    """Per-family rates set the old way (``LORABOT_STEP_COST_SDXL``): refused with the new form,
+    rather than silently ignored (a server would charge the default rate)."""
+    names = set(os.environ)
+    if env_file and Path(env_file).is_file():
+        names |= {
+            line.split("=", 1)[0].strip() for line in Path(env_file).read_text().splitlines() if "=" in line
+        }
+    problems = []
+    for name in sorted(names):
+        if m := _RENAMED.match(name):
+            plural = {"STEP_COST": "STEP_COSTS", "IMAGE_COST": "IMAGE_COSTS"}.get(m.group(1), m.group(1))
+            problems.append(
+                f"{name} is now LORABOT_{plural}='{{\"{m.group(2).lower()}\": ...}}' (JSON, one entry per family)"
+            )
+    return problems
+
+
 def load_settings(**overrides) -> Settings:
+    if problems := _renamed_settings(Settings.model_config.get("env_file")):
+        raise SettingsError("; ".join(problems))
     try:
         return Settings(**overrides)
     except (ValidationError, ValueError) as exc:

@@ -86,10 +86,10 @@ def lora_modules(model) -> dict[str, object]:
 def _full_unet(family):
     from diffusers import UNet2DConditionModel
 
-    from trainer.tiny import UNET_SHAPES
+    from trainer.families import get_family
 
     with torch.device("meta"):
-        return UNet2DConditionModel(in_channels=4, out_channels=4, **UNET_SHAPES[(family, "full")])
+        return UNet2DConditionModel(in_channels=4, out_channels=4, **get_family(family).unet_config("full"))
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,7 @@ def run(coro):
 
 @pytest.fixture
 def settings(tmp_path, tiny_sd15):
-    return queue_settings(tmp_path, {"tiny-sd15": tiny_sd15}, command_cooldown_s=0, image_cost_sd15=3, step_cost_sd15=5)
+    return queue_settings(tmp_path, {"tiny-sd15": tiny_sd15}, command_cooldown_s=0, image_costs={"sd15": 3}, step_costs={"sd15": 5})
 
 
 class Clock:

@@ -149,7 +149,7 @@ def test_a_killed_trainer_resumes_from_its_last_saved_epoch_and_is_charged_once(
 @pytest.mark.slow
 def test_cancel_while_training_keeps_saved_epochs_and_refunds_the_rest(tiny_sd15, tmp_path, monkeypatch):
     # a rate that makes a 64-px step cost 0.5: a refund to see
-    settings = queue_settings(tmp_path, {"tiny-sd15": tiny_sd15}, step_cost_sd15=32)
+    settings = queue_settings(tmp_path, {"tiny-sd15": tiny_sd15}, step_costs={"sd15": 32})
     gate_first_run_at(monkeypatch, tmp_path, "epoch_saved")  # the cancel comes in epoch 2 at the latest
 
     async def body(s, dispatcher, updates):

@@ -95,7 +95,7 @@ def test_estimate(settings, capsys):
     rows = {line[:16].strip(): line[16:].strip() for line in out.splitlines()}
     assert rows["images"] == "4" and rows["steps per epoch"] == "40" and rows["total steps"] == "400"
     assert rows["resolution"] == "256 px" and rows["family"] == "sd15"
-    costs = {"sd15": settings.step_cost_sd15, "sdxl": settings.step_cost_sdxl}
+    costs = {"sd15": settings.step_cost("sd15")}
     expected = training_cost(400, 1, 256, "sd15", costs)
     assert rows["cost"] == f"{expected} stamina" and rows["balance"] == "150 stamina"
     assert rows["affordable"] == "yes"

@@ -140,7 +140,7 @@ def test_refund_is_the_untrained_part_rounded_for_the_member(cost, total, done, 
 def test_100_concurrent_debits_from_4_connections_accept_exactly_what_150_affords(tmp_path):
     """Each request costs 7: 150 affords 21. Four connections (as four processes would) race."""
     settings = queue_settings(
-        tmp_path, {"tiny-sd15": tmp_path / "no-model-needed"}, image_cost_sd15=7, max_queued_jobs=100
+        tmp_path, {"tiny-sd15": tmp_path / "no-model-needed"}, image_costs={"sd15": 7}, max_queued_jobs=100
     )
 
     async def go():

@@ -13,7 +13,8 @@ from safetensors.torch import load, save
 
 from trainer.contract import steps_per_epoch
 from trainer.data import TrainItem, epoch_batches, make_buckets, nearest_bucket, resize_and_crop
-from trainer.kohya import sdxl_unet_original_path, text_encoder_key, unet_key
+from trainer.families.sdxl import original_path as sdxl_unet_original_path
+from trainer.kohya import text_encoder_key, unet_key
 from trainer.metadata import addnet_hashes, save_lora
 from trainer.render import make_grid
 
@@ -171,13 +172,14 @@ def test_full_size_shapes_match_the_real_models_and_sd_scripts_module_counts(
     SD1.5 and 722+72+192 for SDXL; our targeting must find exactly those."""
     from diffusers import UNet2DConditionModel
 
+    from trainer.families import get_family
     from trainer.lora import text_encoder_target_modules, unet_target_modules
-    from trainer.tiny import TEXT_SHAPES, UNET_SHAPES, _text_encoder
+    from trainer.tiny import TEXT_SHAPES, make_text_encoder
 
     with torch.device("meta"):
-        unet = UNet2DConditionModel(in_channels=4, out_channels=4, **UNET_SHAPES[(family, "full")])
+        unet = UNet2DConditionModel(in_channels=4, out_channels=4, **get_family(family).unet_config("full"))
         shapes = ["clip_l"] if family == "sd15" else ["clip_l", "clip_g"]
-        encoders = [_text_encoder(49408, TEXT_SHAPES[s], i == 1) for i, s in enumerate(shapes)]
+        encoders = [make_text_encoder(49408, TEXT_SHAPES[s], i == 1) for i, s in enumerate(shapes)]
     assert sum(p.numel() for p in unet.parameters()) / 1e6 == pytest.approx(unet_params_m, abs=0.01)
     assert len(unet_target_modules(unet)) == unet_modules
     assert [len(text_encoder_target_modules(te)) for te in encoders] == te_modules

@@ -8,42 +8,22 @@ block means the same modules here, in sd-scripts and in the file's ``ss_network_
 from __future__ import annotations
 
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from . import kohya, lora
 from .contract.blocks import block_dims_alphas, block_lr_weights, block_problems, layout
+from .families import get_family
 
 if TYPE_CHECKING:
     from .contract import TrainJob
 
 log = logging.getLogger(__name__)
 
-# sd-scripts' RE_UPDOWN, on SD1.5 keys (diffusers paths with "_").
-_SD15_UPDOWN = re.compile(r"(up|down)_blocks_(\d+)_(resnets|upsamplers|downsamplers|attentions)_(\d+)_")
-_SDXL_PARTS = (("input_blocks_", 1), ("middle_block_", 10), ("output_blocks_", 13))
-
-
 def kohya_block_index(key: str, family: str) -> int:
     """sd-scripts' block index of a UNet module from its kohya key (``lora_unet_...``); -1 if none."""
-    if family == "sd15":
-        m = _SD15_UPDOWN.search(key)
-        if m:
-            kind, level, part, index = m.group(1), int(m.group(2)), m.group(3), int(m.group(4))
-            idx = 3 * level + (2 if part.endswith("samplers") else index)
-            return 1 + idx if kind == "down" else 13 + idx
-        return 12 if "mid_block_" in key else -1
-    name = key.removeprefix("lora_unet_")
-    if name == key:
-        return -1
-    if name.startswith(("time_embed_", "label_emb_")):
-        return 0
-    for prefix, first in _SDXL_PARTS:
-        if name.startswith(prefix):
-            return first + int(name[len(prefix) :].split("_", 1)[0])
-    return 22 if name.startswith("out_") else -1
+    return get_family(family).block_index(key)
 
 
 def unet_block_index(module_name: str, family: str, layers_per_block: int) -> int:
@@ -59,7 +39,7 @@ def unet_block_index(module_name: str, family: str, layers_per_block: int) -> in
 
 
 def _layers_per_block(unet: nn.Module, family: str) -> int:
-    return kohya.layers_per_block(unet) if family == "sdxl" else 0
+    return get_family(family).layers_per_block(unet)
 
 
 def add_unet_lora(unet: nn.Module, job: TrainJob, family: str) -> list[dict[str, Any]]:

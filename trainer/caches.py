@@ -11,8 +11,8 @@ import torch
 
 from . import accel, data
 from .events import StopFlag
+from .families import get_family
 from .run import Cancelled, Run
-from .text import sdxl_time_ids
 from .text_cache import CaptionSettings, build_text_cache
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,7 @@ def cache_latents(run: Run, stop: StopFlag | None = None) -> None:
         progress=lambda done, total: _latent_progress(done, total, stop),
         place=lambda t: accel.place_latent(t, run.device, on_device),
     )
-    if run.model.family == "sdxl":
-        for it in run.items:
-            it.time_ids = sdxl_time_ids(it.original_size, it.crop_top_left, it.bucket[::-1]).to(run.device)
+    get_family(run.model.family).prepare_items(run.items, run.device)
 
 
 def cache_text(run: Run, stop: StopFlag | None = None) -> None:

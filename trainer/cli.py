@@ -12,14 +12,15 @@ import sys
 import traceback
 
 from .contract import EXIT_FAILED, EXIT_INVALID_JOB, EXIT_OK, GenerateJob, JobError, TrainJob, load_job
+from .contract.families import FAMILIES
 from .errors import TrainerError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainer", description="LoRA trainer for SD1.5 and SDXL")
+    p = argparse.ArgumentParser(prog="python -m trainer", description="LoRA trainer for Stable Diffusion models")
     sub = p.add_subparsers(dest="command", required=True)
     tiny = sub.add_parser("make-tiny", help="build a tiny random-weight model (tests, offline demo)")
-    tiny.add_argument("--family", choices=["sd15", "sdxl"], required=True)
+    tiny.add_argument("--family", choices=list(FAMILIES), required=True)
     tiny.add_argument("--out", required=True, help="folder to write the diffusers model to")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument(

@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from .contract import parse_event
+from .contract.families import DEFAULT_FAMILY, family_label
 
 BACKGROUNDS = {
     "blue": (70, 110, 220),
@@ -87,12 +88,12 @@ def _describe(e: dict) -> str:
 
 def run_demo(out: Path) -> int:
     out = out.resolve()
-    model = out / "models" / "tiny-sd15"
+    model = out / "models" / f"tiny-{DEFAULT_FAMILY}"
     if not (model / "model_index.json").is_file():
         from .tiny import make_tiny
 
-        print(f"building the tiny SD1.5 model in {model}")
-        make_tiny("sd15", model)
+        print(f"building the tiny {family_label(DEFAULT_FAMILY)} model in {model}")
+        make_tiny(DEFAULT_FAMILY, model)
     dataset = write_demo_dataset(out / "dataset")
     job = {
         "dataset_dir": str(dataset), "base_model": str(model), "output_dir": str(out / "lora"),

@@ -18,48 +18,22 @@ We do not use diffusers' ``convert_state_dict_to_kohya``: it writes alpha = rank
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 
 import torch
 from torch import nn
 
+from .families import get_family
 from .lora import lora_alpha, lora_down_up, lora_layers, lora_rank
 
 log = logging.getLogger(__name__)
 
-_SDXL_UNET = [
-    (re.compile(r"^down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)$"), "input_blocks"),
-    (re.compile(r"^mid_block\.attentions\.0\.(.*)$"), "middle_block"),
-    (re.compile(r"^up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)$"), "output_blocks"),
-]
-
-
-def sdxl_unet_original_path(name: str, layers_per_block: int) -> str:
-    """Map a diffusers SDXL UNet module path to the original SGM path sd-scripts uses."""
-    per_level = layers_per_block + 1
-    for pattern, kind in _SDXL_UNET:
-        m = pattern.match(name)
-        if not m:
-            continue
-        if kind == "middle_block":
-            return f"middle_block.1.{m.group(1)}"
-        level, index, rest = int(m.group(1)), int(m.group(2)), m.group(3)
-        if kind == "input_blocks":
-            return f"input_blocks.{1 + level * per_level + index}.1.{rest}"
-        return f"output_blocks.{level * per_level + index}.1.{rest}"
-    raise ValueError(f"no SDXL original name for UNet module {name!r}")
-
-
 def unet_key(name: str, family: str, layers_per_block: int) -> str:
-    path = sdxl_unet_original_path(name, layers_per_block) if family == "sdxl" else name
-    return "lora_unet_" + path.replace(".", "_")
+    return get_family(family).unet_key(name, layers_per_block)
 
 
 def text_encoder_prefix(family: str, index: int) -> str:
-    if family == "sd15":
-        return "lora_te_"
-    return f"lora_te{index + 1}_"
+    return get_family(family).text_encoder_prefix(index)
 
 
 def text_encoder_key(name: str, family: str, index: int) -> str:
@@ -67,18 +41,11 @@ def text_encoder_key(name: str, family: str, index: int) -> str:
     return text_encoder_prefix(family, index) + "text_model_" + path.replace(".", "_")
 
 
-def layers_per_block(unet: nn.Module) -> int:
-    lpb = unet.config.layers_per_block
-    if not isinstance(lpb, int):
-        raise ValueError("sd-scripts' SDXL names need an integer layers_per_block")
-    return lpb
-
-
 def module_keys(unet: nn.Module | None, text_encoders: list[nn.Module], family: str) -> dict[str, nn.Module]:
     """kohya key prefix -> LoRA layer, for every LoRA layer of the UNet and text encoders."""
     keys: dict[str, nn.Module] = {}
     if unet is not None:
-        lpb = layers_per_block(unet) if family == "sdxl" else 0
+        lpb = get_family(family).layers_per_block(unet)
         for name, layer in lora_layers(unet):
             keys[unet_key(name, family, lpb)] = layer
     for index, te in enumerate(text_encoders):

@@ -22,15 +22,13 @@ from safetensors.torch import save, save_file
 from . import delivered
 from .contract.blocks import network_args
 from .data import tag_frequency
+from .families import get_family
 from .models import resolved_precision
 from .optim import optimizer_description
 
 if TYPE_CHECKING:
     from .train import Run
 
-BASE_MODEL_VERSION = {"sd15": "sd_v1", "sdxl": "sdxl_base_v1-0"}
-ARCHITECTURE = {"sd15": "stable-diffusion-v1/lora", "sdxl": "stable-diffusion-xl-v1-base/lora"}
-IMPLEMENTATION = {"sd15": "diffusers", "sdxl": "https://github.com/Stability-AI/generative-models"}
 
 
 def build(run: Run, epoch: int, title: str) -> dict[str, str]:
@@ -43,7 +41,7 @@ def build(run: Run, epoch: int, title: str) -> dict[str, str]:
         "ss_network_module": "networks.lora",
         "ss_network_dim": job.network_dim,
         "ss_network_alpha": float(job.network_alpha),
-        "ss_base_model_version": BASE_MODEL_VERSION[run.model.family],
+        "ss_base_model_version": get_family(run.model.family).base_model_version,
         "ss_v2": False,
         "ss_sd_model_name": run.model.name,
         "ss_output_name": job.output_name,
@@ -106,9 +104,7 @@ def _text_cache_meta(run: Run) -> dict[str, object]:
 
 def _clip_skip_meta(run: Run) -> int | None:
     """sd-scripts writes None for SDXL (its usual penultimate layer); a deeper skip is recorded."""
-    if run.model.family == "sdxl" and run.clip_skip == 1:
-        return None
-    return run.clip_skip
+    return get_family(run.model.family).clip_skip_metadata(run.clip_skip)
 
 
 def modelspec(
@@ -116,8 +112,8 @@ def modelspec(
 ) -> dict[str, str]:
     spec = {
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": ARCHITECTURE[family],
-        "modelspec.implementation": IMPLEMENTATION[family],
+        "modelspec.architecture": get_family(family).architecture,
+        "modelspec.implementation": get_family(family).implementation,
         "modelspec.title": title,
         "modelspec.resolution": f"{resolution}x{resolution}",
         "modelspec.date": datetime.fromtimestamp(int(ts)).isoformat(),

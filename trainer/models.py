@@ -1,8 +1,8 @@
 """Loading base models: a diffusers folder, a single-file checkpoint, or a hub id.
 
-Tiny test models and real ones load through this same code. Family (sd15 / sdxl)
-is detected from the folder's ``model_index.json`` or the checkpoint's keys, or
-given by the job.
+Tiny test models and real ones load through this same code. The family is detected
+from the folder's ``model_index.json`` or the checkpoint's keys (each family module says
+how), or given by the job.
 """
 
 from __future__ import annotations
@@ -19,11 +19,9 @@ import torch
 from torch import nn
 
 from .errors import TrainerError
+from .families import all_families, get_family
 
 log = logging.getLogger(__name__)
-
-_SDXL_CKPT_MARKERS = ("conditioner.embedders.1.", "conditioner.embedders.0.transformer.")
-_SD15_CKPT_MARKERS = ("cond_stage_model.transformer.", "cond_stage_model.model.")
 
 
 class ModelLoadError(TrainerError, RuntimeError):
@@ -52,33 +50,31 @@ class BaseModel:
 
 
 def detect_family(source: str) -> str:
-    """sd15 or sdxl, from a diffusers folder's model_index.json or a checkpoint's tensor names."""
+    """The family's key, from a diffusers folder's model_index.json or a checkpoint's tensor names."""
     path = Path(source)
     if path.is_dir():
         index = path / "model_index.json"
         if not index.is_file():
             raise ModelLoadError(f"{path} is a folder without model_index.json: not a diffusers model")
         data = json.loads(index.read_text())
-        return "sdxl" if "text_encoder_2" in data or "XL" in data.get("_class_name", "") else "sd15"
+        return _first_family(lambda f: f.matches_index(data), path.name)
     if path.is_file() and path.suffix == ".safetensors":
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())
-        if any(k.startswith(_SDXL_CKPT_MARKERS) for k in keys):
-            return "sdxl"
-        if any(k.startswith(_SD15_CKPT_MARKERS) for k in keys):
-            return "sd15"
-        raise ModelLoadError(f"{path.name}: cannot tell SD1.5 from SDXL by its keys; set model_family")
+        return _first_family(lambda f: any(k.startswith(f.checkpoint_markers) for k in keys), path.name)
     raise ModelLoadError(
         f"cannot detect the family of {source!r} (not a local folder or .safetensors); set model_family"
     )
 
 
-def _pipeline_class(family: str):
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
-    return StableDiffusionXLPipeline if family == "sdxl" else StableDiffusionPipeline
+def _first_family(matches, name: str) -> str:
+    for family in all_families():
+        if matches(family):
+            return family.key
+    known = ", ".join(f.info.label for f in all_families())
+    raise ModelLoadError(f"{name}: not a model of a known family ({known}); set model_family")
 
 
 def load_pipeline(source: str, family: str | None = None, config: str | None = None):
@@ -91,11 +87,10 @@ def load_pipeline(source: str, family: str | None = None, config: str | None = N
         if not local:
             raise ModelLoadError(f"set model_family for the hub model {source!r}")
         family = detect_family(source)
-    cls = _pipeline_class(family)
+    cls = get_family(family).pipeline_class()
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-    kwargs: dict[str, Any] = {}  # fp32 on the CPU; place() moves and casts
-    if family == "sd15":
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    # fp32 on the CPU; place() moves and casts
+    kwargs: dict[str, Any] = get_family(family).pipeline_kwargs()
     try:
         if local and path.is_file():
             if config is not None:
@@ -115,8 +110,9 @@ def load_base_model(source: str, family: str | None = None, config: str | None =
 
 def base_model_from_pipeline(pipe, family: str, source: str) -> BaseModel:
     """The parts of a loaded pipeline (its modules, not copies)."""
-    encoders = [pipe.text_encoder] + ([pipe.text_encoder_2] if family == "sdxl" else [])
-    tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if family == "sdxl" else [])
+    fam = get_family(family)
+    encoders = [getattr(pipe, name) for name in fam.text_encoder_attrs]
+    tokenizers = [getattr(pipe, name) for name in fam.tokenizer_attrs]
     return BaseModel(
         family=family,
         name=Path(source).name if Path(source).exists() else source,
@@ -154,11 +150,12 @@ def resolved_precision(mixed_precision: str | None, device: torch.device) -> str
 def place(model: BaseModel, device: torch.device, dtype: torch.dtype) -> None:
     """Move the model to ``device``: UNet and text encoders in ``dtype``, the VAE kept out of fp16
     where it overflows (SDXL's VAE in fp16 produces NaNs; it runs in fp32 there)."""
+    fp16_safe = get_family(model.family).vae_fp16_safe
     model.unet.to(device, dtype)
     for te in model.text_encoders:
         te.to(device, dtype)
     vae_dtype = dtype
-    if dtype == torch.float16 and (model.family == "sdxl" or model.vae.config.get("force_upcast", False)):
+    if dtype == torch.float16 and (not fp16_safe or model.vae.config.get("force_upcast", False)):
         vae_dtype = torch.float32
     model.vae.to(device, vae_dtype)
     for m in model.modules():

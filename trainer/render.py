@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .families import get_family
 from .models import BaseModel, autocast
 from .text import encode_texts
 
@@ -44,27 +45,8 @@ def make_sampler(name: str, scheduler_config: dict[str, Any]):
 
 def build_pipeline(model: BaseModel, sampler: str):
     """A diffusers pipeline over the model's (possibly LoRA-wrapped) modules; no copies."""
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
-
     scheduler = make_sampler(sampler, model.scheduler_config)
-    common = dict(vae=model.vae, unet=model.unet, scheduler=scheduler)
-    if model.family == "sdxl":
-        pipe = StableDiffusionXLPipeline(
-            text_encoder=model.text_encoders[0],
-            text_encoder_2=model.text_encoders[1],
-            tokenizer=model.tokenizers[0],
-            tokenizer_2=model.tokenizers[1],
-            **common,
-        )
-    else:
-        pipe = StableDiffusionPipeline(
-            text_encoder=model.text_encoders[0],
-            tokenizer=model.tokenizers[0],
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            **common,
-        )
+    pipe = get_family(model.family).build_pipeline(model, scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -91,9 +73,7 @@ def render(
         uncond = encode_texts(
             model.family, model.text_encoders, model.tokenizers, [negative], clip_skip, device
         )
-        kwargs: dict[str, Any] = dict(prompt_embeds=cond.embeds, negative_prompt_embeds=uncond.embeds)
-        if model.family == "sdxl":
-            kwargs.update(pooled_prompt_embeds=cond.pooled, negative_pooled_prompt_embeds=uncond.pooled)
+        kwargs: dict[str, Any] = get_family(model.family).render_inputs(cond, uncond)
         latents = pipe(
             num_inference_steps=steps,
             guidance_scale=cfg,

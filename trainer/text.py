@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .errors import TrainerError
+from .families import get_family
 
 CLIP_LEN = 77  # CLIP's context: BOS + 75 tokens + EOS; longer captions are encoded in chunks
 ROUND_FACTOR = 1.1  # (tag) multiplies by this, [tag] divides by it
@@ -39,7 +40,7 @@ class ClipSkipError(TrainerError, ValueError):
 def check_clip_skip(clip_skip: int, family: str, text_encoders: list[nn.Module]) -> None:
     """clip_skip must leave at least one text-encoder layer (SDXL already starts at the penultimate)."""
     layers = min(te.config.num_hidden_layers for te in text_encoders)
-    deepest = layers if family == "sd15" else layers - 1
+    deepest = get_family(family).deepest_clip_skip(layers)
     if clip_skip > deepest:
         raise ClipSkipError(
             f"clip_skip {clip_skip} is deeper than this model's text encoder allows (at most {deepest})"
@@ -246,8 +247,8 @@ def encode_texts(
     if max_token_length not in (75, 150, 225):
         raise ValueError(f"max_token_length must be 75, 150 or 225, not {max_token_length}")
     n = max_token_length // 75
-    sd15 = family == "sd15"
-    layer = -clip_skip if sd15 else -(clip_skip + 1)
+    fam = get_family(family)
+    layer = fam.clip_hidden_layer(clip_skip)
     states, outs = [], []
     for encoder, tokenizer in zip(text_encoders, tokenizers, strict=True):
         if n == 1 and not weighted:  # the plain 77-token path (previews, /generate)
@@ -255,16 +256,7 @@ def encode_texts(
         else:
             ids, weights = _long_ids(tokenizer, texts, max_token_length + 2, weighted)
             ids = (_chunk_ids(tokenizer, ids) if n > 1 else ids).to(device)
-        hidden, out = _hidden(encoder, ids, layer, norm=sd15)
+        hidden, out = _hidden(encoder, ids, layer, norm=fam.clip_final_norm)
         states.append(_apply_weights(_merge_chunks(hidden, n), weights))
         outs.append(out)
-    if sd15:
-        return Conditioning(states[0])
-    return Conditioning(torch.cat(states, dim=-1), outs[1].text_embeds[::n])
-
-
-def sdxl_time_ids(
-    original_size: tuple[int, int], crop_top_left: tuple[int, int], target_size: tuple[int, int]
-) -> torch.Tensor:
-    """SDXL's micro-conditioning: (orig_h, orig_w, crop_top, crop_left, target_h, target_w)."""
-    return torch.tensor([*original_size, *crop_top_left, *target_size], dtype=torch.float32)
+    return Conditioning(*fam.join_conditioning(states, outs, n))

@@ -1,4 +1,4 @@
-"""Tiny SD1.5- and SDXL-shaped models built from config with seeded random weights.
+"""Tiny models of each family built from config with seeded random weights.
 
 Nothing on this project's machines can download weights, so tests and the offline
 demo build these and then load them through exactly the code that loads a real
@@ -15,11 +15,7 @@ from pathlib import Path
 
 import torch
 
-# levels x (layers_per_block + 1) <= 10 keeps diffusers' mapping of sd-scripts' SDXL
-# names (input_blocks_N_1 ...) back to diffusers names unambiguous.
-SDXL_LEVELS = 3
-SDXL_LAYERS_PER_BLOCK = 2
-assert SDXL_LEVELS * (SDXL_LAYERS_PER_BLOCK + 1) <= 10
+from .families import get_family
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -76,42 +72,8 @@ VAE_SHAPES = {
     "tiny": {"block_out_channels": (8, 16, 16, 16), "layers_per_block": 1, "norm_num_groups": 8},
     "full": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32},
 }
-_SD15_BLOCKS = {
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-}
-_SDXL_BLOCKS = {
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    "layers_per_block": SDXL_LAYERS_PER_BLOCK,
-    "use_linear_projection": True,
-    "addition_embed_type": "text_time",
-}
-UNET_SHAPES = {
-    ("sd15", "tiny"): {
-        **_SD15_BLOCKS, "block_out_channels": (32, 64, 64), "layers_per_block": 1, "attention_head_dim": 4,
-        "cross_attention_dim": 32, "sample_size": 16,
-    },
-    ("sd15", "full"): {
-        "down_block_types": ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-        "up_block_types": ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        "block_out_channels": (320, 640, 1280, 1280), "layers_per_block": 2, "attention_head_dim": 8,
-        "cross_attention_dim": 768, "sample_size": 64,
-    },
-    ("sdxl", "tiny"): {
-        **_SDXL_BLOCKS, "block_out_channels": (32, 64, 64), "transformer_layers_per_block": (1, 1, 2),
-        "attention_head_dim": (2, 4, 4), "cross_attention_dim": 64, "addition_time_embed_dim": 8,
-        "projection_class_embeddings_input_dim": 8 * 6 + 32, "sample_size": 16,
-    },
-    ("sdxl", "full"): {
-        **_SDXL_BLOCKS, "block_out_channels": (320, 640, 1280), "transformer_layers_per_block": (1, 2, 10),
-        "attention_head_dim": (5, 10, 20), "cross_attention_dim": 2048, "addition_time_embed_dim": 256,
-        "projection_class_embeddings_input_dim": 2816, "sample_size": 128,
-    },
-}  # fmt: skip
 
-
-def _text_encoder(vocab_size: int, shape: TextShape, with_projection: bool):
+def make_text_encoder(vocab_size: int, shape: TextShape, with_projection: bool):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
@@ -130,7 +92,7 @@ def _text_encoder(vocab_size: int, shape: TextShape, with_projection: bool):
     return CLIPTextModelWithProjection(config) if with_projection else CLIPTextModel(config)
 
 
-def _vae(scaling_factor: float, force_upcast: bool, size: str):
+def make_vae(scaling_factor: float, force_upcast: bool, size: str):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
@@ -146,7 +108,7 @@ def _vae(scaling_factor: float, force_upcast: bool, size: str):
     )
 
 
-def _scheduler():
+def make_scheduler():
     from diffusers import EulerDiscreteScheduler
 
     return EulerDiscreteScheduler(
@@ -160,43 +122,9 @@ def _scheduler():
     )
 
 
-def build_sd15(tok_dir: Path, size: str = "tiny"):
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTokenizer
-
-    vocab_size = write_byte_level_tokenizer(tok_dir)
-    return StableDiffusionPipeline(
-        vae=_vae(0.18215, force_upcast=False, size=size),
-        text_encoder=_text_encoder(vocab_size, TEXT_SHAPES["tiny" if size == "tiny" else "clip_l"], False),
-        tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
-        unet=UNet2DConditionModel(in_channels=4, out_channels=4, **UNET_SHAPES[("sd15", size)]),
-        scheduler=_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-
-
-def build_sdxl(tok_dir: Path, size: str = "tiny"):
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTokenizer
-
-    vocab_size = write_byte_level_tokenizer(tok_dir)
-    tok = CLIPTokenizer.from_pretrained(tok_dir)
-    first, second = ("tiny", "tiny") if size == "tiny" else ("clip_l", "clip_g")
-    return StableDiffusionXLPipeline(
-        vae=_vae(0.13025, force_upcast=True, size=size),
-        text_encoder=_text_encoder(vocab_size, TEXT_SHAPES[first], False),
-        text_encoder_2=_text_encoder(vocab_size, TEXT_SHAPES[second], True),
-        tokenizer=tok,
-        tokenizer_2=tok,
-        unet=UNet2DConditionModel(in_channels=4, out_channels=4, **UNET_SHAPES[("sdxl", size)]),
-        scheduler=_scheduler(),
-    )
-
-
 def make_tiny(family: str, out: str | Path, seed: int = 0, size: str = "tiny") -> Path:
-    """Build the model of ``family`` (sd15 | sdxl) with random weights; save it in diffusers layout.
+    """Build the model of ``family`` (a key of the family table) with random weights; save it in
+    diffusers layout.
 
     ``size="full"`` gives the real architectures' widths and depths (random weights; for
     GPU benchmarks), ``"tiny"`` the small test model.
@@ -204,7 +132,7 @@ def make_tiny(family: str, out: str | Path, seed: int = 0, size: str = "tiny") -
     out = Path(out)
     torch.manual_seed(seed)
     tok_dir = out / "_tokenizer_src"
-    pipe = build_sd15(tok_dir, size) if family == "sd15" else build_sdxl(tok_dir, size)
+    pipe = get_family(family).build_tiny(tok_dir, size)
     pipe.save_pretrained(out, safe_serialization=True)
     for f in tok_dir.iterdir():
         f.unlink()

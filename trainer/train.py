@@ -22,7 +22,9 @@ from .caches import cache_latents, cache_text, text_encoders_on_device
 from .checkpoints import restore_training_state, save_epoch, save_training_state
 from .contract import EXIT_CANCELLED, EXIT_OK, TrainJob, steps_per_epoch, warmup_steps
 from .contract.blocks import block_problems
+from .contract.families import refused_options
 from .events import EventWriter, StopFlag
+from .families import get_family
 from .models import autocast, load_base_model, pick_device, place, resolved_precision, weight_dtype
 from .preview import preview_epoch
 from .run import Cancelled, Run, TrainError, check_stop
@@ -44,6 +46,8 @@ def prepare(job: TrainJob) -> Run:
     dtype = weight_dtype(job.mixed_precision, device)
     place(model, device, dtype)
     per_epoch = steps_per_epoch(len(items), job.repeats, job.batch_size)
+    if problems := refused_options(model.family, job.model_dump()):
+        raise TrainError("; ".join(problems))
     check_clip_skip(job.resolved_clip_skip(model.family), model.family, model.text_encoders)
     if problems := block_problems(job, model.family):
         raise TrainError("; ".join(problems))
@@ -162,9 +166,7 @@ def compute_loss(
     v_prediction = run.model.prediction_type == "v_prediction"
     with autocast(run.device, run.dtype):
         cond = batch_conditioning(run, batch, caption_rng)
-        added = None
-        if run.model.family == "sdxl":
-            added = {"text_embeds": cond.pooled, "time_ids": torch.stack([it.time_ids for it in items])}
+        added = get_family(run.model.family).training_conditioning(items, cond.pooled)
         pred = run.model.unet(noisy.to(run.dtype), timesteps, cond.embeds, added_cond_kwargs=added).sample
     target = run.noise_scheduler.get_velocity(latents, noise_, timesteps) if v_prediction else noise_
     return noise.diffusion_loss(

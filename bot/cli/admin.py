@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from trainer.contract.families import FAMILIES
+
 if TYPE_CHECKING:
     from ..registry import BaseModelEntry
     from ..settings import Settings
@@ -32,7 +34,8 @@ REGISTRY_TEMPLATE = """\
 # Base models of loratrain-bot (LORABOT_MODEL_REGISTRY names this file); the bot needs at least one.
 # One [models.KEY] table per model: KEY is what members pick (letters, digits, '-' and '_').
 #   source  a single-file checkpoint, a diffusers folder, or a Hugging Face hub id
-#   family  sd15 or sdxl: read from local files when left out, required for hub ids
+#   family  a model family (python -m bot models add --help lists them): read from local files
+#           when left out, required for hub ids
 #   config  (single files) a diffusers config folder, so the checkpoint loads offline
 #   label   what members see
 # Add one with `python -m bot models add KEY SOURCE`, or uncomment and edit an example below.
@@ -89,7 +92,7 @@ def add_parsers(groups: argparse._SubParsersAction) -> None:
                "python -m bot models add pony-v6 /models/ponyV6XL.safetensors --family sdxl --label 'Pony V6'")  # fmt: skip
     add.add_argument("key", help="what members pick: letters, digits, '-' and '_' (at most 64)")
     add.add_argument("source", help="a .safetensors file, a diffusers folder, or a hub id (owner/name)")
-    add.add_argument("--family", choices=["sd15", "sdxl"], help="required for hub ids; read from local files")
+    add.add_argument("--family", choices=list(FAMILIES), help="required for hub ids; read from local files")
     add.add_argument("--config", type=Path, help="diffusers config folder for a single-file checkpoint")
     add.add_argument("--label", default="", help="what members see (default: the key)")
     remove = _sub(sub, "remove", "remove a base model from the registry file", "python -m bot models remove pony-v6")  # fmt: skip

@@ -21,6 +21,7 @@ import aiosqlite
 
 from db import datasets as repo
 from db.database import DatabaseFull, is_disk_full, transaction
+from trainer.contract.families import family_info
 
 from ..errors import MemberError
 from ..registry import ModelRegistry
@@ -137,7 +138,8 @@ class DatasetService:
     @staticmethod
     def _crop_size(text: str | None, family: str) -> tuple[int, int]:
         if text is None:
-            return (512, 512) if family == "sd15" else (1024, 1024)
+            side = family_info(family).default_side
+            return side, side
         try:
             return parse_size(text)
         except ValueError as exc:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
 
+from trainer.contract.families import family_info
+
 REFERENCE_SIDE = 512
-_DEFAULT_SIDE = {"sd15": 512, "sdxl": 1024}
 
 
 def _rate(value: float) -> Decimal:
@@ -43,7 +44,7 @@ def training_cost(
 
 def generation_cost(images: int, width: int, height: int, family: str, image_costs: dict[str, float]) -> int:
     """Stamina for rendering ``images`` pictures (each weight of a compare grid is one picture)."""
-    side = _DEFAULT_SIDE[family]
+    side = family_info(family).default_side
     pixels = Decimal(width * height) / (side * side)
     return _round(images * pixels * _rate(image_costs[family]))
 

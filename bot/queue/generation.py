@@ -24,6 +24,7 @@ from db import jobs as jobs_repo
 from db import library as repo
 from db.database import transaction
 from trainer.contract import GenerateJob, JobError, PreviewOptions, parse_job
+from trainer.contract.families import family_info
 
 from ..registry import RegistryError
 from . import costs
@@ -252,14 +253,14 @@ class GenerationService:
             width,
             height,
             family,
-            {"sd15": settings.image_cost_sd15, "sdxl": settings.image_cost_sdxl},
+            {family: settings.image_cost(family)},
         )
         return GenerateEstimate(base_model, family, images, width, height, cost), options
 
     @staticmethod
     def _size(text: str | None, family: str) -> tuple[int, int]:
         if text is None:
-            side = 512 if family == "sd15" else 1024
+            side = family_info(family).default_side
             return side, side
         match = re.fullmatch(r"\s*(\d{2,4})\s*(?:[x×*]\s*(\d{2,4}))?\s*", text)
         if match is None:

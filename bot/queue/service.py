@@ -30,6 +30,7 @@ from db import stamina as stamina_repo
 from db.database import transaction
 from trainer.contract import JobError, TrainJob, parse_job, total_steps
 from trainer.contract.blocks import block_problems
+from trainer.contract.families import family_info, refused_options
 
 from ..datasets.service import DatasetService, ServiceError
 from ..ids import parse_id, shown
@@ -197,7 +198,7 @@ class QueueService:
         resolution = job.resolved_resolution(family)
         cost = costs.training_cost(
             steps, job.batch_size, resolution, family,
-            {"sd15": self.settings.step_cost_sd15, "sdxl": self.settings.step_cost_sdxl},
+            {family: self.settings.step_cost(family)},
         )  # fmt: skip
         rate = await self.step_rate(family, resolution, job.batch_size)
         balance = (await self.stamina.balance(owner_id, roles)).balance
@@ -219,14 +220,15 @@ class QueueService:
             job = parse_job(full, TrainJob)
         except JobError as exc:
             raise QueueError("; ".join(exc.problems)) from None
-        if problems := block_problems(job, family):  # block counts depend on the model's family
+        # options the family does not take, and block counts that depend on it: before any charge
+        if problems := refused_options(family, job.model_dump()) or block_problems(job, family):
             raise QueueError("; ".join(problems))
         return job
 
     @staticmethod
     def default_resolution(dataset, family: str) -> int:
         """The family's resolution, or less when the images were cropped smaller (never upscale them)."""
-        side = 512 if family == "sd15" else 1024
+        side = family_info(family).default_side
         if dataset.crop_mode != "none":
             cropped = int(math.sqrt(dataset.crop_width * dataset.crop_height)) // 64 * 64
             side = max(64, min(side, cropped))
@@ -391,7 +393,7 @@ class QueueService:
     async def step_rate(self, family: str, resolution: int, batch_size: int) -> float:
         from .eta import estimate_rate
 
-        default = self.settings.steps_per_s_sd15 if family == "sd15" else self.settings.steps_per_s_sdxl
+        default = self.settings.default_steps_per_s(family)
         return estimate_rate(
             family, resolution, batch_size, await repo.step_rates(self.conn, family), default
         )

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
+from trainer.contract.families import family_label
+
 from ..errors import MEMBER_ERRORS, DatabaseBusy, MemberError
 
 if TYPE_CHECKING:
@@ -235,7 +237,7 @@ async def base_model_choices(
     items = []
     for key in registry.keys():
         entry = registry.get(key)
-        family = {"sd15": "SD1.5", "sdxl": "SDXL"}.get(entry.family or "", entry.family or "?")
+        family = family_label(entry.family)
         items.append((f"{key} - {entry.label or family}", key))
     return choices(items, current)
 

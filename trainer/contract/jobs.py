@@ -14,11 +14,20 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import TrainerError
 from .advanced import AdvancedOptions
 from .blocks import uses_block_lr
+from .families import family_info
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,7 +42,14 @@ EXIT_FAILED = 1
 EXIT_INVALID_JOB = 2
 EXIT_CANCELLED = 3
 
-Family = Literal["sd15", "sdxl"]
+
+
+def _known_family(key: str) -> str:
+    return family_info(key).key
+
+
+#: A row of :data:`trainer.contract.families.FAMILIES`.
+Family = Annotated[str, AfterValidator(_known_family)]
 Precision = Literal["fp16", "bf16", "no"]
 SavePrecision = Literal["fp16", "bf16", "fp32"]
 SchedulerName = Literal[
@@ -73,13 +89,14 @@ def warmup_steps(total: int, warmup_percent: float) -> int:
     return int(total * warmup_percent / 100.0 + 1e-9)  # truncated, as sd-scripts' int(ratio * steps)
 
 
-def default_clip_skip(family: str) -> int:
-    """kohya/A1111 clip skip: 2 for SD1.5, 1 (the usual penultimate layer) for SDXL."""
-    return 2 if family == "sd15" else 1
+def default_clip_skip(family: str) -> int | None:
+    """kohya/A1111 clip skip (2 for SD1.5, 1, the usual penultimate layer, for SDXL); None where
+    the family has no clip skip."""
+    return family_info(family).default_clip_skip
 
 
 def default_resolution(family: str) -> int:
-    return 512 if family == "sd15" else 1024
+    return family_info(family).default_side
 
 
 class _Strict(BaseModel):
@@ -90,7 +107,7 @@ class ModelSource(_Strict):
     """Where the base model comes from; shared by training and rendering jobs."""
 
     base_model: str = Field(description="diffusers folder, single-file .safetensors checkpoint, or hub id")
-    model_family: Family | None = Field(None, description="sd15 or sdxl; detected when left out")
+    model_family: Family | None = Field(None, description="a family of the contract's table; detected when left out")
     base_model_config: str | None = Field(
         None, description="diffusers config folder for a single-file checkpoint (offline loading)"
     )

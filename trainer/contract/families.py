@@ -1,0 +1,74 @@
+"""The model families: what the bot needs to know of each without torch, in one table.
+
+A family (SD1.5, SDXL, ...) is one row here plus one module under ``trainer/families/`` (loading,
+text encoding, key names, rendering). Nothing else names a family: the bot reads labels, default
+sizes, costs and the options a family refuses from this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class FamilyInfo:
+    """One family's facts for the bot and the job contract."""
+
+    key: str  #: the registry's and the job's ``family`` value
+    label: str  #: what members see ("SDXL")
+    default_side: int  #: the training and rendering side in pixels when none is given
+    default_clip_skip: int | None  #: kohya/A1111 clip skip; None: clip_skip does not apply
+    step_cost: float  #: default stamina per 512-px image-step (``LORABOT_STEP_COSTS`` overrides)
+    image_cost: float  #: default stamina per generated image at the default side
+    steps_per_s: float  #: default speed for ETAs before one is measured (512 px, batch 1)
+    block_layout: str | None = None  #: key of :data:`trainer.contract.blocks.LAYOUTS`, if any
+    #: options of the guide that mean nothing for this family: refused, naming the family
+    refused_options: frozenset[str] = field(default_factory=frozenset)
+
+
+FAMILIES: dict[str, FamilyInfo] = {
+    info.key: info
+    for info in (
+        FamilyInfo("sd15", "SD1.5", 512, 2, step_cost=0.1, image_cost=1, steps_per_s=2.0, block_layout="sd15"),
+        # The SDXL rate makes the guide's job (700 steps, batch 1, 512 px) cost 157.
+        FamilyInfo("sdxl", "SDXL", 1024, 1, step_cost=0.2243, image_cost=2, steps_per_s=1.0, block_layout="sdxl"),
+    )
+}  # fmt: skip
+
+#: The family of the offline demo and of examples that name none.
+DEFAULT_FAMILY = "sd15"
+
+#: Job options the guide calls block-wise (they need a block layout).
+BLOCK_OPTIONS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_dims", "block_alphas")
+
+
+class UnknownFamily(ValueError):
+    """A family that is not a row of :data:`FAMILIES`."""
+
+
+def family_info(key: str) -> FamilyInfo:
+    try:
+        return FAMILIES[key]
+    except KeyError:
+        raise UnknownFamily(f"unknown model family {key!r}: one of {', '.join(FAMILIES)}") from None
+
+
+def family_label(key: str | None) -> str:
+    """The row's label, or the key itself (``?`` when unknown) for a family this bot lacks."""
+    info = FAMILIES.get(key or "")
+    return info.label if info else (key or "?")
+
+
+def refused_options(family: str, given: dict[str, object]) -> list[str]:
+    """One line per option in ``given`` (set, not None/False) that ``family`` does not take."""
+    info = family_info(family)
+    refused = set(info.refused_options)
+    if info.block_layout is None:
+        refused |= set(BLOCK_OPTIONS)
+    if info.default_clip_skip is None:
+        refused.add("clip_skip")
+    return [
+        f"{key} does not apply to {info.label}: leave it out"
+        for key in sorted(refused)
+        if given.get(key) not in (None, False)
+    ]
