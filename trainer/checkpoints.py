@@ -47,6 +47,7 @@ def save_training_state(run: Run) -> None:
             "step": run.step,
             "epoch": run.epoch,
             "started_at": run.started_at,
+            "session_id": run.session_id,
             "files": run.files,
             "lora": lora_fp32,
             "optimizer": run.optimizer.state_dict(),
@@ -76,3 +77,4 @@ def restore_training_state(run: Run, saved: dict) -> None:
     run.caption_rng.setstate(saved["caption_rng"])
     run.step, run.epoch = saved["step"], saved["epoch"]
     run.started_at, run.files = saved["started_at"], list(saved["files"])
+    run.session_id = saved.get("session_id", run.session_id)  # the epochs of one job share it

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 BUCKET_STEP = 64
+RESIZE_INTERPOLATION = "lanczos"  # sd-scripts' name of the filter resize_and_crop uses, up or down
 
 
 class DatasetError(TrainerError, ValueError):
@@ -63,11 +64,15 @@ def scan_dataset(folder: str | Path) -> list[TrainItem]:
     return items
 
 
+def bucket_side_range(resolution: int, step: int = BUCKET_STEP) -> tuple[int, int]:
+    """The shortest and longest bucket side (sd-scripts' min_bucket_reso, max_bucket_reso)."""
+    return max(step, resolution // 2 // step * step), resolution * 2
+
+
 def make_buckets(resolution: int, step: int = BUCKET_STEP) -> list[tuple[int, int]]:
     """(width, height) buckets of about ``resolution``² pixels, sides in ``step``-pixel steps."""
     max_area = resolution * resolution
-    min_side = max(step, resolution // 2 // step * step)
-    max_side = resolution * 2
+    min_side, max_side = bucket_side_range(resolution, step)
     buckets = {(resolution, resolution)}
     for width in range(min_side, max_side + 1, step):
         height = min(max_side, (max_area // width) // step * step)

@@ -15,6 +15,7 @@ import torch
 from .errors import TrainerError
 
 ParamGroups = list[dict[str, Any]]
+MAX_GRAD_NORM = 1.0  # gradients are clipped to this norm (sd-scripts' default max_grad_norm)
 
 
 class OptimizerUnavailable(TrainerError, RuntimeError):

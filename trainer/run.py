@@ -49,6 +49,7 @@ class Run:
     step: int = 0
     epoch: int = 0
     started_at: float = field(default_factory=time.time)
+    session_id: int = field(default_factory=lambda: random.SystemRandom().randint(0, 2**32))  # ss_session_id
     files: list[str] = field(default_factory=list)
     text_cache: TextCache | None = None  # frozen text encoders: their outputs, cached
     trainable: list[torch.nn.Parameter] = field(default_factory=list)

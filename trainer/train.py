@@ -31,7 +31,6 @@ from .run import Cancelled, Run, TrainError, check_stop
 from .text import Conditioning, check_clip_skip, encode_texts, parse_prompt_attention, process_caption
 
 log = logging.getLogger(__name__)
-MAX_GRAD_NORM = 1.0  # sd-scripts' default max_grad_norm
 
 
 # 1. Load, freeze, data --------------------------------------------------------------------------
@@ -230,14 +229,14 @@ def optimizer_step(run: Run, loss: torch.Tensor) -> None:
     if run.scaler is not None:
         run.scaler.scale(loss).backward()
         run.scaler.unscale_(run.optimizer)
-        torch.nn.utils.clip_grad_norm_(run.trainable, MAX_GRAD_NORM)
+        torch.nn.utils.clip_grad_norm_(run.trainable, optim.MAX_GRAD_NORM)
         scale = run.scaler.get_scale()
         run.scaler.step(run.optimizer)
         run.scaler.update()
         stepped = run.scaler.get_scale() >= scale  # a lowered scale means inf/nan grads: step skipped
     else:
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(run.trainable, MAX_GRAD_NORM)
+        torch.nn.utils.clip_grad_norm_(run.trainable, optim.MAX_GRAD_NORM)
         run.optimizer.step()
     if stepped:  # as accelerate does: a skipped step does not advance the schedule
         run.scheduler.step()
