@@ -91,17 +91,32 @@ async def migrate(conn: aiosqlite.Connection, directory: Path = MIGRATIONS_DIR) 
     """
     available = migrations(directory)
     while True:
-        async with transaction(conn):
-            current = await schema_version(conn)
-            if current > len(available):
-                raise MigrationError(
-                    f"the database is at version {current}, newer than this code ({len(available)})"
-                )
-            if current == len(available):
-                return current
-            version, path = available[current]
-            await _executescript(conn, path.read_text(encoding="utf-8"))
-            await conn.execute(f"PRAGMA user_version = {version}")
+        current = await schema_version(conn)
+        rebuilds = current < len(available) and _rebuilds_tables(available[current][1])
+        if rebuilds:  # SQLite's table rebuild: foreign keys off (not changeable inside a transaction)
+            await conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            async with transaction(conn):
+                current = await schema_version(conn)
+                if current > len(available):
+                    raise MigrationError(
+                        f"the database is at version {current}, newer than this code ({len(available)})"
+                    )
+                if current == len(available):
+                    return current
+                version, path = available[current]
+                await _executescript(conn, path.read_text(encoding="utf-8"))
+                if rebuilds and await (await conn.execute("PRAGMA foreign_key_check")).fetchall():
+                    raise MigrationError(f"migration {path.name} broke a foreign key")
+                await conn.execute(f"PRAGMA user_version = {version}")
+        finally:
+            if rebuilds:
+                await conn.execute("PRAGMA foreign_keys = ON")
+
+
+def _rebuilds_tables(path: Path) -> bool:
+    """A migration whose first line says ``-- rebuilds tables`` runs with foreign keys off."""
+    return path.read_text(encoding="utf-8").startswith("-- rebuilds tables")
 
 
 async def _executescript(conn: aiosqlite.Connection, script: str) -> None:

@@ -59,6 +59,13 @@ def tiny_sdxl(tmp_path_factory) -> Path:
     return make_tiny("sdxl", tmp_path_factory.mktemp("models") / "tiny-sdxl")
 
 
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory) -> Path:
+    from trainer.tiny import make_tiny
+
+    return make_tiny("flux", tmp_path_factory.mktemp("models") / "tiny-flux")
+
+
 def write_dataset(folder: Path, count: int = 4, sizes=None, caption=None) -> Path:
     """Synthetic, learnable images: a yellow disc on a colored ground, with captions."""
     from PIL import Image, ImageDraw

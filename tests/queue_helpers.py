@@ -21,7 +21,7 @@ def queue_settings(tmp_path: Path, models: dict[str, Path] | None = None, **over
     registry = None
     if models:
         registry = tmp_path / "models.toml"
-        family = {"sd15": "sd15", "sdxl": "sdxl"}
+        family = {"sd15": "sd15", "sdxl": "sdxl", "flux": "flux"}
         registry.write_text(
             "".join(
                 f'[models.{key}]\nsource = "{path}"\nfamily = "{family[key.rsplit("-", 1)[-1]]}"\n'

@@ -66,7 +66,7 @@ def test_an_unknown_family_is_refused_with_the_known_ones():
 def test_options_a_family_does_not_take_are_refused_naming_it(fake_family):
     given = TrainJob.model_validate(
         {"dataset_dir": "d", "output_dir": "o", "base_model": "m", "clip_skip": 2, "block_dims": [4] * 25}
-    ).model_dump()
+    ).changed_options()
     assert refused_options("fake", given) == [
         "block_dims does not apply to Fake-1: leave it out",
         "clip_skip does not apply to Fake-1: leave it out",

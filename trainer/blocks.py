@@ -53,7 +53,7 @@ def add_unet_lora(unet: nn.Module, job: TrainJob, family: str) -> list[dict[str,
     """
     if problems := block_problems(job, family):
         raise ValueError("; ".join(problems))
-    targets = lora.unet_target_modules(unet)
+    targets = get_family(family).denoiser_targets(unet)
     unet_lr = job.resolved_unet_lr()
     per_block = block_dims_alphas(job, family)
     if per_block is None:

@@ -81,8 +81,9 @@ def text_encoders_on_device(run: Run) -> Iterator[None]:
 
 def caption_settings(run: Run) -> CaptionSettings:
     job = run.job
+    length = get_family(run.model.family).sequence_length(run.model, job.t5_max_length)
     return CaptionSettings(
-        job.shuffle_tags, job.keep_tokens, run.clip_skip, job.max_token_length, job.weighted_captions
+        job.shuffle_tags, job.keep_tokens, run.clip_skip, job.max_token_length, job.weighted_captions, length
     )
 
 

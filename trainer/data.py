@@ -143,6 +143,7 @@ def cache_latents(
     """Encode every image once with the VAE; ``place`` puts each latent where the job keeps it."""
     dtype = next(vae.parameters()).dtype
     scale = vae.config.scaling_factor
+    shift = vae.config.get("shift_factor") or 0.0  # Flux's VAE: (x - shift) * scale
     by_bucket: dict[tuple[int, int], list[TrainItem]] = {}
     for item in items:
         by_bucket.setdefault(item.bucket, []).append(item)
@@ -157,7 +158,7 @@ def cache_latents(
             batch = torch.stack(pixels).to(device, dtype)
             dist = vae.encode(batch).latent_dist
             noise = torch.randn(dist.mean.shape, generator=generator, device=generator.device)
-            latents = (dist.mean + dist.std * noise.to(device, dist.mean.dtype)) * scale
+            latents = (dist.mean + dist.std * noise.to(device, dist.mean.dtype) - shift) * scale
             for item, latent in zip(chunk, latents, strict=True):
                 item.latent = place(latent.float())
             done += len(chunk)

@@ -245,3 +245,36 @@ def import_flux_state_dict(
             down.copy_(src_down.to(down.dtype))
             up.copy_((src_up * (file_scale / _scale(layer))).to(up.dtype))
     return []
+
+
+def diffusers_lora_state(
+    state: dict[str, torch.Tensor], transformer: nn.Module, clip: nn.Module | None = None
+) -> dict[str, torch.Tensor]:
+    """An sd-scripts Flux file as diffusers' peft keys (``transformer.<module>.lora_A.weight``, ...)
+    for ``load_lora_weights`` on a model of any width, exactly: a fused module's up rows go to its
+    parts by the model's own widths (each with the whole down: rows outside a part's block are zero),
+    and alpha / rank is folded into the ups (diffusers then scales by 1). Unknown keys raise."""
+    names = flux_key_map(*_block_counts(transformer))
+    clip_names = {}
+    if clip is not None:
+        clip_names = {_text_encoder_key(n, 0): n for n, m in clip.named_modules() if isinstance(m, nn.Linear)}
+    out: dict[str, torch.Tensor] = {}
+    prefixes = {k.removesuffix(".lora_down.weight") for k in state if k.endswith(".lora_down.weight")}
+    for prefix in sorted(prefixes):
+        down, up = state[f"{prefix}.lora_down.weight"].float(), state[f"{prefix}.lora_up.weight"].float()
+        rank = down.shape[0]
+        scale = (float(state.get(f"{prefix}.alpha", torch.tensor(float(rank)))) or rank) / rank
+        if prefix in names:
+            parts = names[prefix]
+            rows = [transformer.get_submodule(n).out_features for n in parts]
+            if up.shape[0] != sum(rows):
+                raise ValueError(f"{prefix}: {up.shape[0]} output rows in the file, {sum(rows)} in the model")
+            pieces = zip((f"transformer.{n}" for n in parts), torch.split(up, rows), strict=True)
+        elif prefix in clip_names:
+            pieces = [(f"text_encoder.{clip_names[prefix]}", up)]
+        else:
+            raise ValueError(f"{prefix} is not a module of this Flux model")
+        for name, part_up in pieces:
+            out[f"{name}.lora_A.weight"] = down
+            out[f"{name}.lora_B.weight"] = part_up * scale
+    return out

@@ -27,7 +27,7 @@ from . import delivered, render
 from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, ModelSource, default_clip_skip
 from .errors import TrainerError
 from .events import EventWriter, StopFlag
-from .kohya import uniform_alpha
+from .families import get_family
 from .models import (
     BaseModel,
     base_model_from_pipeline,
@@ -93,17 +93,17 @@ def load_for_job(job: ModelSource) -> LoadedPipeline:
     return LoadedPipeline(pipeline_key(job), pipe, model, device, dtype)
 
 
-def load_loras(pipe, job: GenerateJob) -> list[str]:
+def load_loras(pipe, job: GenerateJob, model) -> list[str]:
     """Load the job's LoRA files as adapters lora0, lora1, ...; returns their names."""
-    return [_load_lora(pipe, ref.path, f"lora{i}") for i, ref in enumerate(job.loras)]
+    return [_load_lora(pipe, ref.path, f"lora{i}", model) for i, ref in enumerate(job.loras)]
 
 
-def load_compared(pipe, job: GenerateJob) -> list[str]:
+def load_compared(pipe, job: GenerateJob, model) -> list[str]:
     """Load the compare grid's row LoRAs as adapters cmp0, cmp1, ...; returns their names."""
-    return [_load_lora(pipe, row.path, f"cmp{i}") for i, row in enumerate(job.compare_loras or [])]
+    return [_load_lora(pipe, row.path, f"cmp{i}", model) for i, row in enumerate(job.compare_loras or [])]
 
 
-def _load_lora(pipe, path: str, name: str) -> str:
+def _load_lora(pipe, path: str, name: str, model) -> str:
     if not Path(path).is_file():
         raise GenerateError(f"LoRA file {path} does not exist")
     from safetensors.torch import load_file
@@ -113,9 +113,7 @@ def _load_lora(pipe, path: str, name: str) -> str:
     except Exception as exc:  # safetensors' own error type, OSError, ...
         raise GenerateError(f"{Path(path).name} is not a readable .safetensors LoRA: {exc}") from exc
     try:
-        # diffusers 0.42 gives attention modules the file's most common alpha: per-module alphas
-        # (block_alphas) are folded into the up weights first, so each module keeps its strength.
-        pipe.load_lora_weights(uniform_alpha(state), adapter_name=name)
+        pipe.load_lora_weights(get_family(model.family).lora_for_diffusers(state, model), adapter_name=name)
     except (ValueError, KeyError, RuntimeError) as exc:
         raise GenerateError(f"{Path(path).name} does not fit this base model: {exc}") from exc
     return name
@@ -147,8 +145,8 @@ def render_job(loaded: LoadedPipeline, job: GenerateJob, events: Emitter, stop: 
     """
     pipe = loaded.pipe
     try:
-        names = load_loras(pipe, job)
-        rows = load_compared(pipe, job)
+        names = load_loras(pipe, job, loaded.model)
+        rows = load_compared(pipe, job, loaded.model)
         return _render_images(loaded, job, names, rows, events, stop)
     finally:
         if job.loras or job.compare_loras:
@@ -167,7 +165,7 @@ def _render_images(
     stop: StopFlag,
 ) -> int:
     pipe, model, family = loaded.pipe, loaded.model, loaded.family
-    pipe.scheduler = render.make_sampler(job.sampler, model.scheduler_config)
+    pipe.scheduler = get_family(family).make_scheduler(job.sampler, model.scheduler_config)
     clip_skip = job.clip_skip if job.clip_skip is not None else default_clip_skip(family)
     check_clip_skip(clip_skip, family, model.text_encoders)
     width, height = job.resolved_size(family)

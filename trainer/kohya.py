@@ -61,6 +61,8 @@ def export_state_dict(
     dtype: torch.dtype,
 ) -> dict[str, torch.Tensor]:
     """The LoRA as sd-scripts writes it: down/up weights and each module's own alpha, in ``dtype``."""
+    if (own := get_family(family).export_state_dict) is not None:
+        return own(unet, text_encoders, dtype)
     out: dict[str, torch.Tensor] = {}
     for key, layer in module_keys(unet, text_encoders, family).items():
         down, up = lora_down_up(layer)
@@ -87,6 +89,8 @@ def import_state_dict(
     module to module). A module whose alpha in the file differs from its alpha in the job has its
     up weights rescaled so the LoRA's effect is unchanged.
     """
+    if (own := get_family(family).import_state_dict) is not None:
+        return own(state, unet, text_encoders)
     targets = module_keys(unet, text_encoders, family)
     prefixes = {k.rsplit(".lora_down.weight", 1)[0] for k in state if k.endswith(".lora_down.weight")}
     # A part the job does not train (text encoders with unet_only, ...) is left out, as sd-scripts'

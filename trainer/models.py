@@ -116,7 +116,7 @@ def base_model_from_pipeline(pipe, family: str, source: str) -> BaseModel:
     return BaseModel(
         family=family,
         name=Path(source).name if Path(source).exists() else source,
-        unet=pipe.unet,
+        unet=getattr(pipe, fam.denoiser_attr),
         vae=pipe.vae,
         text_encoders=encoders,
         tokenizers=tokenizers,

@@ -45,8 +45,8 @@ def make_sampler(name: str, scheduler_config: dict[str, Any]):
 
 def build_pipeline(model: BaseModel, sampler: str):
     """A diffusers pipeline over the model's (possibly LoRA-wrapped) modules; no copies."""
-    scheduler = make_sampler(sampler, model.scheduler_config)
-    pipe = get_family(model.family).build_pipeline(model, scheduler)
+    family = get_family(model.family)
+    pipe = family.build_pipeline(model, family.make_scheduler(sampler, model.scheduler_config))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -83,14 +83,14 @@ def render(
             output_type="latent",
             **kwargs,
         ).images
-    return decode(pipe, model.vae, latents)
+    return decode(pipe, model, latents, width, height)
 
 
-def decode(pipe, vae, latents: torch.Tensor) -> Image.Image:
+def decode(pipe, model: BaseModel, latents: torch.Tensor, width: int, height: int) -> Image.Image:
     """Latents to a picture outside autocast, in the VAE's own dtype (SDXL's VAE stays fp32:
     decoding it in fp16 overflows into black images)."""
     with torch.autocast(latents.device.type, enabled=False):
-        image = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+        image = get_family(model.family).decode(pipe, model.vae, latents, width, height)
     return pipe.image_processor.postprocess(image.float(), output_type="pil")[0]
 
 

@@ -37,8 +37,11 @@ class ClipSkipError(TrainerError, ValueError):
     """clip_skip asks for a layer the text encoder does not have."""
 
 
-def check_clip_skip(clip_skip: int, family: str, text_encoders: list[nn.Module]) -> None:
-    """clip_skip must leave at least one text-encoder layer (SDXL already starts at the penultimate)."""
+def check_clip_skip(clip_skip: int | None, family: str, text_encoders: list[nn.Module]) -> None:
+    """clip_skip must leave at least one text-encoder layer (SDXL already starts at the penultimate);
+    None: the family has no clip skip."""
+    if clip_skip is None:
+        return
     layers = min(te.config.num_hidden_layers for te in text_encoders)
     deepest = get_family(family).deepest_clip_skip(layers)
     if clip_skip > deepest:
@@ -237,6 +240,7 @@ def encode_texts(
     device: torch.device,
     max_token_length: int = 75,
     weighted: bool = False,
+    sequence_length: int | None = None,
 ) -> Conditioning:
     """Clip-skipped text embeddings (and SDXL's pooled embedding) for ``texts``.
 
@@ -244,10 +248,12 @@ def encode_texts(
     encoded separately, sd-scripts' rule); ``weighted`` reads ``(tag:1.2)``-style weights
     (:func:`parse_prompt_attention`) and multiplies each token's hidden state by its weight.
     """
+    fam = get_family(family)
+    if fam.encode is not None:  # a family with its own encoders (Flux: CLIP-L pooled + T5)
+        return Conditioning(*fam.encode(text_encoders, tokenizers, texts, device, sequence_length))
     if max_token_length not in (75, 150, 225):
         raise ValueError(f"max_token_length must be 75, 150 or 225, not {max_token_length}")
     n = max_token_length // 75
-    fam = get_family(family)
     layer = fam.clip_hidden_layer(clip_skip)
     states, outs = [], []
     for encoder, tokenizer in zip(text_encoders, tokenizers, strict=True):

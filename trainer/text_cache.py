@@ -32,9 +32,10 @@ class CaptionSettings:
 
     shuffle: bool
     keep_tokens: int
-    clip_skip: int
+    clip_skip: int | None
     max_token_length: int = 75
     weighted: bool = False
+    sequence_length: int | None = None  #: T5 tokens (families with a T5)
 
 
 @dataclass
@@ -99,6 +100,7 @@ def build_text_cache(
             enc = encode_texts(
                 model.family, model.text_encoders, model.tokenizers, chunk, settings.clip_skip, device,
                 max_token_length=settings.max_token_length, weighted=settings.weighted,
+                sequence_length=settings.sequence_length,
             )  # fmt: skip
         for j, text in enumerate(chunk):
             pooled = enc.pooled[j : j + 1] if enc.pooled is not None else None

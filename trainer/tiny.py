@@ -10,6 +10,7 @@ encoders and "text_time" conditioning for SDXL) at a tiny width.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +135,5 @@ def make_tiny(family: str, out: str | Path, seed: int = 0, size: str = "tiny") -
     tok_dir = out / "_tokenizer_src"
     pipe = get_family(family).build_tiny(tok_dir, size)
     pipe.save_pretrained(out, safe_serialization=True)
-    for f in tok_dir.iterdir():
-        f.unlink()
-    tok_dir.rmdir()
+    shutil.rmtree(tok_dir)
     return out

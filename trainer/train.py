@@ -42,10 +42,11 @@ def prepare(job: TrainJob) -> Run:
     items = data.scan_dataset(job.dataset_dir)
     log.info("loading base model %s", job.base_model)
     model = load_base_model(job.base_model, job.model_family, job.base_model_config)
+    job = job.for_family(model.family)
     dtype = weight_dtype(job.mixed_precision, device)
     place(model, device, dtype)
     per_epoch = steps_per_epoch(len(items), job.repeats, job.batch_size)
-    if problems := refused_options(model.family, job.model_dump()):
+    if problems := refused_options(model.family, job.changed_options()):
         raise TrainError("; ".join(problems))
     check_clip_skip(job.resolved_clip_skip(model.family), model.family, model.text_encoders)
     if problems := block_problems(job, model.family):
@@ -90,7 +91,7 @@ def add_networks(run: Run, init_weights: str | None = None) -> None:
         groups += blocks.add_unet_lora(model.unet, job, model.family)
     if job.trains_text_encoder():
         params = []
-        for te in model.text_encoders:
+        for te in get_family(model.family).trainable_text_encoders(model.text_encoders):
             lora.add_lora(te, lora.text_encoder_target_modules(te), job.network_dim, job.network_alpha)
             params += lora.lora_parameters(te)
         groups.append({"params": params, "lr": job.resolved_text_encoder_lr()})
@@ -134,6 +135,7 @@ def conditioning(run: Run, captions: list[str]) -> Conditioning:
     return encode_texts(
         model.family, model.text_encoders, model.tokenizers, captions, run.clip_skip, run.device,
         max_token_length=job.max_token_length, weighted=job.weighted_captions,
+        sequence_length=get_family(model.family).sequence_length(model, job.t5_max_length),
     )  # fmt: skip
 
 
@@ -154,6 +156,11 @@ def compute_loss(
     """The diffusion loss of one batch; every random draw comes from ``gen`` and ``caption_rng``."""
     job, items = run.job, [run.items[i] for i in batch]
     latents = accel.stack_latents([it.latent for it in items], run.device)
+    family = get_family(run.model.family)
+    if family.objective == "flow":
+        with autocast(run.device, run.dtype):
+            cond = batch_conditioning(run, batch, caption_rng)
+            return family.flow_loss(run, latents, cond, gen)
     # Drawn on the CPU generator (device-independent, resumable anywhere), then moved.
     noise_ = noise.training_noise(
         latents.shape, run.device, gen, noise_offset=job.noise_offset,

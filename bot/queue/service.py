@@ -221,7 +221,7 @@ class QueueService:
         except JobError as exc:
             raise QueueError("; ".join(exc.problems)) from None
         # options the family does not take, and block counts that depend on it: before any charge
-        if problems := refused_options(family, job.model_dump()) or block_problems(job, family):
+        if problems := refused_options(family, job.changed_options()) or block_problems(job, family):
             raise QueueError("; ".join(problems))
         return job
 

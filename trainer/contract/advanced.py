@@ -52,6 +52,27 @@ class AdvancedOptions(BaseModel):
         0.3, gt=0.0, le=1.0, description="weight of each coarser pyramid noise level"
     )
 
+    # Flow matching (Flux): noise levels, guidance and T5 length, as sd-scripts' Flux training ---
+    timestep_sampling: Literal["sigma", "uniform", "sigmoid", "shift", "flux_shift"] | None = Field(
+        None,
+        description="how training draws noise levels; default shift (sd-scripts' recommended Flux setting)",
+    )
+    sigmoid_scale: float | None = Field(
+        None, gt=0.0, le=10.0, description="sigmoid and shift sampling; default 1.0"
+    )
+    discrete_flow_shift: float | None = Field(
+        None, gt=0.0, le=100.0, description="shift sampling's shift; default 3.1582 (sd-scripts' Flux docs)"
+    )
+    guidance_scale: float | None = Field(
+        None,
+        ge=0.0,
+        le=30.0,
+        description="Flux dev's guidance input while training; default 1.0, as sd-scripts",
+    )
+    t5_max_length: int | None = Field(
+        None, ge=16, le=512, description="T5 caption tokens; default 512 for Flux dev, 256 for schnell"
+    )
+
     # Captions ------------------------------------------------------------------------------
     weighted_captions: bool = Field(
         False,

@@ -267,6 +267,8 @@ def block_lr_weights(job: TrainJob, family: str) -> list[float] | None:
     applied (a weight at or below it is 0); None when no lr weight option is set.
 
     Raises ValueError when a list has the wrong count (see :func:`block_problems`)."""
+    if not uses_block_lr(job):
+        return None
     return _lr_weights(job, _check(job, family))
 
 
@@ -276,6 +278,8 @@ def block_dims_alphas(job: TrainJob, family: str) -> tuple[list[int], list[float
 
     As sd-scripts: missing block_dims -> network_dim, missing block_alphas -> network_alpha, a
     block whose lr weight is 0 gets rank 0 (no LoRA module), alpha 0 means alpha = rank."""
+    if not uses_block_dims(job):
+        return None
     return _dims_alphas(job, _check(job, family))
 
 

@@ -43,7 +43,6 @@ EXIT_INVALID_JOB = 2
 EXIT_CANCELLED = 3
 
 
-
 def _known_family(key: str) -> str:
     return family_info(key).key
 
@@ -107,7 +106,9 @@ class ModelSource(_Strict):
     """Where the base model comes from; shared by training and rendering jobs."""
 
     base_model: str = Field(description="diffusers folder, single-file .safetensors checkpoint, or hub id")
-    model_family: Family | None = Field(None, description="a family of the contract's table; detected when left out")
+    model_family: Family | None = Field(
+        None, description="a family of the contract's table; detected when left out"
+    )
     base_model_config: str | None = Field(
         None, description="diffusers config folder for a single-file checkpoint (offline loading)"
     )
@@ -233,7 +234,22 @@ class TrainJob(ModelSource, PreviewOptions, AdvancedOptions):
     def trains_text_encoder(self) -> bool:
         return self.resolved_text_encoder_lr() > 0
 
-    def resolved_clip_skip(self, family: str) -> int:
+    def for_family(self, family: str) -> TrainJob:
+        """The job as ``family`` runs it: a family whose text encoders stay frozen unless asked
+        (Flux) trains the denoiser only when neither text_encoder_lr nor text_encoder_only is set."""
+        if family_info(family).text_encoder_by_default or self.text_encoder_lr or self.text_encoder_only:
+            return self
+        return self.model_copy(update={"unet_only": True})
+
+    def changed_options(self) -> dict[str, Any]:
+        """The options whose value differs from the default (what a family may refuse)."""
+        return {
+            name: getattr(self, name)
+            for name, spec in type(self).model_fields.items()
+            if not spec.is_required() and getattr(self, name) != spec.get_default(call_default_factory=True)
+        }
+
+    def resolved_clip_skip(self, family: str) -> int | None:
         return self.clip_skip if self.clip_skip is not None else default_clip_skip(family)
 
     def resolved_resolution(self, family: str) -> int:

@@ -29,6 +29,16 @@ class ModelFamily:
     tokenizer_attrs: ClassVar[tuple[str, ...]] = ("tokenizer",)
     #: whether the VAE may run in fp16 (SDXL's overflows: it stays fp32 there)
     vae_fp16_safe: ClassVar[bool] = True
+    #: the pipeline's denoiser (held as ``BaseModel.unet``): a UNet, or a transformer
+    denoiser_attr: ClassVar[str] = "unet"
+    #: "noise" (epsilon / v prediction on a DDPM schedule) or "flow" (flow matching: ``flow_loss``)
+    objective: ClassVar[str] = "noise"
+    #: the family's own export / import of sd-scripts' file (None: trainer.kohya's UNet naming)
+    export_state_dict: ClassVar[Any] = None
+    import_state_dict: ClassVar[Any] = None
+    #: the family's own text encoding ``encode(encoders, tokenizers, texts, device, length)`` ->
+    #: (embeds, pooled), or None: CLIP hidden states with clip skip (``join_conditioning``)
+    encode: ClassVar[Any] = None
     #: sd-scripts' ``ss_base_model_version`` and the modelspec architecture and implementation
     base_model_version: ClassVar[str]
     architecture: ClassVar[str]
@@ -74,6 +84,23 @@ class ModelFamily:
     def prepare_items(self, items: list[Any], device: torch.device) -> None:
         """Per-image conditioning computed once, after the latents are cached."""
 
+    def sequence_length(self, model: Any, job_length: int | None) -> int | None:
+        """The text sequence length a job encodes at (families with a T5); None: CLIP's."""
+        return None
+
+    def flow_loss(self, run: Any, latents: torch.Tensor, cond: Any, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError(f"{self.key} trains by noise prediction")
+
+    def trainable_text_encoders(self, text_encoders: list[nn.Module]) -> list[nn.Module]:
+        """The text encoders that get LoRA when the job trains them."""
+        return text_encoders
+
+    def denoiser_targets(self, denoiser: nn.Module) -> list[str]:
+        """The denoiser's modules that get LoRA (sd-scripts' targets)."""
+        from ..lora import unet_target_modules
+
+        return unet_target_modules(denoiser)
+
     # sd-scripts' file ---------------------------------------------------------------------------
     def layers_per_block(self, unet: nn.Module) -> int:
         """The UNet's layers per block where its key names need it; else 0."""
@@ -90,7 +117,7 @@ class ModelFamily:
         """sd-scripts' block index of a UNet module from its kohya key; -1 if none."""
         return -1
 
-    def clip_skip_metadata(self, clip_skip: int) -> int | None:
+    def clip_skip_metadata(self, clip_skip: int | None) -> int | None:
         """The clip skip sd-scripts records in the file's metadata."""
         return clip_skip
 
@@ -99,8 +126,28 @@ class ModelFamily:
         """A diffusers pipeline over the model's (possibly LoRA-wrapped) modules; no copies."""
         raise NotImplementedError
 
+    def make_scheduler(self, sampler: str, scheduler_config: dict[str, Any]):
+        """The sampler named in a job (euler_a, dpmpp_2m, ...) on the model's noise schedule."""
+        from ..render import make_sampler
+
+        return make_sampler(sampler, scheduler_config)
+
     def render_inputs(self, cond: Any, uncond: Any) -> dict[str, Any]:
         return dict(prompt_embeds=cond.embeds, negative_prompt_embeds=uncond.embeds)
+
+    def decode(
+        self, pipe: Any, vae: nn.Module, latents: torch.Tensor, width: int, height: int
+    ) -> torch.Tensor:
+        """The pipeline's latents -> pixels in [-1, 1] (``vae`` in its own dtype)."""
+        return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+
+    def lora_for_diffusers(self, state: dict[str, torch.Tensor], model: Any) -> dict[str, torch.Tensor]:
+        """A LoRA file as ``load_lora_weights`` should get it. diffusers 0.42 gives attention
+        modules the file's most common alpha, so per-module alphas (block_alphas) are folded into
+        the up weights first and each module keeps its strength."""
+        from ..kohya import uniform_alpha
+
+        return uniform_alpha(state)
 
     # The tiny test model ------------------------------------------------------------------------
     def build_tiny(self, tokenizer_dir: Path, size: str):

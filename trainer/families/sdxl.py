@@ -81,7 +81,9 @@ class SDXL(ModelFamily):
     clip_final_norm = False
 
     def matches_index(self, model_index: dict[str, Any]) -> bool:
-        return "text_encoder_2" in model_index or "XL" in str(model_index.get("_class_name", ""))
+        return "unet" in model_index and (
+            "text_encoder_2" in model_index or "XL" in str(model_index.get("_class_name", ""))
+        )
 
     def pipeline_class(self):
         from diffusers import StableDiffusionXLPipeline
