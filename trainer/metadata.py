@@ -97,13 +97,14 @@ def build(run: Run, epoch: int, title: str) -> dict[str, str]:
 def _training_meta(run: Run, epoch: int, now: float) -> dict[str, object]:
     """The job's options and the run's progress, keyed as sd-scripts keys them."""
     job = run.job
+    v_prediction = run.model.prediction_type == "v_prediction"
     return {
         "ss_session_id": run.session_id,
         "ss_network_module": "networks.lora",
         "ss_network_dim": job.network_dim,
         "ss_network_alpha": float(job.network_alpha),
-        "ss_base_model_version": get_family(run.model.family).base_model_version,
-        "ss_v2": False,
+        "ss_base_model_version": get_family(run.model.family).model_version(v_prediction),
+        "ss_v2": False,  # sd-scripts' --v2 (the SD2.x architecture): False for SD1.5 and SDXL, v-pred or not
         "ss_output_name": job.output_name,
         "ss_learning_rate": job.resolved_learning_rate(),
         "ss_unet_lr": job.resolved_unet_lr(),

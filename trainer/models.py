@@ -45,6 +45,10 @@ class BaseModel:
     def prediction_type(self) -> str:
         return self.scheduler_config.get("prediction_type", "epsilon")
 
+    @property
+    def zero_terminal_snr(self) -> bool:
+        return bool(self.scheduler_config.get("rescale_betas_zero_snr", False))
+
     def modules(self) -> list[nn.Module]:
         return [self.unet, self.vae, *self.text_encoders]
 
@@ -113,6 +117,10 @@ def base_model_from_pipeline(pipe, family: str, source: str) -> BaseModel:
     fam = get_family(family)
     encoders = [getattr(pipe, name) for name in fam.text_encoder_attrs]
     tokenizers = [getattr(pipe, name) for name in fam.tokenizer_attrs]
+    stated = fam.read_prediction(source)  # what it states adds to the loaded config, never removes
+    schedule = prediction_config(
+        dict(pipe.scheduler.config), stated.v_prediction or None, stated.zero_terminal_snr or None
+    )
     return BaseModel(
         family=family,
         name=Path(source).name if Path(source).exists() else source,
@@ -120,8 +128,34 @@ def base_model_from_pipeline(pipe, family: str, source: str) -> BaseModel:
         vae=pipe.vae,
         text_encoders=encoders,
         tokenizers=tokenizers,
-        scheduler_config=dict(pipe.scheduler.config),
+        scheduler_config=schedule,
     )
+
+
+def prediction_config(
+    config: dict[str, Any], v_prediction: bool | None, zero_terminal_snr: bool | None
+) -> dict[str, Any]:
+    """A copy of the scheduler ``config`` with the prediction type and the noise schedule set where
+    given (None keeps what ``config`` says): training and every sampler are built from it.
+
+    v-prediction is diffusers' ``prediction_type="v_prediction"`` (sd-scripts' --v_parameterization);
+    zero terminal SNR is ``rescale_betas_zero_snr=True`` (sd-scripts' --zero_terminal_snr: the same
+    rescale of the betas, Lin et al. 2023), and sampling then starts at the last timestep, the
+    paper's fix that diffusers' "trailing" spacing gives (a "leading" spacing becomes "trailing";
+    ComfyUI's schedules start at the largest sigma already).
+    """
+    changed: dict[str, Any] = {}
+    if v_prediction is not None:
+        changed["prediction_type"] = "v_prediction" if v_prediction else "epsilon"
+    if zero_terminal_snr is not None:
+        changed["rescale_betas_zero_snr"] = zero_terminal_snr
+        if zero_terminal_snr and config.get("timestep_spacing", "leading") == "leading":
+            changed["timestep_spacing"] = "trailing"
+    out = {**config, **changed}
+    # diffusers' from_config ignores the keys listed as defaults: a key set here is not one any more
+    if "_use_default_values" in out:
+        out["_use_default_values"] = [k for k in out["_use_default_values"] if k not in changed]
+    return out
 
 
 def pick_device(requested: str | None) -> torch.device:

@@ -83,8 +83,12 @@ def snr(timesteps: Tensor, alphas_cumprod: Tensor) -> Tensor:
 def min_snr_weights(timesteps: Tensor, noise_scheduler, gamma: float, v_prediction: bool) -> Tensor:
     """Min-SNR-gamma weights: ``min(snr, gamma) / snr`` (epsilon) or ``min(snr, gamma) / (snr + 1)`` (v).
 
-    The epsilon weight is computed as ``min(gamma / snr, 1)``, equal to the paper's formula for
-    ``snr > 0`` and 1 (its limit) at a zero-terminal-SNR step instead of 0/0.
+    Both are finite at a zero-terminal-SNR step (snr 0, the last timestep of a rescaled schedule):
+    the v weight is 0 there (no division by zero: its denominator is at least 1), and the epsilon
+    weight, computed as ``min(gamma / snr, 1)``, equal to the paper's formula for ``snr > 0``, is 1
+    (its limit) instead of 0/0. The SNR is the trained schedule's, rescaled betas included;
+    sd-scripts computes its table before it rescales them (``prepare_scheduler_for_custom_training``
+    runs before ``fix_noise_scheduler_betas_for_zero_terminal_snr``), so its weights never see 0.
     """
     if gamma <= 0:
         raise ValueError(f"min_snr_gamma must be > 0, got {gamma}")

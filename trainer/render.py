@@ -8,12 +8,14 @@ crashes on transformers 5) and handed to the pipeline as embeddings.
 from __future__ import annotations
 
 import gc
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import TrainerError
 from .families import get_family
 from .models import BaseModel, autocast
 from .text import encode_texts
@@ -36,11 +38,36 @@ SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
 MIN_CELL = 192
 
 
+class SamplerError(TrainerError, ValueError):
+    """A sampler that cannot sample the model's noise schedule; the message names those that can."""
+
+
 def make_sampler(name: str, scheduler_config: dict[str, Any]):
+    """The sampler ``name`` on the model's schedule: its prediction type (epsilon or v) and, for a
+    zero-terminal-SNR model, its rescaled betas and spacing (see :func:`trainer.models.prediction_config`)."""
+    check_sampler(name, scheduler_config)
+    return _sampler_class(name).from_config(scheduler_config, **SAMPLERS[name][1])
+
+
+def check_sampler(name: str, scheduler_config: dict[str, Any]) -> None:
+    """Raise :class:`SamplerError` when ``name`` cannot sample this schedule: diffusers' PNDM, LMS and
+    Heun samplers have no ``rescale_betas_zero_snr`` and would sample a zero-terminal-SNR model on
+    the betas it was not trained on."""
+    if not scheduler_config.get("rescale_betas_zero_snr", False) or _rescales(name):
+        return
+    able = ", ".join(n for n in SAMPLERS if _rescales(n))
+    raise SamplerError(f"sampler {name} cannot sample a zero-terminal-SNR model: use one of {able}")
+
+
+def _sampler_class(name: str):
     import diffusers
 
-    cls_name, overrides = SAMPLERS[name]
-    return getattr(diffusers, cls_name).from_config(scheduler_config, **overrides)
+    return getattr(diffusers, SAMPLERS[name][0])
+
+
+def _rescales(name: str) -> bool:
+    """Whether the sampler takes diffusers' ``rescale_betas_zero_snr``."""
+    return "rescale_betas_zero_snr" in inspect.signature(_sampler_class(name).__init__).parameters
 
 
 def build_pipeline(model: BaseModel, sampler: str):

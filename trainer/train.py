@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from . import accel, blocks, data, kohya, lora, noise, optim, state
+from . import accel, blocks, data, kohya, lora, models, noise, optim, render, state
 from .caches import cache_latents, cache_text, text_encoders_on_device
 from .checkpoints import restore_training_state, save_epoch, save_training_state
 from .contract import EXIT_CANCELLED, EXIT_OK, TrainJob, steps_per_epoch, warmup_steps
@@ -72,6 +72,17 @@ def prepare(job: TrainJob) -> Run:
     )
     from diffusers import DDPMScheduler
 
+    # The job's v_parameterization / zero_terminal_snr override what the model states; the loss, the
+    # previews and the file's metadata all read this one config.
+    model.scheduler_config = models.prediction_config(
+        model.scheduler_config, job.v_parameterization, job.zero_terminal_snr
+    )
+    if model.zero_terminal_snr and model.prediction_type != "v_prediction":
+        log.warning(
+            "zero terminal SNR without v-prediction: training will be unexpected (as sd-scripts warns)"
+        )
+    if job.previews:  # a sampler that cannot sample this schedule fails now, not after an epoch
+        render.check_sampler(job.preview_sampler, model.scheduler_config)
     run.noise_scheduler = DDPMScheduler.from_config(model.scheduler_config)
     run.noise_gen = torch.Generator("cpu").manual_seed(
         seed + 1

@@ -48,7 +48,10 @@ _GROUPS = (
         "Captions",
         ("shuffle_tags", "keep_tokens", "clip_skip", "caption", "weighted_captions", "max_token_length"),
     ),
-    ("Loss and noise", ("min_snr_gamma", "noise_offset", "multires_noise")),
+    (
+        "Loss and noise",
+        ("min_snr_gamma", "noise_offset", "multires_noise", "v_parameterization", "zero_terminal"),
+    ),
     ("Blocks", ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_")),
     ("Speed and memory", ("gradient_checkpointing", "compile_unet")),
     ("Previews", ("preview",)),

@@ -1,5 +1,6 @@
-"""The advanced training options of the guide's step 5: loss weighting, noise, long and weighted
-captions, block-wise learning rates and ranks, and speed/memory switches.
+"""The advanced training options of the guide's step 5: the prediction type and noise schedule
+(v-prediction, zero terminal SNR), loss weighting, noise, long and weighted captions, block-wise
+learning rates and ranks, and speed/memory switches.
 
 Values are checked here one by one; the checks that need the model family (how many blocks a
 list must have) are in :mod:`trainer.contract.blocks`, run by the bot before it charges and by
@@ -34,6 +35,17 @@ def _split_numbers(value: Any) -> Any:
 
 class AdvancedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # Prediction type and noise schedule (sd-scripts' options; the base model states its own) --------
+    v_parameterization: bool | None = Field(
+        None,
+        description="train the v-prediction target (NoobAI-XL v-pred and kin); default: what the model says",
+    )
+    zero_terminal_snr: bool | None = Field(
+        None,
+        description="rescale the noise schedule to zero terminal SNR (with v-prediction); "
+        "default: what the model says",
+    )
 
     # Loss and noise ------------------------------------------------------------------------
     min_snr_gamma: float | None = Field(

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..contract.families import FamilyInfo, family_info
+from .prediction import Prediction, read_prediction
 
 
 class ModelFamily:
@@ -58,6 +59,16 @@ class ModelFamily:
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         return {}
+
+    # Prediction type and noise schedule ---------------------------------------------------------
+    def read_prediction(self, source: str) -> Prediction:
+        """What the model at ``source`` states of v-prediction and zero terminal SNR (a folder's
+        scheduler config; a checkpoint's ``v_pred`` / ``ztsnr`` markers): see :mod:`.prediction`."""
+        return read_prediction(source)
+
+    def model_version(self, v_prediction: bool) -> str:
+        """sd-scripts' ``ss_base_model_version`` of a LoRA trained with or without v-prediction."""
+        return self.base_model_version
 
     # Text conditioning --------------------------------------------------------------------------
     def deepest_clip_skip(self, layers: int) -> int:

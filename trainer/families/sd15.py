@@ -51,6 +51,9 @@ class SD15(ModelFamily):
     def pipeline_kwargs(self) -> dict[str, Any]:
         return dict(safety_checker=None, requires_safety_checker=False)
 
+    def model_version(self, v_prediction: bool) -> str:
+        return self.base_model_version + ("_v" if v_prediction else "")  # sd-scripts' "sd_v1_v"
+
     def text_encoder_prefix(self, index: int) -> str:
         return "lora_te_"
 
