@@ -39,7 +39,7 @@ FLOW_OPTIONS = frozenset(
 #: training takes none of them) or that need CLIP-only captions.
 NOISE_OPTIONS = frozenset({
     "min_snr_gamma", "noise_offset", "multires_noise_iterations", "multires_noise_discount",
-    "weighted_captions", "max_token_length",
+    "weighted_captions", "max_token_length", "v_parameterization", "zero_terminal_snr",
 })  # fmt: skip
 
 
