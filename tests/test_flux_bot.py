@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 
 from bot.queue.generation import GenerateRequest
 from db import jobs as repo
@@ -38,3 +39,18 @@ def test_a_flux_job_costs_its_estimate_trains_and_generates(tiny_flux, tmp_path)
         assert [g for _, _, g in await repo.files(s.conn, grid.id)] == [False, False, True]
 
     run(settings, body)
+
+
+@pytest.mark.slow
+def test_the_demo_runs_the_guide_flow_on_flux_through_discord(tmp_path, capsys):
+    """``python -m bot demo --family flux``: the real discord.py client against the loopback Discord,
+    from /dataset new on tiny Flux to a /generate grid with the downloaded LoRA."""
+    import asyncio
+
+    from bot.demo import run_demo
+
+    assert asyncio.run(run_demo(str(tmp_path / "demo"), "flux")) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "tiny Flux.1 model" in out and "[11] /generate compare_weights" in out
+    with safe_open(str(next((tmp_path / "demo" / "downloads").glob("*.safetensors"))), "pt") as f:
+        assert f.metadata()["ss_base_model_version"] == "flux1"

@@ -19,6 +19,8 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING
 
+from trainer.contract.families import DEFAULT_FAMILY, FAMILIES
+
 from . import admin, datasets, queue
 from .datasets import EXIT_ERROR
 
@@ -52,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--out", default="lorabot-demo", help="folder for the demo's files (default ./lorabot-demo)"
     )
+    demo.add_argument(
+        "--family", choices=list(FAMILIES), default=DEFAULT_FAMILY,
+        help=f"the tiny base model's family (default {DEFAULT_FAMILY})",
+    )  # fmt: skip
     admin.add_parsers(groups)
     datasets.add_parser(groups)
     queue.add_parsers(groups)
@@ -100,7 +106,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.group == "demo":
         from ..demo import run_demo
 
-        return await run_demo(args.out)
+        return await run_demo(args.out, args.family)
     if args.group == "models":  # the registry file only: no database, and it may be the thing to fix
         return admin.run_models(args, settings)
     # an operator at a terminal can wait for a lock the bot holds a moment; a member cannot

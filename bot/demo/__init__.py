@@ -1,9 +1,10 @@
 """``python -m bot demo``: the whole guide flow offline, through the real bot and a loopback Discord.
 
 A newcomer's first ten minutes, without a GPU, Discord or the internet: a dataset of our own
-drawings, auto-tagging, tag pruning, the cost, the queue, two epochs on the built-in tiny SD1.5
-model, the preview grids, the download, the library and a /generate weight comparison. It writes
-the files it received and ``transcript.html`` (the conversation as the member saw it) to ``out``.
+drawings, auto-tagging, tag pruning, the cost, the queue, two epochs on a built-in tiny model
+(SD1.5; ``--family flux`` picks Flux.1), the preview grids, the download, the library and a
+/generate weight comparison. It writes the files it received and ``transcript.html`` (the
+conversation as the member saw it) to ``out``.
 """
 
 from __future__ import annotations
@@ -14,20 +15,23 @@ import os
 import time
 from pathlib import Path
 
+from trainer.contract.families import DEFAULT_FAMILY, family_label
+
 from .world import DemoError
 
 __all__ = ["DemoError", "run_demo"]
 
 
-async def run_demo(out: str) -> int:
-    """Run the demo into the folder ``out``; 0 on success, 1 (after one line on stderr) on failure."""
+async def run_demo(out: str, family: str = DEFAULT_FAMILY) -> int:
+    """Run the demo into the folder ``out`` on the tiny model of ``family``; 0 on success, 1 (after
+    one line on stderr) on failure."""
     import sys
 
     started = time.monotonic()
     folder = Path(out).resolve()
     try:
         _prepare(folder)
-        written = await asyncio.wait_for(_run(folder), 600)
+        written = await asyncio.wait_for(_run(folder, family), 600)
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("demo interrupted (run it again: it starts afresh)", file=sys.stderr)
         return 130
@@ -70,7 +74,7 @@ def _prepare(folder: Path) -> None:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
-async def _run(folder: Path) -> list[Path]:
+async def _run(folder: Path, family: str) -> list[Path]:
     """The flow; returns the files written."""
     from ..settings import Settings
     from . import script
@@ -85,10 +89,12 @@ async def _run(folder: Path) -> list[Path]:
     # the embedded defaults only: never the operator's .env or LORABOT_* (a real registry, GPUs, guilds)
     settings = Settings(_env_file=None, _env_prefix="LORABOT_DEMO_UNUSED_", data_dir=folder / "data",
                         command_cooldown_s=0, progress_interval_s=1)  # fmt: skip
-    script.say(f"LoRA bot demo → {folder} (offline: loopback Discord, tiny SD1.5 model, CPU)")
+    script.say(
+        f"LoRA bot demo → {folder} (offline: loopback Discord, tiny {family_label(family)} model, CPU)"
+    )
     logging.getLogger("discord").setLevel(logging.WARNING)
     async with demo_world(settings) as w:
-        await script.make_dataset(w)
+        await script.make_dataset(w, f"tiny-{family}")
         job_id = await script.start_training(w)
         await script.watch_training(w, job_id)
         lora = await script.pick_epoch(w, job_id, folder)

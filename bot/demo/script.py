@@ -20,9 +20,9 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-async def make_dataset(w: World) -> None:
+async def make_dataset(w: World, base_model: str) -> None:
     """Steps 1-4: create, upload, auto-tag, and remove a tag with the select menu."""
-    inter = await w.slash("dataset new", {"name": DATASET, "base_model": "tiny-sd15", "trigger": TRIGGER,
+    inter = await w.slash("dataset new", {"name": DATASET, "base_model": base_model, "trigger": TRIGGER,
                                           "crop_mode": "center", "crop_size": "256x256"})  # fmt: skip
     say(f"[1] /dataset new → {_first_line(await w.reply(inter, timeout=120))}")
     files = {k: Upload(name, data) for k, (name, data) in sample_files(7).items()}
