@@ -133,7 +133,12 @@ def test_toml_and_json_job_files(tmp_path):
 def test_generate_job_rules():
     gen = {"base_model": "m", "output_dir": "o", "prompt": "p"}
     parsed = GenerateJob.model_validate(gen)
-    assert parsed.steps == 25 and parsed.resolved_size("sd15") == (512, 512)
+    assert parsed.resolved_steps("sd15") == 25 and parsed.resolved_size("sd15") == (512, 512)
+    assert (parsed.resolved_steps("flux"), parsed.resolved_cfg("flux"), parsed.resolved_cfg("sdxl")) == (
+        20,
+        3.5,
+        7.0,
+    )
     assert parsed.resolved_size("sdxl") == (1024, 1024)
     with pytest.raises(JobError, match="compare_weights needs a LoRA"):
         parse_job({**gen, "compare_weights": [0.7, 1.0]}, GenerateJob)

@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors import safe_open
 
@@ -43,6 +44,16 @@ def test_two_epochs_through_the_cli_with_previews_and_sd_scripts_keys(tiny_flux,
         keys, meta = list(f.keys()), f.metadata()
     assert keys and all(KEY.match(k) for k in keys), [k for k in keys if not KEY.match(k)][:3]
     assert meta["ss_base_model_version"] == "flux1" and meta["ss_network_train_unet_only"] == "True"
+    assert (meta["ss_model_type"], meta["ss_timestep_sampling"], meta["ss_discrete_flow_shift"]) == (
+        "flux",
+        "shift",
+        "3.1582",
+    )
+    assert (meta["ss_model_prediction_type"], meta["ss_guidance_scale"], meta["ss_clip_skip"]) == (
+        "raw",
+        "1.0",
+        "None",
+    )
     assert Image.open(tmp_path / "out" / "test-000002-preview.png").width >= 3 * 64
 
 
@@ -103,3 +114,20 @@ def test_options_that_do_not_apply_are_refused(tiny_flux, tmp_path):
         "clip_skip does not apply to Flux.1: leave it out",
         "noise_offset does not apply to Flux.1: leave it out",
     ]
+
+
+def test_out_of_memory_advice_names_the_flux_levers():
+    from trainer import accel
+    from trainer.contract import TrainJob
+    from trainer.families import get_family
+
+    job = TrainJob.model_validate({"dataset_dir": "d", "output_dir": "o", "base_model": "m"})
+    advice = accel.oom_advice(
+        job,
+        batch_size=1,
+        bucket=(1024, 1024),
+        device=torch.device("cpu"),
+        levers=get_family("flux").memory_levers(job),
+    )
+    assert "turn on gradient_checkpointing, or lower t5_max_length to 256" in advice
+    assert get_family("flux").memory_levers(job.model_copy(update={"t5_max_length": 128})) == []

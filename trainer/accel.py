@@ -232,11 +232,13 @@ def oom_advice(
     bucket: tuple[int, int],
     device: torch.device,
     resolution: int | None = None,
+    levers: list[str] = (),
 ) -> str:
     """What to lower after running out of memory on a batch, strongest effect first.
 
     ``bucket`` is the (width, height) of the batch that failed; ``resolution`` the job's resolved
-    side (default: the job's, else estimated from the bucket's area).
+    side (default: the job's, else estimated from the bucket's area); ``levers`` the family's own
+    (Flux: the T5 length), after gradient checkpointing.
     """
     kind = {"cuda": "GPU", "cpu": "CPU", "mps": "MPS"}.get(device.type, device.type.upper())
     memory = _device_memory(device)
@@ -250,6 +252,7 @@ def oom_advice(
         steps.append(f"lower resolution to {(side - 1) // 64 * 64}")
     if not job.gradient_checkpointing:
         steps.append("turn on gradient_checkpointing")
+    steps += levers
     if job.network_dim > 32:
         steps.append("lower network_dim to 32")
     if job.max_token_length > 75:

@@ -85,6 +85,7 @@ def build(run: Run, epoch: int, title: str) -> dict[str, str]:
         **dataset_meta(run),
         **_base_model_meta(run),
         **_text_cache_meta(run),
+        **get_family(run.model.family).extra_metadata(run),
     }
     if args := network_args(run.job):
         meta["ss_network_args"] = json.dumps(args)

@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from . import accel, data, delivered, lora, render
+from .contract.families import family_info
 from .events import StopFlag
 from .run import Run, check_stop
 
@@ -98,7 +99,9 @@ def _render_weights(
                     prompt,
                     job.preview_negative,
                     steps=job.preview_steps,
-                    cfg=job.preview_cfg,
+                    cfg=job.preview_cfg
+                    if job.preview_cfg is not None
+                    else family_info(model.family).default_cfg,
                     width=size,
                     height=size,
                     seed=seed,

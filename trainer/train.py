@@ -237,7 +237,7 @@ def _out_of_memory_advice(run: Run, batch: list[int]) -> Iterator[None]:
         accel.release_memory(run.device)
         advice = accel.oom_advice(
             run.job, batch_size=len(batch), bucket=run.items[batch[0]].bucket, device=run.device,
-            resolution=run.resolution,
+            resolution=run.resolution, levers=get_family(run.model.family).memory_levers(run.job),
         )  # fmt: skip
         raise TrainError(advice) from None
 

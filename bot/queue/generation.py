@@ -41,8 +41,8 @@ class GenerateRequest:
     weight: float = 1.0
     negative: str = ""
     seed: int | None = None
-    steps: int = 25
-    cfg: float = 7.0
+    steps: int | None = None  # None: the family's default (table)
+    cfg: float | None = None
     size: str | None = None
     count: int = 1
     compare_weights: list[float] | None = None

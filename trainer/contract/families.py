@@ -27,6 +27,8 @@ class FamilyInfo:
     #: whether a job trains text-encoder LoRA unless told not to (False: only with text_encoder_lr
     #: or text_encoder_only, as sd-scripts' Flux training, whose text encoders stay frozen and cached)
     text_encoder_by_default: bool = True
+    default_steps: int = 25  #: sampling steps of /generate and previews when none are given
+    default_cfg: float = 7.0  #: CFG scale (Flux dev: its distilled guidance) when none is given
 
 
 #: Job options the guide calls block-wise (they need a block layout).
@@ -55,7 +57,8 @@ FAMILIES: dict[str, FamilyInfo] = {
         # step at the same size. Not yet measured on a GPU: LORABOT_STEP_COSTS sets the rate a
         # server's own measured ratio gives (step time Flux / SDXL x the SDXL rate).
         FamilyInfo("flux", "Flux.1", 1024, None, step_cost=0.67, image_cost=4, steps_per_s=0.35,
-                   refused_options=NOISE_OPTIONS, text_encoder_by_default=False),
+                   refused_options=NOISE_OPTIONS, text_encoder_by_default=False, default_steps=20,
+                   default_cfg=3.5),
     )
 }  # fmt: skip
 

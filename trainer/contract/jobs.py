@@ -131,7 +131,9 @@ class PreviewOptions(_Strict):
     preview_prompt: str | None = Field(None, description="default: the trigger word and the top tags")
     preview_negative: str = DEFAULT_PREVIEW_NEGATIVE
     preview_steps: int = Field(20, ge=1, le=150)
-    preview_cfg: float = Field(7.0, ge=1.0, le=30.0)
+    preview_cfg: float | None = Field(
+        None, ge=1.0, le=30.0, description="default: the family's (7, Flux 3.5)"
+    )
     preview_sampler: SamplerName = "euler_a"
     preview_size: int | None = Field(None, ge=64, le=2048, description="square side; default resolution")
     preview_seed: int | None = Field(None, ge=0, description="default: the job's seed")
@@ -337,8 +339,8 @@ class GenerateJob(ModelSource):
         None, min_length=1, max_length=8,
         description="grid rows: each LoRA at each compare_weights weight (one seed); loras apply in every cell",
     )  # fmt: skip
-    steps: int = Field(25, ge=1, le=150)
-    cfg: float = Field(7.0, ge=1.0, le=30.0)
+    steps: int | None = Field(None, ge=1, le=150, description="default: the family's (25, Flux 20)")
+    cfg: float | None = Field(None, ge=1.0, le=30.0, description="default: the family's (7, Flux 3.5)")
     width: int | None = Field(None, ge=64, le=2048, description="default 512 (SD1.5) / 1024 (SDXL)")
     height: int | None = Field(None, ge=64, le=2048, description="default 512 (SD1.5) / 1024 (SDXL)")
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
@@ -353,6 +355,12 @@ class GenerateJob(ModelSource):
         if v is not None and v % 8:
             raise ValueError("must be a multiple of 8")
         return v
+
+    def resolved_steps(self, family: str) -> int:
+        return self.steps if self.steps is not None else family_info(family).default_steps
+
+    def resolved_cfg(self, family: str) -> float:
+        return self.cfg if self.cfg is not None else family_info(family).default_cfg
 
     def resolved_size(self, family: str) -> tuple[int, int]:
         side = default_resolution(family)

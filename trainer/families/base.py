@@ -106,6 +106,10 @@ class ModelFamily:
         """The text encoders that get LoRA when the job trains them."""
         return text_encoders
 
+    def memory_levers(self, job: Any) -> list[str]:
+        """What else a job of this family can lower after running out of memory."""
+        return []
+
     def denoiser_targets(self, denoiser: nn.Module) -> list[str]:
         """The denoiser's modules that get LoRA (sd-scripts' targets)."""
         from ..lora import unet_target_modules
@@ -127,6 +131,10 @@ class ModelFamily:
     def block_index(self, key: str) -> int:
         """sd-scripts' block index of a UNet module from its kohya key; -1 if none."""
         return -1
+
+    def extra_metadata(self, run: Any) -> dict[str, Any]:
+        """The ``ss_*`` keys sd-scripts' trainer for this family adds (its ``update_metadata``)."""
+        return {}
 
     def clip_skip_metadata(self, clip_skip: int | None) -> int | None:
         """The clip skip sd-scripts records in the file's metadata."""

@@ -65,6 +65,11 @@ class Flux(ModelFamily):
     def trainable_text_encoders(self, text_encoders: list[nn.Module]) -> list[nn.Module]:
         return text_encoders[:1]  # CLIP-L (lora_te1_), as sd-scripts; T5-XXL stays frozen
 
+    def memory_levers(self, job: Any) -> list[str]:
+        if job.t5_max_length is None or job.t5_max_length > 256:
+            return ["lower t5_max_length to 256 (dev's default is 512)"]
+        return []
+
     def sequence_length(self, model: Any, job_length: int | None) -> int | None:
         return job_length or T5_MAX_LENGTH[variant(model.unet)]
 
@@ -117,6 +122,19 @@ class Flux(ModelFamily):
 
     def clip_skip_metadata(self, clip_skip: int | None) -> int | None:
         return None
+
+    def extra_metadata(self, run: Any) -> dict[str, Any]:
+        """sd-scripts' ``flux_train_network.py`` ``update_metadata`` keys, with this run's values
+        (its weighting is uniform and its logit/mode options unused, as here)."""
+        job = run.job
+        return {
+            "ss_model_type": "flux", "ss_apply_t5_attn_mask": False, "ss_weighting_scheme": "uniform",
+            "ss_logit_mean": 0.0, "ss_logit_std": 1.0, "ss_mode_scale": 1.29,
+            "ss_guidance_scale": job.guidance_scale if job.guidance_scale is not None else 1.0,
+            "ss_timestep_sampling": job.timestep_sampling or DEFAULT_SAMPLING,
+            "ss_sigmoid_scale": job.sigmoid_scale or 1.0, "ss_model_prediction_type": "raw",
+            "ss_discrete_flow_shift": job.discrete_flow_shift or DEFAULT_FLOW_SHIFT,
+        }  # fmt: skip
 
     # Rendering --------------------------------------------------------------------------------------
     def make_scheduler(self, sampler: str, scheduler_config: dict[str, Any]):
