@@ -41,8 +41,9 @@ import torch.nn.functional as F  # noqa: E402
 
 from trainer.caches import cache_latents, cache_text  # noqa: E402
 from trainer.contract import TrainJob  # noqa: E402
+from trainer.contract.families import DEFAULT_FAMILY, FAMILIES  # noqa: E402
 from trainer.events import EventWriter, StopFlag  # noqa: E402
-from trainer.families.sdxl import time_ids as sdxl_time_ids  # noqa: E402
+from trainer.families import get_family  # noqa: E402
 from trainer.models import autocast  # noqa: E402
 from trainer.tiny import make_tiny  # noqa: E402
 from trainer.train import (  # noqa: E402
@@ -70,6 +71,8 @@ def write_images(folder: Path, count: int, size: int) -> None:
 
 def bare_step_fn(run: Run):
     """One fixed batch of cached latents and embeddings; returns a function doing one bare step."""
+    if get_family(run.model.family).objective == "flow":
+        return bare_flow_step_fn(run)
     item = run.items[0]
     batch = [0] * run.job.batch_size
     latents = torch.stack([item.latent] * run.job.batch_size).to(run.device)
@@ -80,15 +83,46 @@ def bare_step_fn(run: Run):
     with torch.no_grad(), autocast(run.device, run.dtype):
         cond = batch_conditioning(run, batch, random.Random(0))
     unet, optimizer = run.model.unet, run.optimizer
-    added = None
-    if run.model.family == "sdxl":
-        ids = sdxl_time_ids(item.original_size, item.crop_top_left, item.bucket[::-1])
-        added = {"text_embeds": cond.pooled, "time_ids": torch.stack([ids] * latents.shape[0]).to(run.device)}
+    # SDXL's text embeds and time ids (set on the items when the latents were cached); None for SD1.5
+    added = get_family(run.model.family).training_conditioning([item] * latents.shape[0], cond.pooled)
 
     def step() -> None:
         with autocast(run.device, run.dtype):
             pred = unet(noisy, timesteps, cond.embeds, added_cond_kwargs=added).sample
         loss = F.mse_loss(pred.float(), noise)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bare_flow_step_fn(run: Run):
+    """Flux's bare step: packed noisy latents at fixed noise levels, the transformer, MSE against
+    the velocity; the same inputs the trainer builds, made once."""
+    from trainer import flow
+    from trainer.families.flux import variant
+
+    latents = torch.stack([run.items[0].latent] * run.job.batch_size).to(run.device)
+    b, _, h, w = latents.shape
+    gen = torch.Generator("cpu").manual_seed(0)
+    noise = torch.randn(latents.shape, generator=gen).to(run.device)
+    sigmas = torch.rand(b, generator=gen).to(run.device)
+    noisy = flow.pack_latents(flow.noisy_input(latents, noise, sigmas)).to(run.dtype)
+    target = flow.pack_latents(flow.flow_target(latents, noise))
+    with torch.no_grad(), autocast(run.device, run.dtype):
+        cond = batch_conditioning(run, [0] * b, random.Random(0))
+    guidance = flow.guidance_input(variant(run.model.unet) == "dev", 1.0, b, device=run.device)
+    txt_ids = flow.text_ids(cond.embeds.shape[1], device=run.device)
+    img_ids = flow.latent_image_ids(h, w, device=run.device)
+    transformer, optimizer = run.model.unet, run.optimizer
+
+    def step() -> None:
+        with autocast(run.device, run.dtype):
+            pred = transformer(hidden_states=noisy, timestep=sigmas.to(run.dtype), guidance=guidance,
+                               pooled_projections=cond.pooled, encoder_hidden_states=cond.embeds,
+                               txt_ids=txt_ids, img_ids=img_ids, return_dict=False)[0]  # fmt: skip
+        loss = F.mse_loss(pred.float(), target)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -108,6 +142,9 @@ OPTIONS_ON = {
     "weighted_captions": True, "max_token_length": 225, "caption_variants": 4, "shuffle_tags": True,
     "down_lr_weight": "sine", "up_lr_weight": "cosine+0.5",
 }  # fmt: skip
+#: Flux's own options on: flux_shift noise levels, a guidance input, a short T5, cached variants.
+OPTIONS_ON_FLOW = {"timestep_sampling": "flux_shift", "guidance_scale": 1.0, "t5_max_length": 128,
+                   "caption_variants": 4, "shuffle_tags": True}  # fmt: skip
 
 
 def measure(args, tmp: Path, model: Path, options: dict, label: str) -> dict[str, float]:
@@ -162,7 +199,7 @@ def measure(args, tmp: Path, model: Path, options: dict, label: str) -> dict[str
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--family", choices=["sd15", "sdxl"], default="sd15")
+    ap.add_argument("--family", choices=list(FAMILIES), default=DEFAULT_FAMILY)
     ap.add_argument("--resolution", type=int, default=128)
     ap.add_argument("--blocks", type=int, default=6, help="measured blocks of each loop")
     ap.add_argument("--steps", type=int, default=20, help="steps per block")
@@ -190,10 +227,12 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-trainer-"))
     model = make_tiny(args.family, tmp / "model", size="full" if args.full else "tiny")
+    flow_family = get_family(args.family).objective == "flow"
+    options_on = OPTIONS_ON_FLOW if flow_family else OPTIONS_ON
     write_images(tmp / "data", IMAGES, args.resolution)
     labels = ["off", "on"] if args.options == "both" else [args.options]
     results = {
-        label: measure(args, tmp, model, OPTIONS_ON if label == "on" else {}, label) for label in labels
+        label: measure(args, tmp, model, options_on if label == "on" else {}, label) for label in labels
     }
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pairs = [f"ratio={min(r['ratio'] for r in results.values()):.3f}"]
