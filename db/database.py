@@ -44,14 +44,18 @@ class DatabaseBusy(RuntimeError):
     Its message is for the member: the command can simply be tried again.
     """
 
-    def __init__(self, message: str = "The server is busy right now: nothing was changed. Try again in a moment."):
+    def __init__(
+        self, message: str = "The server is busy right now: nothing was changed. Try again in a moment."
+    ):
         super().__init__(message)
 
 
 class DatabaseFull(DatabaseBusy):
     """The disk under the database is full: nothing was written."""
 
-    def __init__(self, message: str = "The server ran out of disk space: nothing was changed. Tell an operator."):
+    def __init__(
+        self, message: str = "The server ran out of disk space: nothing was changed. Tell an operator."
+    ):
         super().__init__(message)
 
 
@@ -97,7 +101,13 @@ async def migrate(conn: aiosqlite.Connection, directory: Path = MIGRATIONS_DIR) 
             await conn.execute("PRAGMA foreign_keys = OFF")
         try:
             async with transaction(conn):
-                current = await schema_version(conn)
+                before, current = current, await schema_version(conn)
+                if (
+                    current != before
+                    and current < len(available)
+                    and rebuilds != _rebuilds_tables(available[current][1])
+                ):
+                    continue  # another process migrated meanwhile: decide the foreign keys again
                 if current > len(available):
                     raise MigrationError(
                         f"the database is at version {current}, newer than this code ({len(available)})"

@@ -164,7 +164,9 @@ async def count_images(conn: aiosqlite.Connection, dataset_id: int) -> int:
         return int((await cur.fetchone())[0])
 
 
-async def insert_images(conn: aiosqlite.Connection, dataset_id: int, images: list[NewImage]) -> list[int | None]:
+async def insert_images(
+    conn: aiosqlite.Connection, dataset_id: int, images: list[NewImage]
+) -> list[int | None]:
     """Insert the images in order: the id of each, or None where the dataset already holds that
     picture (same sha256; the row is not inserted, the others are)."""
     ids: list[int | None] = []
@@ -184,7 +186,8 @@ async def insert_images(conn: aiosqlite.Connection, dataset_id: int, images: lis
 
 async def image_by_sha256(conn: aiosqlite.Connection, dataset_id: int, sha256: str) -> ImageRow | None:
     async with conn.execute(
-        f"SELECT {_IMAGE_COLUMNS} FROM dataset_images WHERE dataset_id = ? AND sha256 = ?", (dataset_id, sha256)
+        f"SELECT {_IMAGE_COLUMNS} FROM dataset_images WHERE dataset_id = ? AND sha256 = ?",
+        (dataset_id, sha256),
     ) as cur:
         row = await cur.fetchone()
     return _image(row) if row else None

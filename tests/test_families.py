@@ -120,3 +120,22 @@ def test_no_family_is_named_outside_the_table_and_its_modules():
                 if isinstance(node, ast.Constant) and node.value in table.FAMILIES:
                     found.append(f"{rel}:{node.lineno}: {node.value!r}")
     assert found == []
+
+
+def test_a_generation_with_the_family_defaults_is_timed_in_the_queue(tmp_path):
+    """/generate without steps stores none: the queue's ETA takes the family's default steps."""
+    from bot.queue.generation import GenerateRequest
+    from bot.queue.status import queue_status
+    from bot.services import open_services
+    from tests.queue_helpers import queue_settings
+
+    settings = queue_settings(tmp_path, {"tiny-sd15": tmp_path / "no-model-needed"})
+
+    async def go():
+        async with open_services(settings) as s:
+            job = await s.generation.submit(1, GenerateRequest("tkchar", base_model="tiny-sd15", size="64"))
+            assert job.spec["options"]["steps"] is None
+            (status,) = await queue_status(s.queue, 1)
+            assert status.job.id == job.id and status.ends_in_s > 0
+
+    asyncio.run(go())

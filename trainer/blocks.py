@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
 def kohya_block_index(key: str, family: str) -> int:
     """sd-scripts' block index of a UNet module from its kohya key (``lora_unet_...``); -1 if none."""
     return get_family(family).block_index(key)

@@ -17,7 +17,9 @@ from .errors import TrainerError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m trainer", description="LoRA trainer for Stable Diffusion models")
+    p = argparse.ArgumentParser(
+        prog="python -m trainer", description="LoRA trainer for Stable Diffusion models"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     tiny = sub.add_parser("make-tiny", help="build a tiny random-weight model (tests, offline demo)")
     tiny.add_argument("--family", choices=list(FAMILIES), required=True)

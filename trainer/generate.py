@@ -25,6 +25,7 @@ from PIL import Image
 
 from . import delivered, render
 from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, ModelSource, default_clip_skip
+from .contract.families import family_info
 from .errors import TrainerError
 from .events import EventWriter, StopFlag
 from .families import get_family
@@ -85,8 +86,8 @@ def pipeline_key(job: ModelSource) -> PipelineKey:
 def load_for_job(job: ModelSource) -> LoadedPipeline:
     """Load the job's base model and move it to its device in its precision."""
     device = pick_device(job.device)
-    dtype = weight_dtype(job.mixed_precision, device)
     pipe, family = load_pipeline(job.base_model, job.model_family, job.base_model_config)
+    dtype = weight_dtype(job.mixed_precision or family_info(family).default_precision, device)
     model = base_model_from_pipeline(pipe, family, job.base_model)
     place(model, device, dtype)
     pipe.set_progress_bar_config(disable=True)
@@ -125,10 +126,11 @@ def unload_loras(pipe) -> None:
 
 
 def has_lora_layers(pipe) -> bool:
-    """Whether any LoRA (PEFT) layer is still in the pipeline's UNet or text encoders."""
+    """Whether any LoRA (PEFT) layer is still in the pipeline's denoiser (UNet or transformer) or
+    text encoders."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    parts = [getattr(pipe, n, None) for n in ("unet", "text_encoder", "text_encoder_2")]
+    parts = [getattr(pipe, n, None) for n in ("unet", "transformer", "text_encoder", "text_encoder_2")]
     return any(isinstance(m, BaseTunerLayer) for part in parts if part is not None for m in part.modules())
 
 

@@ -28,6 +28,7 @@ from .lora import lora_alpha, lora_down_up, lora_layers, lora_rank
 
 log = logging.getLogger(__name__)
 
+
 def unet_key(name: str, family: str, layers_per_block: int) -> str:
     return get_family(family).unet_key(name, layers_per_block)
 

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from .train import Run
 
 
-
 #: sd-scripts' values (its argument defaults) of the train_network.py keys for features a job
 #: does not have: validation, regularization images, caption dropout, Huber loss, fp8 bases...
 FEATURES_OFF: dict[str, object] = {

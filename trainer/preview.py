@@ -108,6 +108,7 @@ def _render_weights(
                     clip_skip=run.clip_skip,
                     device=run.device,
                     dtype=run.dtype,
+                    t5_max_length=job.t5_max_length,
                 )
             images.append(image)
     except Exception as exc:

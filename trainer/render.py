@@ -90,16 +90,21 @@ def render(
     width: int,
     height: int,
     seed: int,
-    clip_skip: int,
+    clip_skip: int | None,
     device: torch.device,
     dtype: torch.dtype,
+    t5_max_length: int | None = None,
 ) -> Image.Image:
-    """One image; the same seed gives the same starting noise on any device (CPU generator)."""
+    """One image; the same seed gives the same starting noise on any device (CPU generator).
+    ``t5_max_length``: the training job's, so a preview is conditioned as the job trained."""
     with autocast(device, dtype):
-        cond = encode_texts(model.family, model.text_encoders, model.tokenizers, [prompt], clip_skip, device)
+        length = get_family(model.family).sequence_length(model, t5_max_length)  # as the job trained
+        cond = encode_texts(model.family, model.text_encoders, model.tokenizers, [prompt], clip_skip, device,
+                            sequence_length=length)  # fmt: skip
         uncond = encode_texts(
-            model.family, model.text_encoders, model.tokenizers, [negative], clip_skip, device
-        )
+            model.family, model.text_encoders, model.tokenizers, [negative], clip_skip, device,
+            sequence_length=length,
+        )  # fmt: skip
         kwargs: dict[str, Any] = get_family(model.family).render_inputs(cond, uncond)
         latents = pipe(
             num_inference_steps=steps,

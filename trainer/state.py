@@ -34,6 +34,12 @@ _NOT_TRAINING = {
     "gradient_checkpointing",  # speed/memory only: the same steps give the same weights
     "compile_unet",
 }
+# Options added after jobs were first saved: hashed only when set, so a state saved before they
+# existed still matches its job (a job the upgrade's restart interrupted resumes).
+_HASHED_WHEN_SET = {
+    "v_parameterization", "zero_terminal_snr", "timestep_sampling", "sigmoid_scale",
+    "discrete_flow_shift", "guidance_scale", "t5_max_length",
+}  # fmt: skip
 
 
 def state_path(job: TrainJob) -> Path:
@@ -41,7 +47,11 @@ def state_path(job: TrainJob) -> Path:
 
 
 def job_fingerprint(job: TrainJob, seed: int) -> str:
-    data = {k: v for k, v in job.model_dump(by_alias=True).items() if k not in _NOT_TRAINING}
+    data = {
+        k: v
+        for k, v in job.model_dump(by_alias=True).items()
+        if k not in _NOT_TRAINING and not (k in _HASHED_WHEN_SET and v is None)
+    }
     data["seed"] = seed
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -74,6 +74,7 @@ VAE_SHAPES = {
     "full": {"block_out_channels": (128, 256, 512, 512), "layers_per_block": 2, "norm_num_groups": 32},
 }
 
+
 def make_text_encoder(vocab_size: int, shape: TextShape, with_projection: bool):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 

@@ -320,7 +320,7 @@ def _model_source(source: str, family: str | None) -> tuple[str, str | None]:
         return str(path.absolute()), family
     if _HUB_ID.match(source) and not source.startswith((".", "/", "~")):
         if family is None:
-            raise AdminError(f"'{source}' is not a local file, so it is taken as a hub id: give its --family sd15|sdxl")  # fmt: skip
+            raise AdminError(f"'{source}' is not a local file, so it is taken as a hub id: give its --family")  # fmt: skip
         return source, family
     raise AdminError(f"{source} does not exist (a local file or folder, or a hub id like owner/name with --family)")  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from db import jobs as repo
+from trainer.contract.families import family_info
 
 from .eta import Slot, plan
 from .service import QueueService
@@ -72,7 +73,9 @@ async def _plan_kind(queue: QueueService, kind: str) -> dict[int, Slot]:
 
 async def _seconds(queue: QueueService, job: repo.JobRow, steps: int) -> float:
     if job.kind == "generate":  # a sampling step costs about a third of a training step
-        sampling_steps = int(job.spec.get("options", {}).get("steps", 25))
+        sampling_steps = int(
+            job.spec.get("options", {}).get("steps") or family_info(job.family).default_steps
+        )
         rate = 3 * await queue.step_rate(job.family, job.resolution, 1)
         return steps * sampling_steps / rate
     rate = await queue.step_rate(job.family, job.resolution, job.batch_size)

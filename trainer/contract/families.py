@@ -29,6 +29,9 @@ class FamilyInfo:
     text_encoder_by_default: bool = True
     default_steps: int = 25  #: sampling steps of /generate and previews when none are given
     default_cfg: float = 7.0  #: CFG scale (Flux dev: its distilled guidance) when none is given
+    #: the precision a job that names none runs in (None: fp16 on a GPU, bf16 on a CPU); Flux's T5
+    #: overflows in fp16
+    default_precision: str | None = None
 
 
 #: Job options the guide calls block-wise (they need a block layout).
@@ -58,7 +61,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         # server's own measured ratio gives (step time Flux / SDXL x the SDXL rate).
         FamilyInfo("flux", "Flux.1", 1024, None, step_cost=0.67, image_cost=4, steps_per_s=0.35,
                    refused_options=NOISE_OPTIONS, text_encoder_by_default=False, default_steps=20,
-                   default_cfg=3.5),
+                   default_cfg=3.5, default_precision="bf16"),
     )
 }  # fmt: skip
 

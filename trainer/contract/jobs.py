@@ -238,10 +238,14 @@ class TrainJob(ModelSource, PreviewOptions, AdvancedOptions):
 
     def for_family(self, family: str) -> TrainJob:
         """The job as ``family`` runs it: a family whose text encoders stay frozen unless asked
-        (Flux) trains the denoiser only when neither text_encoder_lr nor text_encoder_only is set."""
-        if family_info(family).text_encoder_by_default or self.text_encoder_lr or self.text_encoder_only:
-            return self
-        return self.model_copy(update={"unet_only": True})
+        (Flux) trains the denoiser only when neither text_encoder_lr nor text_encoder_only is set,
+        and a job that names no precision gets the family's, if it has one."""
+        info, update = family_info(family), {}
+        if not (info.text_encoder_by_default or self.text_encoder_lr or self.text_encoder_only):
+            update["unet_only"] = True
+        if self.mixed_precision is None and info.default_precision:
+            update["mixed_precision"] = info.default_precision
+        return self.model_copy(update=update) if update else self
 
     def changed_options(self) -> dict[str, Any]:
         """The options whose value differs from the default (what a family may refuse)."""

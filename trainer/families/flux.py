@@ -48,6 +48,9 @@ class Flux(ModelFamily):
 
         return FluxPipeline
 
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        return dict(torch_dtype=torch.bfloat16)  # its published weights; fp32 would take 68 GB of RAM
+
     # Text: CLIP-L's pooled output and T5's last hidden state; no clip skip ------------------------
     def encode(
         self, text_encoders: list[nn.Module], tokenizers: list, texts: list[str], device, length: int | None
