@@ -101,6 +101,8 @@ def test_schnell_trains_without_a_guidance_input(tmp_path):
     model = make_tiny_flux(tmp_path / "schnell", variant="schnell")
     events, code = train_in_process(_job(model, tmp_path, epochs=1))
     assert code == 0 and events[-1]["event"] == "done"
+    with safe_open(str(tmp_path / "out" / "test.safetensors"), "pt") as f:
+        assert f.metadata()["modelspec.architecture"] == "flux-1-schnell/lora"
 
 
 def test_options_that_do_not_apply_are_refused(tiny_flux, tmp_path):

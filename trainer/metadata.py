@@ -91,6 +91,7 @@ def build(run: Run, epoch: int, title: str) -> dict[str, str]:
     out = {k: str(v) for k, v in meta.items()}
     res = run.resolution
     out.update(modelspec(run.model.family, title, res, run.model.prediction_type, _clip_skip_meta(run), now))
+    out["modelspec.architecture"] = get_family(run.model.family).architecture_of(run.model)
     return out
 
 

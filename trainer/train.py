@@ -353,8 +353,9 @@ def train_epoch(run: Run, epoch: int, events: EventWriter, stop: StopFlag, progr
     batches = data.epoch_batches(
         run.items, run.job.repeats, run.job.batch_size, run.steps_per_epoch, order_rng
     )
-    for m in (run.model.unet, *run.model.text_encoders):
-        m.train()
+    run.model.unet.train()
+    for te in run.model.text_encoders:  # a frozen one (Flux's T5: dropout 0.1) stays in eval mode
+        te.train(any(True for _ in lora.lora_layers(te)))
     loss_sum = 0.0
     for index, batch in enumerate(batches, start=1):
         if stop.requested:

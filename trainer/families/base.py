@@ -132,6 +132,10 @@ class ModelFamily:
         """sd-scripts' block index of a UNet module from its kohya key; -1 if none."""
         return -1
 
+    def architecture_of(self, model: Any) -> str:
+        """The modelspec architecture of a LoRA on ``model`` (a family's variants may differ)."""
+        return self.architecture
+
     def extra_metadata(self, run: Any) -> dict[str, Any]:
         """The ``ss_*`` keys sd-scripts' trainer for this family adds (its ``update_metadata``)."""
         return {}

@@ -126,6 +126,9 @@ class Flux(ModelFamily):
     def clip_skip_metadata(self, clip_skip: int | None) -> int | None:
         return None
 
+    def architecture_of(self, model: Any) -> str:
+        return f"flux-1-{variant(model.unet)}/lora"  # sd-scripts' flux-1-dev / flux-1-schnell
+
     def extra_metadata(self, run: Any) -> dict[str, Any]:
         """sd-scripts' ``flux_train_network.py`` ``update_metadata`` keys, with this run's values
         (its weighting is uniform and its logit/mode options unused, as here)."""
