@@ -334,3 +334,19 @@ def test_t5_modules_are_lora_te3():
     add_lora(fresh_clip, text_encoder_target_modules(fresh_clip), 2, 1.0)
     assert import_flux_state_dict(state, None, [fresh_clip, fresh]) == []
     assert_same(deltas(fresh), deltas(t5))
+
+
+def test_the_render_loader_gives_each_part_only_its_own_rank_and_finds_wrapped_clip_layers():
+    """diffusers_lora_state: the same delta W per module as the file, q/k/v each at their own rank
+    (not the fused stack's), and CLIP-L names found after peft has wrapped the layers."""
+    from trainer.flux_kohya import diffusers_lora_state
+
+    transformer, encoders = lora_flux()
+    state = export_flux_state_dict(transformer, encoders, torch.float32)
+    out = diffusers_lora_state(state, transformer, encoders[0])  # both already wrapped by peft
+    q = "transformer.transformer_blocks.0.attn.to_q"
+    assert out[f"{q}.lora_A.weight"].shape[0] == 4  # its own block of the rank-12 qkv stack
+    for prefix, model in (("transformer", transformer), ("text_encoder", encoders[0])):
+        for name, want in deltas(model).items():
+            a, b = out[f"{prefix}.{name}.lora_A.weight"], out[f"{prefix}.{name}.lora_B.weight"]
+            torch.testing.assert_close(b @ a, want)

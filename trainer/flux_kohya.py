@@ -252,12 +252,14 @@ def diffusers_lora_state(
 ) -> dict[str, torch.Tensor]:
     """An sd-scripts Flux file as diffusers' peft keys (``transformer.<module>.lora_A.weight``, ...)
     for ``load_lora_weights`` on a model of any width, exactly: a fused module's up rows go to its
-    parts by the model's own widths (each with the whole down: rows outside a part's block are zero),
-    and alpha / rank is folded into the ups (diffusers then scales by 1). Unknown keys raise."""
+    parts by the model's own widths, each with only the rank columns its rows use (our block-diagonal
+    export: its own block; sd-scripts' shared down: all), and alpha / rank is folded into the ups
+    (diffusers then scales by 1). Unknown keys raise."""
     names = flux_key_map(*_block_counts(transformer))
     clip_names = {}
     if clip is not None:
-        clip_names = {_text_encoder_key(n, 0): n for n, m in clip.named_modules() if isinstance(m, nn.Linear)}
+        linears = [n.removesuffix(".base_layer") for n, m in clip.named_modules() if isinstance(m, nn.Linear)]
+        clip_names = {_text_encoder_key(n, 0): n for n in linears}  # a loaded LoRA wraps them: base_layer
     out: dict[str, torch.Tensor] = {}
     prefixes = {k.removesuffix(".lora_down.weight") for k in state if k.endswith(".lora_down.weight")}
     for prefix in sorted(prefixes):
@@ -275,6 +277,9 @@ def diffusers_lora_state(
         else:
             raise ValueError(f"{prefix} is not a module of this Flux model")
         for name, part_up in pieces:
-            out[f"{name}.lora_A.weight"] = down
-            out[f"{name}.lora_B.weight"] = part_up * scale
+            used = part_up.any(dim=0)  # a block-diagonal up: only this part's own rank columns
+            if not used.any():
+                continue  # a part the LoRA does not change
+            out[f"{name}.lora_A.weight"] = down[used]
+            out[f"{name}.lora_B.weight"] = part_up[:, used] * scale
     return out
