@@ -119,6 +119,12 @@ def train_in_process(job: dict) -> tuple[list[dict], int]:
     return [json.loads(line) for line in stream.getvalue().splitlines()], code
 
 
+def first_and_last_fifth(losses: list[float]) -> tuple[float, float]:
+    """The mean loss of the first and of the last fifth of the steps."""
+    fifth = len(losses) // 5
+    return sum(losses[:fifth]) / fifth, sum(losses[-fifth:]) / fifth
+
+
 def write_job(path: Path, job: dict) -> Path:
     path.write_text(json.dumps(job))
     return path

@@ -15,7 +15,15 @@ from safetensors import safe_open
 from trainer.contract.families import refused_options
 from trainer.run import TrainError
 
-from .conftest import base_job, parse_events, run_trainer, train_in_process, write_dataset, write_job
+from .conftest import (
+    base_job,
+    first_and_last_fifth,
+    parse_events,
+    run_trainer,
+    train_in_process,
+    write_dataset,
+    write_job,
+)
 
 KEY = re.compile(
     r"^lora_unet_(double_blocks_\d+_(img|txt)_(attn_qkv|attn_proj|mlp_0|mlp_2|mod_lin)"
@@ -145,6 +153,5 @@ def test_loss_falls_on_a_learnable_set(tiny_flux, tmp_path):
     events, code = train_in_process(job)
     losses = [e["loss"] for e in events if e["event"] == "step"]
     assert code == 0 and len(losses) == 300
-    fifth = len(losses) // 5
-    first, last = sum(losses[:fifth]) / fifth, sum(losses[-fifth:]) / fifth
+    first, last = first_and_last_fifth(losses)
     assert last < 0.92 * first, (first, last)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from trainer.text import process_caption
 
-from .conftest import base_job, train_in_process, write_dataset
+from .conftest import base_job, first_and_last_fifth, train_in_process, write_dataset
 
 SCHEDULERS = ["cosine_with_restarts", "cosine", "linear", "polynomial", "constant_with_warmup", "constant"]
 OPTIMIZERS = ["AdamW", "AdamW8bit", "Adafactor", "Lion", "DAdaptation", "DAdaptAdam", "Prodigy"]
@@ -190,8 +190,7 @@ def test_loss_goes_down_on_a_learnable_dataset(tiny_sd15, tmp_path):
     events, code = train_in_process(job)
     losses = [e["loss"] for e in events if e["event"] == "step"]
     assert code == 0 and len(losses) == 300
-    fifth = len(losses) // 5
-    first, last = sum(losses[:fifth]) / fifth, sum(losses[-fifth:]) / fifth
+    first, last = first_and_last_fifth(losses)
     assert last < 0.8 * first, (first, last)
 
 

@@ -45,13 +45,11 @@ from .jobs import (
     TrainJob,
     default_clip_skip,
     default_resolution,
-    load_job,
-    parse_job,
-    read_job_file,
     steps_per_epoch,
     total_steps,
     warmup_steps,
 )
+from .loading import load_job, parse_job, read_job_file
 
 __all__ = [
     "ADAPTIVE_OPTIMIZERS",

@@ -1,17 +1,13 @@
 """The jobs of the contract: what the bot may ask the trainer to do, validated here.
 
-A training job (:class:`TrainJob`) or a rendering job (:class:`GenerateJob`), read from TOML or
-JSON and checked with clear, per-key messages (:func:`load_job`, :func:`parse_job`).
+A training job (:class:`TrainJob`) or a rendering job (:class:`GenerateJob`); reading them from
+TOML or JSON with clear, per-key messages is :mod:`trainer.contract.loading`.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
 import math
 import re
-import sys
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -19,7 +15,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -28,11 +23,6 @@ from ..errors import TrainerError
 from .advanced import AdvancedOptions
 from .blocks import uses_block_lr
 from .families import family_info
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 SCHEMA_VERSION = 1
 
@@ -389,58 +379,3 @@ class GenerateJob(ModelSource):
         if problems:
             raise ValueError("; ".join(problems))
         return self
-
-
-# Loading ---------------------------------------------------------------------------------------
-
-
-def read_job_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or JSON job file into a dict (by extension; TOML otherwise)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise JobError([f"cannot read job file {p}: {exc.strerror or exc}"]) from exc
-    except UnicodeDecodeError as exc:
-        raise JobError([f"job file {p.name} is not UTF-8 text: save it as UTF-8"]) from exc
-    try:
-        data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise JobError(
-            [f"job file {p.name} is not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {exc}"]
-        ) from exc
-    if not isinstance(data, dict):
-        raise JobError(["a job file holds one table of key = value options"])
-    return data
-
-
-def parse_job(data: dict[str, Any], kind: type[_Strict] = TrainJob):
-    """Validate a job dict; raise :class:`JobError` with one readable line per problem."""
-    try:
-        return kind.model_validate(data)
-    except ValidationError as exc:
-        raise JobError(_describe(exc, kind)) from None
-
-
-def load_job(path: str | Path, kind: type[_Strict] = TrainJob):
-    return parse_job(read_job_file(path), kind)
-
-
-def _describe(exc: ValidationError, kind: type[_Strict]) -> list[str]:
-    known = sorted({f.alias or name for name, f in kind.model_fields.items()})
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            lines.append(f"unknown option '{loc}'{hint}")
-        elif err["type"] == "missing":
-            lines.append(f"missing required option '{loc}'")
-        elif not loc:
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.extend(msg.split("; "))
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{loc}: {msg} (got {err.get('input')!r})")
-    return lines
