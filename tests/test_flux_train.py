@@ -89,7 +89,9 @@ def test_train_further_and_resume(tiny_flux, tmp_path):
     assert code == 0 and resumed[0]["resumed_from_step"] == 6
 
 
-def test_cached_text_outputs_mean_no_text_encoder_call_while_training(tiny_flux, tmp_path, monkeypatch):
+def test_cached_text_outputs_mean_no_text_encoder_call_while_training_or_previewing(
+    tiny_flux, tmp_path, monkeypatch
+):
     from trainer.families import flux
 
     calls = []
@@ -97,10 +99,12 @@ def test_cached_text_outputs_mean_no_text_encoder_call_while_training(tiny_flux,
     monkeypatch.setattr(
         flux.Flux, "encode", lambda self, *a, **k: calls.append(len(a[2])) or encode(self, *a, **k)
     )
-    events, code = train_in_process(_job(tiny_flux, tmp_path, epochs=2))
-    assert code == 0
+    events, code = train_in_process(_job(tiny_flux, tmp_path, epochs=2, previews=True, preview_steps=1))
+    assert code == 0 and [e["event"] for e in events].count("preview_ready") == 2
     steps = events[-1]["steps"]
-    assert steps == 12 and sum(calls) == 12 and len(calls) == 1  # 3 captions x 4 variants, one batch
+    # 3 captions x 4 variants in one batch, then the preview prompt and its negative: the previews of
+    # both epochs use those (on a GPU the text encoders have left it)
+    assert steps == 12 and calls == [12, 1, 1]
 
 
 def test_schnell_trains_without_a_guidance_input(tmp_path):
@@ -139,8 +143,12 @@ def test_out_of_memory_advice_names_the_flux_levers():
         device=torch.device("cpu"),
         levers=get_family("flux").memory_levers(job),
     )
-    assert "turn on gradient_checkpointing, or lower t5_max_length to 256" in advice
-    assert get_family("flux").memory_levers(job.model_copy(update={"t5_max_length": 128})) == []
+    assert (
+        "turn on gradient_checkpointing, or set quantize_base to nf4 (the frozen transformer in 4 bits: "
+        "24 GB -> about 7), or lower t5_max_length to 256" in advice
+    )
+    small = job.model_copy(update={"t5_max_length": 128, "quantize_base": "nf4"})
+    assert get_family("flux").memory_levers(small) == []
 
 
 @pytest.mark.slow

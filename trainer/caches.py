@@ -3,13 +3,11 @@ encoders are frozen, their outputs for every caption variant (``text_cache.py``)
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 
 import torch
 
-from . import accel, data
+from . import accel, data, render
 from .events import StopFlag
 from .families import get_family
 from .run import Cancelled, Run
@@ -41,7 +39,8 @@ def cache_latents(run: Run, stop: StopFlag | None = None) -> None:
 
 
 def cache_text(run: Run, stop: StopFlag | None = None) -> None:
-    """Encode every caption variant once when the text encoders are frozen (text_cache.py)."""
+    """Encode every caption variant once when the text encoders are frozen (text_cache.py), and
+    the preview prompt; on a GPU the encoders then leave it for good (Flux's T5-XXL: 9.5 GB)."""
     if run.job.trains_text_encoder():
         return
     job = run.job
@@ -51,32 +50,19 @@ def cache_text(run: Run, stop: StopFlag | None = None) -> None:
         keep_on_device=lambda size: accel.latents_on_device(size, run.device),
         progress=lambda done, total: _latent_progress(done, total, stop, "text-encoder outputs"),
     )  # fmt: skip
-    if _offloads_text_encoders(run):
-        _move_text_encoders(run, torch.device("cpu"))
+    if job.previews:
+        run.preview_text = render.encode_prompts(
+            run.model, preview_prompt(run), job.preview_negative, clip_skip=run.clip_skip,
+            device=run.device, dtype=run.dtype, t5_max_length=job.t5_max_length,
+        )  # fmt: skip
+    if run.device.type == "cuda":
+        for te in run.model.text_encoders:
+            te.to("cpu")
+        accel.release_memory(run.device)
 
 
-def _offloads_text_encoders(run: Run) -> bool:
-    """Frozen and cached on a GPU, the text encoders wait on the host: the memory goes to batches."""
-    return run.text_cache is not None and run.device.type == "cuda"
-
-
-def _move_text_encoders(run: Run, device: torch.device) -> None:
-    for te in run.model.text_encoders:
-        te.to(device)
-    accel.release_memory(run.device)
-
-
-@contextlib.contextmanager
-def text_encoders_on_device(run: Run) -> Iterator[None]:
-    """The text encoders on the job's device for a while (previews), wherever they wait."""
-    if not _offloads_text_encoders(run):
-        yield
-        return
-    _move_text_encoders(run, run.device)
-    try:
-        yield
-    finally:
-        _move_text_encoders(run, torch.device("cpu"))
+def preview_prompt(run: Run) -> str:
+    return run.job.preview_prompt or data.default_preview_prompt(run.items)
 
 
 def caption_settings(run: Run) -> CaptionSettings:

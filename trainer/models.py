@@ -181,11 +181,14 @@ def resolved_precision(mixed_precision: str | None, device: torch.device) -> str
     return mixed_precision or ("fp16" if device.type == "cuda" else "bf16")
 
 
-def place(model: BaseModel, device: torch.device, dtype: torch.dtype) -> None:
+def place(model: BaseModel, device: torch.device, dtype: torch.dtype, *, denoiser: bool = True) -> None:
     """Move the model to ``device``: UNet and text encoders in ``dtype``, the VAE kept out of fp16
-    where it overflows (SDXL's VAE in fp16 produces NaNs; it runs in fp32 there)."""
+    where it overflows (SDXL's VAE in fp16 produces NaNs; it runs in fp32 there).
+
+    ``denoiser=False`` leaves the UNet/transformer on the host in ``dtype``, for
+    :func:`place_denoiser` once the frozen text encoders have been cached and left the GPU."""
     fp16_safe = get_family(model.family).vae_fp16_safe
-    model.unet.to(device, dtype)
+    model.unet.to("cpu" if not denoiser else device, dtype)
     for te in model.text_encoders:
         te.to(device, dtype)
     vae_dtype = dtype
@@ -194,3 +197,16 @@ def place(model: BaseModel, device: torch.device, dtype: torch.dtype) -> None:
     model.vae.to(device, vae_dtype)
     for m in model.modules():
         m.requires_grad_(False)
+
+
+def place_denoiser(model: BaseModel, device: torch.device, dtype: torch.dtype, quantize: str | None):
+    """The UNet/transformer onto ``device``, its linear layers first quantized there one by one
+    when ``quantize`` names a mode (:mod:`trainer.quantize`); returns what quantizing did, or None."""
+    done = None
+    if quantize:
+        from .quantize import quantize_linears
+
+        done = quantize_linears(model.unet, quantize, device, dtype)
+    model.unet.to(device, dtype)
+    model.unet.requires_grad_(False)
+    return done

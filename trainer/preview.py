@@ -11,7 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import accel, data, delivered, lora, render
+from . import accel, delivered, lora, render
+from .caches import preview_prompt
 from .contract.families import family_info
 from .events import StopFlag
 from .run import Run, check_stop
@@ -41,7 +42,7 @@ def preview_epoch(run: Run, epoch: int, stop: StopFlag | None = None) -> Path | 
     (and a warning) when even the smallest fails. Cancellation and other errors propagate.
     """
     job, model = run.job, run.model
-    prompt = job.preview_prompt or data.default_preview_prompt(run.items)
+    prompt = preview_prompt(run)
     size = job.preview_size or run.resolution
     pipe = render.build_pipeline(model, job.preview_sampler)
     wrapped = [model.unet, *model.text_encoders]
@@ -109,6 +110,7 @@ def _render_weights(
                     device=run.device,
                     dtype=run.dtype,
                     t5_max_length=job.t5_max_length,
+                    conditioning=run.preview_text,
                 )
             images.append(image)
     except Exception as exc:

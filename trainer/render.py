@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .errors import TrainerError
 from .families import get_family
 from .models import BaseModel, autocast
-from .text import encode_texts
+from .text import Conditioning, encode_texts
 
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler_a": ("EulerAncestralDiscreteScheduler", {}),
@@ -79,6 +79,37 @@ def build_pipeline(model: BaseModel, sampler: str):
 
 
 @torch.no_grad()
+def encode_prompts(
+    model: BaseModel,
+    prompt: str,
+    negative: str,
+    *,
+    clip_skip: int | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    t5_max_length: int | None = None,
+) -> tuple[Conditioning, Conditioning]:
+    """The prompt's and the negative's conditioning, as :func:`render` uses them. A job whose text
+    encoders are frozen encodes its preview prompt once (they then leave the GPU).
+    ``t5_max_length``: the training job's, so a preview is conditioned as the job trained."""
+    length = get_family(model.family).sequence_length(model, t5_max_length)
+    with autocast(device, dtype):
+        cond, uncond = (
+            encode_texts(
+                model.family,
+                model.text_encoders,
+                model.tokenizers,
+                [text],
+                clip_skip,
+                device,
+                sequence_length=length,
+            )  # fmt: skip
+            for text in (prompt, negative)
+        )
+    return cond, uncond
+
+
+@torch.no_grad()
 def render(
     pipe,
     model: BaseModel,
@@ -94,17 +125,17 @@ def render(
     device: torch.device,
     dtype: torch.dtype,
     t5_max_length: int | None = None,
+    conditioning: tuple[Conditioning, Conditioning] | None = None,
 ) -> Image.Image:
     """One image; the same seed gives the same starting noise on any device (CPU generator).
-    ``t5_max_length``: the training job's, so a preview is conditioned as the job trained."""
-    with autocast(device, dtype):
-        length = get_family(model.family).sequence_length(model, t5_max_length)  # as the job trained
-        cond = encode_texts(model.family, model.text_encoders, model.tokenizers, [prompt], clip_skip, device,
-                            sequence_length=length)  # fmt: skip
-        uncond = encode_texts(
-            model.family, model.text_encoders, model.tokenizers, [negative], clip_skip, device,
-            sequence_length=length,
+    ``conditioning``: the prompts already encoded (:func:`encode_prompts`), else they are now."""
+    if conditioning is None:
+        conditioning = encode_prompts(
+            model, prompt, negative, clip_skip=clip_skip, device=device, dtype=dtype,
+            t5_max_length=t5_max_length,
         )  # fmt: skip
+    cond, uncond = (c.to(device) for c in conditioning)
+    with autocast(device, dtype):
         kwargs: dict[str, Any] = get_family(model.family).render_inputs(cond, uncond)
         latents = pipe(
             num_inference_steps=steps,

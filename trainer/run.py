@@ -52,6 +52,7 @@ class Run:
     session_id: int = field(default_factory=lambda: random.SystemRandom().randint(0, 2**32))  # ss_session_id
     files: list[str] = field(default_factory=list)
     text_cache: TextCache | None = None  # frozen text encoders: their outputs, cached
+    preview_text: tuple | None = None  # and the preview prompt's and negative's (render.encode_prompts)
     trainable: list[torch.nn.Parameter] = field(default_factory=list)
 
     @property

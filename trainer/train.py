@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from . import accel, blocks, data, kohya, lora, models, noise, optim, render, state
-from .caches import cache_latents, cache_text, text_encoders_on_device
+from .caches import cache_latents, cache_text
 from .checkpoints import restore_training_state, save_epoch, save_training_state
 from .contract import EXIT_CANCELLED, EXIT_OK, TrainJob, steps_per_epoch, warmup_steps
 from .contract.blocks import block_problems
@@ -27,6 +27,7 @@ from .events import EventWriter, StopFlag
 from .families import get_family
 from .models import autocast, load_base_model, pick_device, place, resolved_precision, weight_dtype
 from .preview import preview_epoch
+from .quantize import require_bitsandbytes
 from .run import Cancelled, Run, TrainError, check_stop
 from .text import Conditioning, check_clip_skip, encode_texts, parse_prompt_attention, process_caption
 
@@ -44,10 +45,12 @@ def prepare(job: TrainJob) -> Run:
     model = load_base_model(job.base_model, job.model_family, job.base_model_config)
     job = job.for_family(model.family)
     dtype = weight_dtype(job.mixed_precision, device)
-    place(model, device, dtype)
-    per_epoch = steps_per_epoch(len(items), job.repeats, job.batch_size)
     if problems := refused_options(model.family, job.changed_options()):
         raise TrainError("; ".join(problems))
+    if job.quantize_base:  # a missing package fails before anything is placed or cached
+        require_bitsandbytes()
+    place(model, device, dtype, denoiser=False)  # place_denoiser: once the text is cached
+    per_epoch = steps_per_epoch(len(items), job.repeats, job.batch_size)
     check_clip_skip(job.resolved_clip_skip(model.family), model.family, model.text_encoders)
     if problems := block_problems(job, model.family):
         raise TrainError("; ".join(problems))
@@ -274,14 +277,16 @@ def run_training(job: TrainJob, events: EventWriter, stop: StopFlag) -> int:
         saved = state.load_state(state.state_path(job)) if job.resume else None
         if job.resume and saved is None:
             log.warning("resume: no saved state in %s; starting from the beginning", job.output_dir)
+        if saved is not None:
+            run.seed = saved["seed"]  # the caption variants and the LoRA init come from it
+        cache_text(run, stop)  # frozen text encoders: encoded once, then off the GPU
+        check_stop(stop)
+        models.place_denoiser(run.model, run.device, run.dtype, job.quantize_base)
         add_networks(run, init_weights=None if saved is not None else job.init_weights)
         if saved is not None:
-            run.seed = saved["seed"]
             restore_training_state(run, saved)
             log.info("resuming after epoch %d (step %d)", run.epoch, run.step)
         cache_latents(run, stop)
-        check_stop(stop)
-        cache_text(run, stop)
         check_stop(stop)
         peak = preflight(run)
         compiled = accel.maybe_compile(
@@ -341,8 +346,7 @@ def _render_missing_preview(run: Run, events: EventWriter, stop: StopFlag) -> No
 
 def _preview(run: Run, epoch: int, events: EventWriter, stop: StopFlag) -> None:
     """Render and announce an epoch's preview grid (none when even the smallest size ran out of memory)."""
-    with text_encoders_on_device(run):
-        path = preview_epoch(run, epoch, stop)
+    path = preview_epoch(run, epoch, stop)
     if path is not None:
         events.emit("preview_ready", epoch=epoch, path=str(path))
 

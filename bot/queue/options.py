@@ -53,7 +53,7 @@ _GROUPS = (
         ("min_snr_gamma", "noise_offset", "multires_noise", "v_parameterization", "zero_terminal"),
     ),
     ("Blocks", ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_")),
-    ("Speed and memory", ("gradient_checkpointing", "compile_unet")),
+    ("Speed and memory", ("gradient_checkpointing", "compile_unet", "quantize_base")),
     ("Previews", ("preview",)),
 )
 
