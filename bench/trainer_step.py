@@ -39,7 +39,6 @@ sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolv
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from trainer.caches import cache_latents, cache_text  # noqa: E402
 from trainer.contract import TrainJob  # noqa: E402
 from trainer.contract.families import DEFAULT_FAMILY, FAMILIES  # noqa: E402
 from trainer.events import EventWriter, StopFlag  # noqa: E402
@@ -48,10 +47,10 @@ from trainer.models import autocast  # noqa: E402
 from trainer.tiny import make_tiny  # noqa: E402
 from trainer.train import (  # noqa: E402
     Run,
-    add_networks,
     batch_conditioning,
     preflight,
     prepare,
+    set_up,
     train_epoch,
 )  # fmt: skip
 
@@ -157,9 +156,7 @@ def measure(args, tmp: Path, model: Path, options: dict, label: str) -> dict[str
         gradient_checkpointing=args.gradient_checkpointing, **options,
     )  # fmt: skip
     run = prepare(job)
-    add_networks(run)
-    cache_latents(run)
-    cache_text(run)
+    set_up(run)
     preflight(run)
     events, stop = EventWriter(io.StringIO()), StopFlag()
     bare = bare_step_fn(run)

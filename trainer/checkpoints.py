@@ -78,3 +78,15 @@ def restore_training_state(run: Run, saved: dict) -> None:
     run.step, run.epoch = saved["step"], saved["epoch"]
     run.started_at, run.files = saved["started_at"], list(saved["files"])
     run.session_id = saved.get("session_id", run.session_id)  # the epochs of one job share it
+
+
+def load_init_weights(run: Run, path: str) -> None:
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise TrainError(f"init_weights file {path} does not exist")
+    problems = kohya.import_state_dict(
+        load_file(path), run.lora_unet(), run.lora_text_encoders(), run.model.family
+    )
+    if problems:
+        raise TrainError(f"init_weights {Path(path).name} does not fit this job: " + "; ".join(problems))

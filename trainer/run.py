@@ -66,6 +66,6 @@ class Run:
         return self.model.text_encoders if self.job.trains_text_encoder() else []
 
 
-def check_stop(stop: StopFlag) -> None:
-    if stop.requested:
+def check_stop(stop: StopFlag | None) -> None:
+    if stop is not None and stop.requested:
         raise Cancelled

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from . import accel, blocks, data, kohya, lora, models, noise, optim, render, state
+from . import accel, blocks, data, lora, models, noise, optim, render, state
 from .caches import cache_latents, cache_text
-from .checkpoints import restore_training_state, save_epoch, save_training_state
+from .checkpoints import load_init_weights, restore_training_state, save_epoch, save_training_state
 from .contract import EXIT_CANCELLED, EXIT_OK, TrainJob, steps_per_epoch, warmup_steps
 from .contract.blocks import block_problems
 from .contract.families import refused_options
@@ -128,16 +128,21 @@ def add_networks(run: Run, init_weights: str | None = None) -> None:
         accel.enable_gradient_checkpointing(model.unet, model.text_encoders, job.trains_text_encoder())
 
 
-def load_init_weights(run: Run, path: str) -> None:
-    from safetensors.torch import load_file
-
-    if not Path(path).is_file():
-        raise TrainError(f"init_weights file {path} does not exist")
-    problems = kohya.import_state_dict(
-        load_file(path), run.lora_unet(), run.lora_text_encoders(), run.model.family
-    )
-    if problems:
-        raise TrainError(f"init_weights {Path(path).name} does not fit this job: " + "; ".join(problems))
+def set_up(run: Run, stop: StopFlag | None = None, saved: dict | None = None) -> None:
+    """From a prepared run to step 1, in the order memory wants: frozen text encoders encode every
+    caption and leave the GPU before the denoiser arrives there (quantized on the way when asked);
+    then LoRA (or the saved state) and the latents."""
+    if saved is not None:
+        run.seed = saved["seed"]  # the caption variants and the LoRA init come from it
+    cache_text(run, stop)
+    check_stop(stop)
+    models.place_denoiser(run.model, run.device, run.dtype, run.job.quantize_base)
+    add_networks(run, init_weights=None if saved is not None else run.job.init_weights)
+    if saved is not None:
+        restore_training_state(run, saved)
+        log.info("resuming after epoch %d (step %d)", run.epoch, run.step)
+    cache_latents(run, stop)
+    check_stop(stop)
 
 
 # 3. One step -----------------------------------------------------------------------------------
@@ -277,17 +282,7 @@ def run_training(job: TrainJob, events: EventWriter, stop: StopFlag) -> int:
         saved = state.load_state(state.state_path(job)) if job.resume else None
         if job.resume and saved is None:
             log.warning("resume: no saved state in %s; starting from the beginning", job.output_dir)
-        if saved is not None:
-            run.seed = saved["seed"]  # the caption variants and the LoRA init come from it
-        cache_text(run, stop)  # frozen text encoders: encoded once, then off the GPU
-        check_stop(stop)
-        models.place_denoiser(run.model, run.device, run.dtype, job.quantize_base)
-        add_networks(run, init_weights=None if saved is not None else job.init_weights)
-        if saved is not None:
-            restore_training_state(run, saved)
-            log.info("resuming after epoch %d (step %d)", run.epoch, run.step)
-        cache_latents(run, stop)
-        check_stop(stop)
+        set_up(run, stop, saved)
         peak = preflight(run)
         compiled = accel.maybe_compile(
             run.model.unet,
