@@ -267,29 +267,47 @@ class Settings(BaseSettings):
         )
 
 
-_RENAMED = re.compile(r"^LORABOT_(STEP_COST|IMAGE_COST|STEPS_PER_S)_([A-Z0-9]+)$")
+_RENAMED = re.compile(r"^LORABOT_(STEP_COST|IMAGE_COST|STEPS_PER_S)_([A-Z0-9]+)$", re.IGNORECASE)
+#: what ``_env_file`` means when not given: the class's ``env_file`` (None: no file)
+_DEFAULT_ENV_FILE = object()
 
 
-def _renamed_settings(env_file: str | Path | None) -> list[str]:
-    """Per-family rates set the old way (``LORABOT_STEP_COST_SDXL``): refused with the new form,
-    rather than silently ignored (a server would charge the default rate)."""
-    names = set(os.environ)
-    if env_file and Path(env_file).is_file():
-        names |= {
-            line.split("=", 1)[0].strip() for line in Path(env_file).read_text().splitlines() if "=" in line
-        }
+def renamed_settings(env_file: object = _DEFAULT_ENV_FILE) -> list[str]:
+    """Per-family rates set the old way (``LORABOT_STEP_COST_SDXL``): one line each with the new
+    form, so they are refused rather than silently ignored (a server would charge the default rate).
+
+    Found as pydantic-settings would read them: in the environment and in ``env_file`` (a path or
+    several, as ``Settings(_env_file=...)`` takes; default the class's ``.env``), parsed by
+    python-dotenv (``export`` lines, quotes, comments), names in any case."""
+    if env_file is _DEFAULT_ENV_FILE:
+        env_file = Settings.model_config.get("env_file")
+    names = list(os.environ)
+    for path in [env_file] if isinstance(env_file, (str, os.PathLike)) else env_file or []:
+        names += _env_file_names(Path(path).expanduser())
     problems = []
-    for name in sorted(names):
+    for name in sorted(set(names)):
         if m := _RENAMED.match(name):
-            plural = {"STEP_COST": "STEP_COSTS", "IMAGE_COST": "IMAGE_COSTS"}.get(m.group(1), m.group(1))
+            kind = m.group(1).upper()
+            plural = {"STEP_COST": "STEP_COSTS", "IMAGE_COST": "IMAGE_COSTS"}.get(kind, kind)
             problems.append(
                 f"{name} is now LORABOT_{plural}='{{\"{m.group(2).lower()}\": ...}}' (JSON, one entry per family)"
             )
     return problems
 
 
+def _env_file_names(path: Path) -> list[str]:
+    """The names an env file sets, as pydantic-settings reads it (python-dotenv, UTF-8)."""
+    if not path.is_file():
+        return []
+    from dotenv import dotenv_values
+
+    return list(dotenv_values(path, encoding=Settings.model_config.get("env_file_encoding") or "utf-8"))
+
+
 def load_settings(**overrides) -> Settings:
-    if problems := _renamed_settings(Settings.model_config.get("env_file")):
+    """The settings from the environment, the env file (``_env_file`` overrides ``.env``) and
+    ``overrides``; :class:`SettingsError` with one line per problem."""
+    if problems := renamed_settings(overrides.get("_env_file", _DEFAULT_ENV_FILE)):
         raise SettingsError("; ".join(problems))
     try:
         return Settings(**overrides)

@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items) -> None:
 def _no_operator_settings(monkeypatch):
     """Tests never read the operator's settings: no LORABOT_* from the environment, and no .env in
     the folder pytest runs from (tests that need a .env write one in their own temp folder)."""
-    for key in [k for k in os.environ if k.startswith("LORABOT_")]:
+    for key in [k for k in os.environ if k.upper().startswith("LORABOT_")]:  # read in any case
         monkeypatch.delenv(key)
     if Path.cwd() == ROOT:
         from bot.settings import Settings

@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from . import delivered, render
-from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, ModelSource, default_clip_skip
-from .contract.families import family_info
+from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, JobError, ModelSource, default_clip_skip
+from .contract.families import family_info, refused_render_options
 from .errors import TrainerError
 from .events import EventWriter, StopFlag
 from .families import get_family
@@ -143,8 +143,12 @@ def render_job(loaded: LoadedPipeline, job: GenerateJob, events: Emitter, stop: 
     """Render a job on an already loaded pipeline; emits started, image_ready..., done | cancelled.
 
     The job's LoRAs are loaded first and always removed before returning, and the
-    sampler is made afresh, so nothing of this job stays on the pipeline.
+    sampler is made afresh, so nothing of this job stays on the pipeline. Options the model's
+    family renders without (Flux: a negative prompt, a sampler) fail the job with a
+    :class:`JobError` first; a job naming its family was refused so when it was read.
     """
+    if problems := refused_render_options(loaded.family, job.changed_options()):
+        raise JobError(problems)
     pipe = loaded.pipe
     try:
         names = load_loras(pipe, job, loaded.model)

@@ -48,8 +48,10 @@ def _print_results(results: list[Result]) -> None:
 
 
 def _check_settings(env_file: Path) -> tuple[Settings | None, list[Result]]:
-    from ..settings import Settings, settings_problems
+    from ..settings import Settings, renamed_settings, settings_problems
 
+    if renamed := renamed_settings(env_file):  # the old per-family names, never silently ignored
+        return None, [(False, f"settings: {line}") for line in renamed]
     try:
         settings = Settings(_env_file=env_file)
     except ValueError as exc:  # pydantic's ValidationError, or a setting that is not JSON

@@ -36,7 +36,7 @@ class GenerateCog(commands.Cog):
         prompt="What to draw (put your trigger word in it)",
         lora="A LoRA from your library (save one from /epochs)",
         weight="How strongly the LoRA applies, 0-2 (default 1)",
-        negative="What to avoid",
+        negative="What to avoid (SD models: Flux takes no negative prompt)",
         seed="Same seed, same picture (default random)",
         steps="Sampling steps (default: the model's, 25; Flux 20)",
         cfg="Prompt strength (default: the model's, 7; Flux 3.5)",

@@ -24,7 +24,7 @@ from db import jobs as jobs_repo
 from db import library as repo
 from db.database import transaction
 from trainer.contract import GenerateJob, JobError, PreviewOptions, parse_job
-from trainer.contract.families import family_info
+from trainer.contract.families import family_info, render_options_not_taken
 
 from ..registry import RegistryError
 from . import costs
@@ -47,7 +47,7 @@ class GenerateRequest:
     count: int = 1
     compare_weights: list[float] | None = None
     base_model: str | None = None
-    sampler: str = "euler_a"
+    sampler: str | None = None  # None: the job's default (a family may refuse one that is set)
 
 
 @dataclass(frozen=True)
@@ -195,11 +195,11 @@ class GenerationService:
         rows = [
             {"path": await self.queue.epoch_file(owner_id, job_id, e), "label": f"epoch {e}"} for e in epochs
         ]
+        family, source = self._model(job.base_model)
         options = {
-            **_preview_defaults(job, prompt, negative, seed, steps), "loras": [], "count": 1,
+            **_preview_defaults(job, prompt, negative, seed, steps, family), "loras": [], "count": 1,
             "compare_weights": weights, "compare_loras": rows,
         }  # fmt: skip
-        family, source = self._model(job.base_model)
         estimate, options = self._priced(job.base_model, family, source, options, len(epochs) * len(weights))
         columns = "/".join(f"{w:g}" for w in weights)
         return estimate, options, f"compare #{job_id} epochs {','.join(map(str, epochs))} x {columns}"[:80]
@@ -222,9 +222,11 @@ class GenerationService:
         options = {
             "prompt": request.prompt, "negative": request.negative, "loras": loras,
             "compare_weights": request.compare_weights, "steps": request.steps, "cfg": request.cfg,
-            "width": width, "height": height, "count": request.count, "sampler": request.sampler,
+            "width": width, "height": height, "count": request.count,
             "seed": request.seed if request.seed is not None else random.SystemRandom().randrange(2**32),
         }  # fmt: skip
+        if request.sampler is not None:
+            options["sampler"] = request.sampler
         images = request.count * (len(request.compare_weights) if request.compare_weights else 1)
         return self._priced(base_model, family, source, options, images)
 
@@ -239,7 +241,9 @@ class GenerationService:
     def _priced(
         self, base_model: str, family: str, source: str, options: dict[str, Any], images: int
     ) -> tuple[GenerateEstimate, dict[str, Any]]:
-        """Validate the job options as the trainer will and price ``images`` pictures."""
+        """Validate the job options as the trainer will and price ``images`` pictures; options the
+        family renders without (Flux: a negative prompt, a sampler) are refused here, before any
+        charge (GenerateJob's rules call ``refused_render_options`` for the family)."""
         try:
             parse_job(
                 {**options, "output_dir": "out", "base_model": source, "model_family": family}, GenerateJob
@@ -273,22 +277,27 @@ class GenerationService:
 
 
 def _preview_defaults(
-    job: jobs_repo.JobRow, prompt: str | None, negative: str | None, seed: int | None, steps: int | None
-) -> dict[str, Any]:
+    job: jobs_repo.JobRow, prompt: str | None, negative: str | None, seed: int | None, steps: int | None,
+    family: str,
+) -> dict[str, Any]:  # fmt: skip
     """Render options from a training job's preview settings (the trainer's defaults where it set
-    none; the prompt falls back to the trigger word), overridden by the given values."""
+    none; the prompt falls back to the trigger word), overridden by the given values. Settings the
+    family renders without (Flux: the default preview negative) are not carried over; a negative
+    the member gives is kept, to be refused."""
     trained = job.spec.get("options", {})
     preview = PreviewOptions.model_validate(
         {k: v for k, v in trained.items() if k in PreviewOptions.model_fields}
     )
     size = preview.preview_size or job.resolution
-    return {
+    options = {
         "prompt": _first(prompt or None, preview.preview_prompt, job.spec.get("trigger") or None, job.title),
         "negative": _first(negative, preview.preview_negative), "steps": _first(steps, preview.preview_steps),
         "seed": _first(seed, preview.preview_seed, trained.get("seed"), random.SystemRandom().randrange(2**32)),
         "cfg": preview.preview_cfg, "sampler": preview.preview_sampler, "width": size, "height": size,
         "clip_skip": trained.get("clip_skip"),
     }  # fmt: skip
+    given = {"negative"} if negative is not None else set()
+    return {k: v for k, v in options.items() if k not in render_options_not_taken(family) - given}
 
 
 def _first(*values: Any) -> Any:

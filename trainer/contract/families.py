@@ -24,6 +24,8 @@ class FamilyInfo:
     block_layout: str | None = None  #: key of :data:`trainer.contract.blocks.LAYOUTS`, if any
     #: options of the guide that mean nothing for this family: refused, naming the family
     refused_options: frozenset[str] = field(default_factory=frozenset)
+    #: options of a rendering job (/generate, compare grids) this family renders without: refused
+    refused_render_options: frozenset[str] = field(default_factory=frozenset)
     #: whether a job trains text-encoder LoRA unless told not to (False: only with text_encoder_lr
     #: or text_encoder_only, as sd-scripts' Flux training, whose text encoders stay frozen and cached)
     text_encoder_by_default: bool = True
@@ -46,6 +48,11 @@ NOISE_OPTIONS = frozenset({
     "min_snr_gamma", "noise_offset", "multires_noise_iterations", "multires_noise_discount",
     "weighted_captions", "max_token_length", "v_parameterization", "zero_terminal_snr",
 })  # fmt: skip
+#: Render options a guidance-distilled flow model (Flux) has no use for: it takes no negative prompt
+#: (no true CFG) and samples with its own flow-matching Euler scheduler whatever the sampler name.
+DISTILLED_RENDER_OPTIONS = frozenset({"negative", "sampler"})
+#: The same options of a training job's previews.
+DISTILLED_PREVIEW_OPTIONS = frozenset(f"preview_{key}" for key in DISTILLED_RENDER_OPTIONS)
 
 
 FAMILIES: dict[str, FamilyInfo] = {
@@ -60,8 +67,9 @@ FAMILIES: dict[str, FamilyInfo] = {
         # step at the same size. Not yet measured on a GPU: LORABOT_STEP_COSTS sets the rate a
         # server's own measured ratio gives (step time Flux / SDXL x the SDXL rate).
         FamilyInfo("flux", "Flux.1", 1024, None, step_cost=0.67, image_cost=4, steps_per_s=0.35,
-                   refused_options=NOISE_OPTIONS, text_encoder_by_default=False, default_steps=20,
-                   default_cfg=3.5, default_precision="bf16"),
+                   refused_options=NOISE_OPTIONS | DISTILLED_PREVIEW_OPTIONS,
+                   refused_render_options=DISTILLED_RENDER_OPTIONS, text_encoder_by_default=False,
+                   default_steps=20, default_cfg=3.5, default_precision="bf16"),
     )
 }  # fmt: skip
 
@@ -95,4 +103,20 @@ def refused_options(family: str, given: dict[str, object]) -> list[str]:
         refused |= set(BLOCK_OPTIONS)
     if info.default_clip_skip is None:
         refused.add("clip_skip")
+    return _refusals(info, refused, given)
+
+
+def render_options_not_taken(family: str) -> frozenset[str]:
+    """The rendering job's options ``family`` renders without (clip_skip where it has none)."""
+    info = family_info(family)
+    return info.refused_render_options | ({"clip_skip"} if info.default_clip_skip is None else set())
+
+
+def refused_render_options(family: str, given: dict[str, object]) -> list[str]:
+    """One line per option in ``given`` (a rendering job's options that differ from their defaults,
+    see ``GenerateJob.changed_options``) that ``family`` renders without."""
+    return _refusals(family_info(family), render_options_not_taken(family), given)
+
+
+def _refusals(info: FamilyInfo, refused: set[str] | frozenset[str], given: dict[str, object]) -> list[str]:
     return [f"{key} does not apply to {info.label}: leave it out" for key in sorted(refused) if key in given]

@@ -22,7 +22,7 @@ from pydantic import (
 from ..errors import TrainerError
 from .advanced import AdvancedOptions
 from .blocks import uses_block_lr
-from .families import family_info
+from .families import family_info, refused_render_options
 
 SCHEMA_VERSION = 1
 
@@ -114,6 +114,15 @@ class ModelSource(_Strict):
                 f"schema {v} is newer than this trainer understands ({SCHEMA_VERSION}); update it"
             )
         return v
+
+    def changed_options(self) -> dict[str, Any]:
+        """The options whose value differs from the default (what a family may refuse): an option
+        a job leaves at its default (a rendering job's empty negative, say) passes on any family."""
+        return {
+            name: getattr(self, name)
+            for name, spec in type(self).model_fields.items()
+            if not spec.is_required() and getattr(self, name) != spec.get_default(call_default_factory=True)
+        }
 
 
 class PreviewOptions(_Strict):
@@ -376,6 +385,8 @@ class GenerateJob(ModelSource):
             problems.append("compare_loras renders one grid with one seed: leave count at 1")
         if self.compare_loras and len({r.label for r in self.compare_loras}) < len(self.compare_loras):
             problems.append("compare_loras labels must differ (they name the grid's rows)")
+        if self.model_family is not None:  # a detected family is checked once loaded (render_job)
+            problems += refused_render_options(self.model_family, self.changed_options())
         if problems:
             raise ValueError("; ".join(problems))
         return self
