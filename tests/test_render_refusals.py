@@ -175,3 +175,14 @@ def test_through_discord_the_member_gets_the_message_and_keeps_the_stamina(tmp_p
             assert await repo.list_jobs(w.services.conn) == []
 
     asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_the_cli_calls_a_refused_option_of_a_detected_family_an_invalid_job(tiny_flux, tmp_path):
+    from tests.conftest import parse_events, run_trainer, write_job
+
+    job = {"base_model": str(tiny_flux), "output_dir": str(tmp_path / "gen"), "prompt": "p",
+           "negative": "blurry", "steps": 1, "width": 64, "height": 64}  # fmt: skip
+    proc = run_trainer("generate", "--job", str(write_job(tmp_path / "gen.json", job)))
+    assert proc.returncode == 2, proc.stderr[-2000:]  # EXIT_INVALID_JOB
+    assert parse_events(proc.stdout)[-1]["message"] == f"invalid job: {NEGATIVE}"
+    assert not (tmp_path / "gen").exists() or not any((tmp_path / "gen").iterdir())

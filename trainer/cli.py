@@ -93,6 +93,9 @@ def _run_job(command: str, job_path: str) -> int:
         from .generate import run_generate
 
         return run_generate(job, events, stop)
+    except JobError as exc:  # a rule that needs the loaded model (its detected family)
+        events.emit("failed", message="invalid job: " + "; ".join(exc.problems))
+        return EXIT_INVALID_JOB
     except Exception as exc:  # the host gets one readable line; the traceback goes to stderr
         traceback.print_exc(file=sys.stderr)
         events.emit("failed", message=user_message(exc))

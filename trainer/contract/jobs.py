@@ -246,14 +246,6 @@ class TrainJob(ModelSource, PreviewOptions, AdvancedOptions):
             update["mixed_precision"] = info.default_precision
         return self.model_copy(update=update) if update else self
 
-    def changed_options(self) -> dict[str, Any]:
-        """The options whose value differs from the default (what a family may refuse)."""
-        return {
-            name: getattr(self, name)
-            for name, spec in type(self).model_fields.items()
-            if not spec.is_required() and getattr(self, name) != spec.get_default(call_default_factory=True)
-        }
-
     def resolved_clip_skip(self, family: str) -> int | None:
         return self.clip_skip if self.clip_skip is not None else default_clip_skip(family)
 
