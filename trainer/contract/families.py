@@ -63,10 +63,12 @@ FAMILIES: dict[str, FamilyInfo] = {
         # The SDXL rate makes the guide's job (700 steps, batch 1, 512 px) cost 157.
         FamilyInfo("sdxl", "SDXL", 1024, 1, step_cost=0.2243, image_cost=2, steps_per_s=1.0,
                    block_layout="sdxl", refused_options=FLOW_OPTIONS),
-        # Flux.1 (a 12B transformer against SDXL's 2.6B UNet): a step is estimated at 3x an SDXL
-        # step at the same size. Not yet measured on a GPU: LORABOT_STEP_COSTS sets the rate a
-        # server's own measured ratio gives (step time Flux / SDXL x the SDXL rate).
-        FamilyInfo("flux", "Flux.1", 1024, None, step_cost=0.67, image_cost=4, steps_per_s=0.35,
+        # Flux.1 (a 12B transformer against SDXL's 2.6B UNet): bench/family_flops.py counts 11.0x
+        # SDXL's FLOPs per step at 1024 px (its 512-token T5 sequence: 13.5x at 512), 4.4x per
+        # picture (20 steps without CFG against 25 with). The same count gives SD1.5's rates
+        # within 2% (0.113, 1.98 steps/s). Until bench/gpu_check.py measures step times on the
+        # server's GPU, an upper bound: LORABOT_STEP_COSTS / _IMAGE_COSTS / _STEPS_PER_S set them.
+        FamilyInfo("flux", "Flux.1", 1024, None, step_cost=2.47, image_cost=9, steps_per_s=0.091,
                    refused_options=NOISE_OPTIONS | DISTILLED_PREVIEW_OPTIONS,
                    refused_render_options=DISTILLED_RENDER_OPTIONS, text_encoder_by_default=False,
                    default_steps=20, default_cfg=3.5, default_precision="bf16"),

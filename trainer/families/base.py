@@ -172,6 +172,34 @@ class ModelFamily:
 
         return uniform_alpha(state)
 
+    # Full-size shapes (benchmarks, FLOP counts: bench/family_flops.py) ---------------------------
+    def meta_denoiser(self) -> nn.Module:
+        """The full-size denoiser on the meta device: its shapes, no weights."""
+        from diffusers import UNet2DConditionModel
+
+        with torch.device("meta"):
+            return UNet2DConditionModel.from_config(self.unet_config("full"))
+
+    def example_inputs(self, denoiser: nn.Module, side: int, dtype: torch.dtype, device) -> dict[str, Any]:
+        """Random inputs of one training forward at ``side`` px, batch 1 (77 CLIP tokens)."""
+        cfg, lat = denoiser.config, side // 8
+        inputs: dict[str, Any] = dict(
+            sample=torch.randn(1, cfg.in_channels, lat, lat, dtype=dtype, device=device),
+            timestep=torch.tensor([500], device=device),
+            encoder_hidden_states=torch.randn(1, 77, cfg.cross_attention_dim, dtype=dtype, device=device),
+        )
+        if cfg.addition_embed_type == "text_time":  # SDXL-style pooled text and size conditioning
+            pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+            inputs["added_cond_kwargs"] = {
+                "text_embeds": torch.randn(1, pooled, dtype=dtype, device=device),
+                "time_ids": torch.randn(1, 6, dtype=dtype, device=device),
+            }
+        return inputs
+
+    def unet_config(self, size: str) -> dict[str, Any]:
+        """The UNet's diffusers config at ``size`` ("tiny" or "full")."""
+        raise NotImplementedError
+
     # The tiny test model ------------------------------------------------------------------------
     def build_tiny(self, tokenizer_dir: Path, size: str):
         """The family's pipeline with random weights: ``tiny`` for tests, ``full`` for benchmarks."""

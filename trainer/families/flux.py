@@ -184,6 +184,30 @@ class Flux(ModelFamily):
 
         return diffusers_lora_state(state, model.unet, model.text_encoders[0])
 
+    # Full-size shapes ---------------------------------------------------------------------------------
+    def meta_denoiser(self) -> nn.Module:
+        from diffusers import FluxTransformer2DModel
+
+        from ..tiny_flux import flux_full_config
+
+        with torch.device("meta"):
+            return FluxTransformer2DModel.from_config(flux_full_config())
+
+    def example_inputs(self, denoiser: nn.Module, side: int, dtype: torch.dtype, device) -> dict[str, Any]:
+        """Packed latents at ``side`` px and the T5 sequence of the variant's default length."""
+        cfg, lat = denoiser.config, side // 8
+        tokens, text = (lat // 2) ** 2, T5_MAX_LENGTH[variant(denoiser)]
+        return dict(
+            hidden_states=torch.randn(1, tokens, cfg.in_channels, dtype=dtype, device=device),
+            encoder_hidden_states=torch.randn(1, text, cfg.joint_attention_dim, dtype=dtype, device=device),
+            pooled_projections=torch.randn(1, cfg.pooled_projection_dim, dtype=dtype, device=device),
+            timestep=torch.tensor([0.5], device=device),
+            img_ids=flow.latent_image_ids(lat, lat, device=device),
+            txt_ids=flow.text_ids(text, device=device),
+            guidance=torch.tensor([1.0], device=device) if cfg.guidance_embeds else None,
+            return_dict=False,
+        )
+
     # The tiny test model ------------------------------------------------------------------------------
     def build_tiny(self, tokenizer_dir: Path, size: str):
         from ..tiny_flux import build_flux
