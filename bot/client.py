@@ -18,6 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from .cogs import COGS
+from .i18n.commands import CatalogTranslator
 from .progress import ProgressNotifier
 from .ui.common import report_error
 from .ui.persistent import PERSISTENT_ITEMS
@@ -102,6 +103,7 @@ class LoraBot(commands.Bot):
             await self.add_cog(cog(self))
         self.add_dynamic_items(*PERSISTENT_ITEMS)
         self._unsubscribe = self.services.bus.subscribe(self.notifier.on_update)
+        await self.tree.set_translator(CatalogTranslator())  # Japanese names and descriptions
         await self.sync_commands()
 
     async def sync_commands(self) -> None:

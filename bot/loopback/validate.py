@@ -14,7 +14,44 @@ from __future__ import annotations
 import re
 from typing import Any
 
-COMMAND_NAME_RE = re.compile(r"^[-_\w]{1,32}$")
+COMMAND_NAME_RE = re.compile(r"^[-_\w]{1,32}$")  # Discord's [-_\p{L}\p{N}\p{sc=Deva}\p{sc=Thai}]
+#: The locales Discord accepts as keys of ``name_localizations`` / ``description_localizations``.
+LOCALES = frozenset(
+    [
+        "id",
+        "da",
+        "de",
+        "en-GB",
+        "en-US",
+        "es-ES",
+        "es-419",
+        "fr",
+        "hr",
+        "it",
+        "lt",
+        "hu",
+        "nl",
+        "no",
+        "pl",
+        "pt-BR",
+        "ro",
+        "fi",
+        "sv-SE",
+        "vi",
+        "tr",
+        "cs",
+        "el",
+        "bg",
+        "ru",
+        "uk",
+        "hi",
+        "th",
+        "zh-CN",
+        "ja",
+        "zh-TW",
+        "ko",
+    ]
+)
 MAX_COMMANDS = 100
 MAX_OPTIONS = 25
 MAX_CHOICES = 25
@@ -67,11 +104,46 @@ def _check_name(errors: Errors, key: str, name: Any) -> None:
         errors[key] = _err("APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
 
 
+def _check_localizations(errors: Errors, key: str, values: Any, check) -> None:
+    """``name_localizations``/``description_localizations``: known locales, each value valid."""
+    if values is None:
+        return
+    if not isinstance(values, dict):
+        errors[key] = _err("DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+        return
+    for locale, value in values.items():
+        sub: Errors = {}
+        if locale not in LOCALES:
+            sub[locale] = _err("LOCALE_INVALID", f"{locale!r} is not a valid locale")
+        else:
+            check(sub, locale, value)
+        if sub:
+            errors.setdefault(key, {}).update(sub)
+
+
+def _check_description(errors: Errors, key: str, value: Any) -> None:
+    _check_len(errors, key, value, 1, 100)
+
+
+def _check_named(errors: Errors, item: dict[str, Any], *, menu: bool = False) -> None:
+    """The name and description of a command or option, and their localizations."""
+    if menu:  # user and message context menus: any case, spaces allowed, no description
+        _check_len(errors, "name", item.get("name"), 1, 32)
+        _check_localizations(errors, "name_localizations", item.get("name_localizations"),
+                             lambda e, k, v: _check_len(e, k, v, 1, 32))  # fmt: skip
+        return
+    _check_name(errors, "name", item.get("name"))
+    _check_len(errors, "description", item.get("description"), 1, 100)
+    _check_localizations(errors, "name_localizations", item.get("name_localizations"), _check_name)
+    _check_localizations(
+        errors, "description_localizations", item.get("description_localizations"), _check_description
+    )
+
+
 def check_option(option: dict[str, Any]) -> Errors:
     """Validate one application command option (recursively for subcommands)."""
     errors: Errors = {}
-    _check_name(errors, "name", option.get("name"))
-    _check_len(errors, "description", option.get("description"), 1, 100)
+    _check_named(errors, option)
     choices = option.get("choices") or []
     if len(choices) > MAX_CHOICES:
         errors["choices"] = _err("BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CHOICES} or fewer in length.")
@@ -79,6 +151,8 @@ def check_option(option: dict[str, Any]) -> Errors:
         for i, choice in enumerate(choices):
             sub: Errors = {}
             _check_len(sub, "name", choice.get("name"), 1, 100)
+            _check_localizations(sub, "name_localizations", choice.get("name_localizations"),
+                                 lambda e, k, v: _check_len(e, k, v, 1, 100))  # fmt: skip
             if isinstance(choice.get("value"), str):
                 _check_len(sub, "value", choice.get("value"), 1, 100)
             if sub:
@@ -92,8 +166,15 @@ def _check_options(errors: Errors, options: list[dict[str, Any]]) -> None:
     if len(options) > MAX_OPTIONS:
         errors["options"] = _err("BASE_TYPE_MAX_LENGTH", f"Must be {MAX_OPTIONS} or fewer in length.")
         return
+    seen: set[tuple[str, str]] = set()
     for i, option in enumerate(options):
         sub = check_option(option)
+        names = {("", str(option.get("name")))}
+        names |= {(loc, str(n)) for loc, n in (option.get("name_localizations") or {}).items()}
+        if names & seen:
+            sub.setdefault("name", _err("APPLICATION_COMMAND_OPTIONS_NAME_ALREADY_EXISTS",
+                                        "Option names must be unique"))  # fmt: skip
+        seen |= names
         if sub:
             errors.setdefault("options", {})[str(i)] = sub
 
@@ -101,12 +182,7 @@ def _check_options(errors: Errors, options: list[dict[str, Any]]) -> None:
 def check_command(command: dict[str, Any]) -> Errors:
     """Validate one application command payload (chat input, user or message)."""
     errors: Errors = {}
-    kind = command.get("type", 1)
-    if kind == 1:
-        _check_name(errors, "name", command.get("name"))
-        _check_len(errors, "description", command.get("description"), 1, 100)
-    else:  # user and message context menus: any case, spaces allowed, no description
-        _check_len(errors, "name", command.get("name"), 1, 32)
+    _check_named(errors, command, menu=command.get("type", 1) != 1)
     _check_options(errors, command.get("options") or [])
     return errors
 
