@@ -18,6 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from .cogs import COGS
+from .i18n import messages
 from .i18n.commands import CatalogTranslator
 from .progress import ProgressNotifier
 from .ui.common import report_error
@@ -135,8 +136,9 @@ class LoraBot(commands.Bot):
         await asyncio.sleep(EXPIRED_AFTER_S)
         if not interaction.extras.get("claimed") and not interaction.response.is_done():
             with contextlib.suppress(discord.HTTPException):
+                t = messages(interaction.locale)
                 await interaction.response.send_message(
-                    "⌛ This menu has expired: run the command again.", ephemeral=True
+                    "⌛ " + t("This menu has expired: run the command again."), ephemeral=True
                 )
 
     async def close(self) -> None:

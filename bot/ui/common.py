@@ -18,6 +18,7 @@ from discord import app_commands
 from trainer.contract.families import family_label
 
 from ..errors import MEMBER_ERRORS, DatabaseBusy, MemberError
+from ..i18n import N_, Messages, messages
 
 if TYPE_CHECKING:
     from ..client import LoraBot
@@ -27,7 +28,9 @@ log = logging.getLogger(__name__)
 Autocomplete = Callable[[discord.Interaction, str], Awaitable[list[app_commands.Choice[str]]]]
 MAX_CHOICES = 25
 MAX_ERROR = 1800  # a message is at most 2000 characters
-GENERIC_ERROR = "Something went wrong on the bot's side; the operator can see it in the log. Try again later."
+GENERIC_ERROR = N_(
+    "Something went wrong on the bot's side; the operator can see it in the log. Try again later."
+)
 
 
 class NotOperator(app_commands.CheckFailure):
@@ -62,7 +65,11 @@ def require_operator(interaction: discord.Interaction) -> None:
     for anyone in the Integrations settings: check again here."""
     if not is_operator(interaction):
         permission = services_of(interaction).settings.operator_permission.replace("_", " ").title()
-        raise NotOperator(f"only operators (members with the {permission} permission) can do that")
+        raise NotOperator(
+            messages(interaction.locale)(
+                "only operators (members with the {permission} permission) can do that", permission=permission
+            )
+        )
 
 
 POSTING = ("send_messages", "embed_links", "attach_files")
@@ -77,8 +84,9 @@ def require_posting(interaction: discord.Interaction) -> None:
     missing = [p.replace("_", " ").title() for p in needed if not getattr(perms, p, False)]
     if missing:
         raise MemberError(
-            f"I cannot post progress and pictures in this channel (missing permission: {', '.join(missing)}): "
-            "run the command in a channel where I can, or ask an operator to give me that permission"
+            "I cannot post progress and pictures in this channel (missing permission: {missing}): "
+            "run the command in a channel where I can, or ask an operator to give me that permission",
+            missing=", ".join(missing),
         )
 
 
@@ -86,29 +94,32 @@ def require_posting(interaction: discord.Interaction) -> None:
 EXPECTED = (*MEMBER_ERRORS, app_commands.CheckFailure)
 
 
-def friendly_error(error: BaseException) -> str | None:
-    """The member-facing line for an expected error; None for a bug (logged, generic message)."""
-    text = _friendly(error)
+def friendly_error(error: BaseException, t: Messages | None = None) -> str | None:
+    """The member-facing line for an expected error in ``t``'s language (default English); None
+    for a bug (logged, generic message)."""
+    text = _friendly(error, t or messages(None))
     if text is not None and len(text) > MAX_ERROR:
         text = text[: MAX_ERROR - 1].rsplit(";", 1)[0] + "; …"
     return text
 
 
-def _friendly(error: BaseException) -> str | None:
+def _friendly(error: BaseException, t: Messages) -> str | None:
     if isinstance(error, app_commands.CommandInvokeError):
         error = error.original
     if isinstance(error, MemberError):
-        return f"❌ {error}"
-    if isinstance(error, DatabaseBusy):
-        return f"⏳ {error}"
+        return "❌ " + error.translated(t)
+    if isinstance(error, DatabaseBusy):  # its two sentences are in the catalogs (db/ cannot say t())
+        return "⏳ " + t(str(error))
     if isinstance(error, app_commands.CommandOnCooldown):
-        return f"⏳ Slow down: try that again in {error.retry_after:.1f} s."
+        return "⏳ " + t("Slow down: try that again in {seconds} s.", seconds=f"{error.retry_after:.1f}")
     if isinstance(error, NotOperator):
         return f"⛔ {error}"
     if isinstance(error, app_commands.CheckFailure):
-        return f"⛔ {error or 'you cannot use this command here'}"
+        return "⛔ " + (str(error) or t("you cannot use this command here"))
     if isinstance(error, app_commands.TransformerError):
-        return f"❌ '{error.value}' is not a valid {error.type.name.lower()} here."
+        return "❌ " + t(
+            "'{value}' is not a valid {kind} here.", value=error.value, kind=error.type.name.lower()
+        )
     return None
 
 
@@ -146,10 +157,12 @@ def clip(text: str | None, limit: int = 2000) -> str | None:
     return text[: limit - 1] + "…"
 
 
-def listed(tags: list[str], most: int = 20) -> str:
+def listed(tags: list[str], most: int = 20, t: Messages | None = None) -> str:
     """`a`, `b`, … and N more: a list that always fits in a message."""
-    shown = ", ".join(f"`{t[:60]}`" for t in tags[:most])
-    return shown + (f" and {len(tags) - most} more" if len(tags) > most else "")
+    shown = ", ".join(f"`{tag[:60]}`" for tag in tags[:most])
+    if len(tags) <= most:
+        return shown
+    return shown + (t or messages(None))(" and {count} more", count=len(tags) - most)
 
 
 async def defer_thinking(interaction: discord.Interaction) -> None:
@@ -162,10 +175,11 @@ async def report_error(interaction: discord.Interaction, error: BaseException, w
     """The one error handler: an expected error becomes its message, a bug is logged (``where``
     says what failed) and gets a generic line; sent privately whether or not the interaction
     was answered or deferred already."""
-    message = friendly_error(error)
+    t = messages(interaction.locale)
+    message = friendly_error(error, t)
     if message is None:
         log.error("%s failed", where, exc_info=error)
-        message = GENERIC_ERROR
+        message = t(GENERIC_ERROR)
     await send_error(interaction, message)
 
 
@@ -191,7 +205,8 @@ async def run_service(interaction: discord.Interaction, call: Awaitable[Any]) ->
     try:
         return await call
     except EXPECTED as exc:
-        await send_error(interaction, friendly_error(exc) or GENERIC_ERROR)
+        t = messages(interaction.locale)
+        await send_error(interaction, friendly_error(exc, t) or t(GENERIC_ERROR))
         return None
 
 
@@ -226,7 +241,9 @@ def choices(items: list[tuple[str, str]], current: str) -> list[app_commands.Cho
 @quiet
 async def dataset_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     rows = await services_of(interaction).datasets.list(interaction.user.id)
-    return choices([(f"{d.name} ({n} images)", d.name) for d, n in rows], current)
+    t = messages(interaction.locale)
+    return choices([(t.plural("{name} ({n} image)", "{name} ({n} images)", n, name=d.name), d.name)
+                    for d, n in rows], current)  # fmt: skip
 
 
 @quiet
