@@ -80,7 +80,7 @@ def test_bad_options_and_a_changed_cost_are_refused_with_nothing_changed(tmp_pat
         cases = [
             ({"epochs": 0}, "epochs"),
             ({"epocs": 3}, "did you mean 'epochs'"),
-            ({"output_dir": "/etc"}, "output_dir is set by the bot"),
+            ({"output_dir": "/etc"}, "the bot sets output_dir itself"),
             ({"optimizer": "Prodigy", "learning_rate": 1e-4}, "wants learning_rate = 1.0"),
         ]
         for options, message in cases:
@@ -109,7 +109,7 @@ def test_per_member_limit_priority_order_positions_and_pause(tmp_path):
             await make_dataset(s, owner=owner, images=2)
         a = await s.queue.submit_training(1, "chara", dict(FAST))
         b = await s.queue.submit_training(1, "chara", dict(FAST))
-        with pytest.raises(QueueError, match="already have 2 jobs queued or running"):
+        with pytest.raises(QueueError, match="already have 2 of your 2 jobs queued or running"):
             await s.queue.submit_training(1, "chara", dict(FAST))
         pro = await s.queue.submit_training(2, "chara", dict(FAST), roles=["Pro"])
         assert pro.priority == 10

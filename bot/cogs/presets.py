@@ -55,7 +55,7 @@ class PresetCog(commands.GroupCog, group_name="preset", group_description="Your 
             if option not in OPTIONS:
                 from ..queue.service import QueueError
 
-                raise QueueError(f"there is no option '{option}': see /preset options")
+                raise QueueError("there is no option '{option}': see /preset options", option=option)
             embed = discord.Embed(title=f"⚙️ {option}", description=help_text(option))
         else:
             embed = discord.Embed(

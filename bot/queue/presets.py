@@ -67,17 +67,22 @@ class PresetService:
         async with transaction(self.conn):
             existing = await repo.get_preset(self.conn, owner_id, name)
             if existing is not None and not replace:
-                raise QueueError(f"you already have a preset named '{existing.name}': pick another name")
+                raise QueueError(
+                    "you already have a preset named '{name}': pick another name", name=existing.name
+                )
             if existing is None and await repo.count_presets(self.conn, owner_id) >= MAX_PRESETS:
                 raise QueueError(
-                    f"you already have {MAX_PRESETS} presets, the most you can keep: delete one first"
+                    "you already have {count} presets, the most you can keep: delete one first",
+                    count=MAX_PRESETS,
                 )
             return await repo.save_preset(self.conn, owner_id, name, options, self.clock())
 
     async def get(self, owner_id: int, name: str) -> repo.PresetRow:
         preset = await repo.get_preset(self.conn, owner_id, name.strip())
         if preset is None:
-            raise QueueError(f"you have no preset named '{name}' (see your presets with /preset list)")
+            raise QueueError(
+                "you have no preset named '{name}' (see your presets with /preset list)", name=name
+            )
         return preset
 
     async def list(self, owner_id: int) -> list[repo.PresetRow]:
@@ -86,7 +91,9 @@ class PresetService:
     async def delete(self, owner_id: int, name: str) -> None:
         async with transaction(self.conn):
             if not await repo.delete_preset(self.conn, owner_id, name.strip()):
-                raise QueueError(f"you have no preset named '{name}' (see your presets with /preset list)")
+                raise QueueError(
+                    "you have no preset named '{name}' (see your presets with /preset list)", name=name
+                )
 
     async def options_like(
         self, queue_service: QueueService, owner_id: int, job_id: int | str, *, keep_seed: bool = False
@@ -98,7 +105,7 @@ class PresetService:
         """
         job = await queue_service.job(owner_id, job_id)  # another member's job: "you have no job #N"
         if job.kind != "train":
-            raise QueueError(f"job #{job.id} renders images, it trains nothing: pick a training job")
+            raise QueueError("job #{job} renders images, it trains nothing: pick a training job", job=job.id)
         options = job.spec.get("options") or {}
         drop = set(BOT_KEYS) | ({"seed"} if not keep_seed else set())
         return {k: v for k, v in options.items() if k in OPTIONS and k not in drop}
@@ -125,7 +132,9 @@ class PresetService:
         if like is not None and like != "":
             if self.queue is None:
                 raise RuntimeError("PresetService needs the QueueService for like:<job>")
-            layers.append(await self.options_like(self.queue, owner_id, job_number(like), keep_seed=keep_seed))
+            layers.append(
+                await self.options_like(self.queue, owner_id, job_number(like), keep_seed=keep_seed)
+            )
         problems: list[str] = []
         if advanced_text and advanced_text.strip():
             try:

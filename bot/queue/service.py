@@ -33,6 +33,8 @@ from trainer.contract.blocks import block_problems
 from trainer.contract.families import family_info, refused_options
 
 from ..datasets.service import DatasetService, ServiceError
+from ..errors import MemberError
+from ..i18n import N_
 from ..ids import parse_id, shown
 from ..registry import ModelRegistry, RegistryError
 from ..settings import Settings
@@ -57,7 +59,7 @@ class QueueError(ServiceError):
 
 def no_job(value: object) -> QueueError:
     """The one answer for a job the caller cannot see: unknown, another member's, or no job number."""
-    return QueueError(f"you have no job #{shown(value)} (see your jobs with /queue)")
+    return QueueError("you have no job #{job} (see your jobs with /queue)", job=shown(value))
 
 
 def job_number(value: int | str | None) -> int:
@@ -70,7 +72,9 @@ def job_number(value: int | str | None) -> int:
 
 
 def no_epoch(job_id: int, epoch: object) -> QueueError:
-    return QueueError(f"job #{job_id} has no saved epoch {shown(epoch)}: see /epochs job:{job_id}")
+    return QueueError(
+        "job #{job} has no saved epoch {epoch}: see /epochs job:{job}", job=job_id, epoch=shown(epoch)
+    )
 
 
 @dataclass(frozen=True)
@@ -164,9 +168,10 @@ class QueueService:
             prepared = await self._prepare(owner_id, row, images, options, roles)
             if expected_cost is not None and prepared.estimate.cost != expected_cost:
                 raise QueueError(
-                    f"the cost changed from {expected_cost} to {prepared.estimate.cost} since the estimate "
-                    "(the dataset changed): check the new estimate and confirm again"
-                )
+                    "the cost changed from {old} to {new} since the estimate (the dataset changed): "
+                    "check the new estimate and confirm again",
+                    old=expected_cost, new=prepared.estimate.cost,
+                )  # fmt: skip
             return await self._insert_and_charge(owner_id, prepared, folder, roles, channel_id)
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, folder, True)
@@ -178,16 +183,14 @@ class QueueService:
         init_weights = options.pop("init_weights", None)
         given = sorted(BOT_KEYS & options.keys())
         if given:
-            raise QueueError(
-                f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} set by the bot: leave it out"
-            )
+            raise QueueError("the bot sets {keys} itself: leave them out", keys=", ".join(given))
         if images == 0:
-            raise QueueError(f"dataset '{dataset.name}' has no images yet: upload some first")
+            raise QueueError("dataset '{name}' has no images yet: upload some first", name=dataset.name)
         try:
             entry = self.registry.get(dataset.base_model)
             family = self.registry.family(dataset.base_model)
         except (RegistryError, ValueError, RuntimeError) as exc:
-            raise QueueError(f"the dataset's base model cannot be used: {exc}") from None
+            raise QueueError("the dataset's base model cannot be used: {why}", why=exc) from None
         options.setdefault("resolution", self.default_resolution(dataset, family))
         if options.get("seed") is None:
             options["seed"] = random.SystemRandom().randrange(
@@ -247,7 +250,7 @@ class QueueService:
                   "trigger": prepared.trigger, "epochs": est.epochs, "repeats": est.repeats,
                   "images": est.images},
         )  # fmt: skip
-        return await self.enqueue(new, roles, "lower epochs, repeats or images")
+        return await self.enqueue(new, roles, N_("lower epochs, repeats or images"))
 
     async def enqueue(self, new: repo.NewJob, roles: Iterable[str] | None, cheaper: str) -> repo.JobRow:
         """Insert a job at its owner's tier priority and charge its cost, in one transaction.
@@ -270,9 +273,10 @@ class QueueService:
         active = await repo.count_active(self.conn, owner_id)
         if active >= max_queued:
             raise QueueError(
-                f"you already have {active} job{'s' * (active != 1)} queued or running (your limit is "
-                f"{max_queued}): wait for one to finish or cancel one in /queue"
-            )
+                "you already have {active} of your {limit} jobs queued or running: wait for one to finish "
+                "or cancel one in /queue",
+                active=active, limit=max_queued,
+            )  # fmt: skip
 
     async def _charge(self, job: repo.JobRow, cheaper: str) -> None:
         if job.cost == 0:
@@ -285,9 +289,11 @@ class QueueService:
         except stamina_repo.Overdraw as exc:
             reset = self.stamina.now()
             raise QueueError(
-                f"this job costs {job.cost} stamina and you have {exc.balance}: {cheaper}, "
-                f"or wait for the daily reset ({_reset_text(self.stamina, reset)})"
-            ) from None
+                "this job costs {cost} stamina and you have {balance}: {cheaper}, or wait for the daily "
+                "reset (in {wait})",
+                cost=job.cost, balance=exc.balance, cheaper=MemberError(cheaper),
+                wait=_until_reset(self.stamina, reset),
+            ) from None  # fmt: skip
 
     async def epoch_file(self, owner_id: int, job_id: int | str, epoch: int | str) -> str:
         """The saved epoch's file, resolved, checked again to be in the job's output folder (ids as
@@ -358,7 +364,9 @@ class QueueService:
         (the dispatcher stops its trainer and refunds the steps not trained)."""
         job = await self.job(user_id, job_id, operator)
         if job.finished:
-            raise QueueError(f"job #{job.id} has already ended ({job.state})")
+            raise QueueError(
+                "job #{job} has already ended ({state})", job=job.id, state=MemberError(job.state)
+            )
         if job.state == "queued":
             done = job.step if job.kind == "train" else 0  # a job waiting to resume keeps what it trained
             ended = await settle(
@@ -415,9 +423,9 @@ def _file_name(title: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", title).strip("._-")[:60] or "lora"
 
 
-def _reset_text(stamina: StaminaService, now) -> str:
+def _until_reset(stamina: StaminaService, now) -> str:
     from .eta import format_duration
     from .stamina import next_reset
 
     when = next_reset(now, stamina.tz, stamina.settings.reset_hour)
-    return f"in {format_duration(when.timestamp() - now.timestamp())}"  # real seconds, across DST too
+    return format_duration(when.timestamp() - now.timestamp())  # real seconds, across DST too

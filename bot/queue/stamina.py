@@ -193,7 +193,9 @@ class StaminaService:
                 await repo.change_balance(self.conn, user_id, -amount, "revoke", actor_id=actor_id, note=note)
             except repo.Overdraw:
                 raise StaminaError(
-                    f"user {user_id} has only {user.balance} stamina: revoke at most that"
+                    "user {user} has only {balance} stamina: revoke at most that",
+                    user=user_id,
+                    balance=user.balance,
                 ) from None
             user = await repo.get_user(self.conn, user_id)
         return self._view(user)
@@ -202,7 +204,7 @@ class StaminaService:
         """Pin a member to a tier (None: back to their roles)."""
         if tier is not None and tier != DEFAULT_TIER and tier not in self.settings.tiers:
             known = ", ".join([DEFAULT_TIER, *self.settings.tiers])
-            raise StaminaError(f"unknown tier '{tier}': choose one of {known}")
+            raise StaminaError("unknown tier '{tier}': choose one of {known}", tier=tier, known=known)
         async with transaction(self.conn):
             await self.ensure_user(user_id)
             await repo.set_tier_override(self.conn, user_id, tier)
