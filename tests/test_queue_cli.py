@@ -113,7 +113,7 @@ def test_estimate(settings, capsys):
     code, _, err = cli(capsys, "estimate", "--dataset", "nope", "--user", "1")
     assert code == 1 and "no dataset named 'nope'" in one_error_line(err)
     code, _, err = cli(capsys, "estimate", "--dataset", "chara", "--user", "1", "--set", "output_dir=x")
-    assert code == 1 and "set by the bot" in one_error_line(err)
+    assert code == 1 and "the bot sets output_dir itself" in one_error_line(err)
     code, _, err = cli(capsys, "estimate", "--dataset", "chara", "--user", "1", "--set", "epochs=0")
     assert code == 1 and one_error_line(err)
     code, _, err = cli(capsys, "estimate", "--dataset", "chara", "--user", "1", "--set", "epochs")
