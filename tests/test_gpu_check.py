@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu_check.py"
-PASSES = ("trainer_fp16", "trainer_bf16", "trainer_flux_bf16", "dispatcher")
+PASSES = ("trainer_fp16", "trainer_bf16", "trainer_flux_bf16")  # dispatcher: the demo, as test_demo runs it
 TRAINING = ("sd15", "sd15_gc", "sdxl", "sdxl_gc", "flux_gc", "flux")
 QUANTIZED = ("flux_nf4", "flux_int8")
 FIGURES = ("steps_per_s", "bare_steps_per_s", "peak_mb", "train_peak_mb")
@@ -19,10 +19,18 @@ FIGURES = ("steps_per_s", "bare_steps_per_s", "peak_mb", "train_peak_mb")
 
 @pytest.mark.slow
 def test_tiny_cpu_run_ends_with_every_section_in_one_key_value_line(tmp_path):
-    from trainer.contract import TrainJob
-
     run = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--device", "cpu", "--out", str(tmp_path / "line.txt")],
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--tiny",
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "line.txt"),
+            "--only",
+            ",".join(PASSES + TRAINING + QUANTIZED),
+        ],  # fmt: skip
         cwd=tmp_path,  # no .env of the operator's
         capture_output=True,
         text=True,
@@ -36,16 +44,12 @@ def test_tiny_cpu_run_ends_with_every_section_in_one_key_value_line(tmp_path):
     for name in PASSES:
         assert values[name] == "pass", f"{name}: {values[name]}\n{run.stderr[-3000:]}"
         assert float(values[f"{name}_s"]) > 0
-    assert values["dispatcher_device"] == "cpu"
     for name in TRAINING:
         assert values[name] == "ok", f"{name}: {values[name]}\n{run.stderr[-3000:]}"
         assert float(values[f"{name}_steps_per_s"]) > 0 and float(values[f"ratio_{name}"]) > 0
         assert all(values[f"{name}_{key}"] for key in FIGURES)
-    for name in QUANTIZED:  # the trainer's quantize_base, once TrainJob has it
-        if "quantize_base" not in TrainJob.model_fields:
-            assert values[name] == "unsupported"
-        else:
-            assert values[name].split(":")[0] in ("ok", "unsupported", "error"), values[name]
+    for name in QUANTIZED:  # the trainer's quantize_base (bitsandbytes runs its layers on the CPU too)
+        assert values[name] == "ok", f"{name}: {values[name]}\n{run.stderr[-3000:]}"
 
 
 def test_without_a_gpu_it_says_so_and_exits_2(tmp_path):
