@@ -33,7 +33,7 @@ def link_resolver(services: Services):
                 job_id, epoch = (int(x) for x in claims.ref.split("/"))
                 return Path(await services.queue.epoch_file(claims.owner_id, job_id, epoch))
             if claims.kind == "lora":
-                return Path((await services.library.get(claims.owner_id, claims.ref)).path)
+                return Path((await services.library.find(claims.owner_id, claims.ref)).path)
         except (ServiceError, ValueError):
             return None
         return None

@@ -8,12 +8,15 @@ the job runs), ``longline`` (prints a 2 MiB line, then finishes), ``stream``
 (``FAKE_TRAINER_STEPS`` step events spread over ``FAKE_TRAINER_SECONDS``, an epoch file in its
 output folder, then done), ``nospace`` (fails as a full disk does). ``serve`` answers each
 request with one image at once (a 1x1 PNG in the job's
-``output_dir``: the bot accepts no file outside it), or with none when ``FAKE_SERVE_IMAGES`` is 0.
+``output_dir``: the bot accepts no file outside it), or with none when ``FAKE_SERVE_IMAGES`` is 0;
+with ``FAKE_SERVE_RECORD`` set, it appends each job it got to that file (JSON lines), with the bytes'
+SHA-256 of each LoRA file the job names (``lora_sha256``), read when the job arrived.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import signal
@@ -30,6 +33,15 @@ def emit(kind: str, **fields) -> None:
     print(json.dumps({"event": kind, "schema": 1, "time": time.time(), **fields}), flush=True)
 
 
+def record(job: dict) -> None:
+    target = os.environ.get("FAKE_SERVE_RECORD")
+    if not target:
+        return
+    digests = [hashlib.sha256(Path(ref["path"]).read_bytes()).hexdigest() for ref in job.get("loras", [])]
+    with open(target, "a", encoding="utf-8") as f:
+        f.write(json.dumps({**job, "lora_sha256": digests}) + "\n")
+
+
 def serve() -> None:
     emit("ready")
     for line in sys.stdin:
@@ -37,6 +49,7 @@ def serve() -> None:
         if "id" not in request:
             continue
         rid = request["id"]
+        record(request["job"])
         emit("started", request=rid, total_steps=1, total_epochs=0, model_cached=False)
         if os.environ.get("FAKE_SERVE_IMAGES") == "0":
             emit("done", request=rid, files=[])

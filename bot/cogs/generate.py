@@ -1,4 +1,10 @@
-"""/generate: render with a LoRA of your library at a weight; compare_weights makes one grid."""
+"""/generate: render with up to three LoRAs (yours or shared ones) at a weight each, with a sampler;
+compare_weights makes one grid of the first LoRA at several weights.
+
+The LoRAs are three pairs of options, lora/weight, lora2/weight2, lora3/weight3: on a phone each
+is one autocomplete field and one number, filled in any order; the first pair alone is the old
+single-LoRA usage.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,15 @@ from discord.ext import commands
 
 from ..queue.generation import GenerateRequest
 from ..queue.service import QueueError
-from ..ui.common import answer, base_model_choices, lora_choices, require_posting, roles_of, services_of
+from ..ui.common import answer, base_model_choices, require_posting, roles_of, services_of
+from ..ui.loras import usable_lora_choices
+
+#: The trainer's samplers (trainer/render.py SAMPLERS), as a member reads them.
+SAMPLERS = (
+    ("Euler a (default)", "euler_a"), ("Euler", "euler"), ("DPM++ 2M", "dpmpp_2m"),
+    ("DPM++ 2M Karras", "dpmpp_2m_karras"), ("DDIM", "ddim"), ("PNDM", "pndm"), ("LMS", "lms"), ("Heun", "heun"),
+)  # fmt: skip
+Weight = app_commands.Range[float, 0.0, 2.0]
 
 
 def parse_weights(text: str | None) -> list[float] | None:
@@ -26,32 +40,62 @@ def parse_weights(text: str | None) -> list[float] | None:
     return weights
 
 
+def lora_slots(*slots: tuple[str | None, float | None]) -> tuple[tuple[str, float], ...]:
+    """The (LoRA, weight) pairs filled in, in order: lora/weight, lora2/weight2, ...; a weight
+    without its LoRA is a mistake worth saying (the member meant to pick one)."""
+    picks = []
+    for number, (name, weight) in enumerate(slots, start=1):
+        suffix = "" if number == 1 else str(number)
+        if name and name.strip():
+            picks.append((name.strip(), 1.0 if weight is None else weight))
+        elif weight is not None:
+            raise QueueError(
+                f"weight{suffix} is set but lora{suffix} is empty: pick a LoRA in lora{suffix}, "
+                f"or leave weight{suffix} out"
+            )
+    return tuple(picks)
+
+
 class GenerateCog(commands.Cog):
     def __init__(self, bot: commands.Bot):
         self.bot = bot
 
-    @app_commands.command(name="generate", description="Render images with one of your LoRAs")
+    @app_commands.command(name="generate", description="Render images with up to three LoRAs")
     @app_commands.guild_only()
     @app_commands.describe(
-        prompt="What to draw (put your trigger word in it)",
-        lora="A LoRA from your library (save one from /epochs)",
-        weight="How strongly the LoRA applies, 0-2 (default 1)",
+        prompt="What to draw (put your trigger words in it)",
+        lora="A LoRA: yours (save one from /epochs) or one shared with the server",
+        weight="How strongly lora applies, 0-2 (default 1)",
+        lora2="A second LoRA (optional)",
+        weight2="How strongly lora2 applies, 0-2 (default 1)",
+        lora3="A third LoRA (optional)",
+        weight3="How strongly lora3 applies, 0-2 (default 1)",
+        sampler="How the image is sampled (default Euler a; Flux uses its own: leave it out)",
         negative="What to avoid (SD models: Flux takes no negative prompt)",
         seed="Same seed, same picture (default random)",
         steps="Sampling steps (default: the model's, 25; Flux 20)",
         cfg="Prompt strength (default: the model's, 7; Flux 3.5)",
         size="WIDTHxHEIGHT, e.g. 512x768 (default: the model's size)",
         count="How many images (default 1)",
-        compare_weights="Several weights side by side in one grid, e.g. 0.7,0.8,1.0",
+        compare_weights="The first LoRA at several weights side by side in one grid, e.g. 0.7,0.8,1.0",
         base_model="Without a LoRA: which base model",
     )
-    @app_commands.autocomplete(lora=lora_choices, base_model=base_model_choices)
+    @app_commands.choices(sampler=[app_commands.Choice(name=n, value=v) for n, v in SAMPLERS])
+    @app_commands.autocomplete(
+        lora=usable_lora_choices, lora2=usable_lora_choices, lora3=usable_lora_choices,
+        base_model=base_model_choices,
+    )  # fmt: skip
     async def generate(
         self,
         interaction: discord.Interaction,
         prompt: app_commands.Range[str, 1, 1000],
         lora: str | None = None,
-        weight: app_commands.Range[float, 0.0, 2.0] = 1.0,
+        weight: Weight | None = None,
+        lora2: str | None = None,
+        weight2: Weight | None = None,
+        lora3: str | None = None,
+        weight3: Weight | None = None,
+        sampler: str | None = None,
         negative: app_commands.Range[str, 0, 1000] = "",
         seed: app_commands.Range[int, 0, 2**32 - 1] | None = None,
         steps: app_commands.Range[int, 1, 150] | None = None,
@@ -64,8 +108,9 @@ class GenerateCog(commands.Cog):
         require_posting(interaction)
         services = services_of(interaction)
         request = GenerateRequest(
-            prompt=prompt, lora=lora, weight=weight, negative=negative, seed=seed, steps=steps, cfg=cfg,
-            size=size, count=count, compare_weights=parse_weights(compare_weights), base_model=base_model,
+            prompt=prompt, loras=lora_slots((lora, weight), (lora2, weight2), (lora3, weight3)),
+            sampler=sampler, negative=negative, seed=seed, steps=steps, cfg=cfg, size=size, count=count,
+            compare_weights=parse_weights(compare_weights), base_model=base_model,
         )  # fmt: skip
         job = await services.generation.submit(
             interaction.user.id, request, roles=roles_of(interaction), channel_id=interaction.channel_id

@@ -1,4 +1,6 @@
-"""/lora list | download | delete: the member's saved LoRAs (saved from /epochs)."""
+"""/lora list | download | rename | delete | share | unshare: the member's saved LoRAs (saved from
+/epochs) and those other members share with the server (usable and downloadable, never theirs to
+rename or delete)."""
 
 from __future__ import annotations
 
@@ -8,43 +10,72 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..queue.library import lora_ref, owner_label
 from ..ui.base import ask_first
-from ..ui.common import answer, defer_thinking, lora_choices, services_of
+from ..ui.common import answer, defer_thinking, services_of
 from ..ui.embeds import table
 from ..ui.files import send_file
+from ..ui.loras import own_lora_choices, usable_lora_choices
+
+MAX_FIELD = 1024  # an embed field's value
 
 
 @app_commands.guild_only()
-class LibraryCog(commands.GroupCog, group_name="lora", group_description="Your saved LoRAs"):
+class LibraryCog(commands.GroupCog, group_name="lora", group_description="Your saved LoRAs, and shared ones"):
     def __init__(self, bot: commands.Bot):
         self.bot = bot
 
-    @app_commands.command(name="list", description="Your saved LoRAs")
+    @app_commands.command(name="list", description="Your saved LoRAs, and those shared with the server")
     async def list_(self, interaction: discord.Interaction) -> None:
-        rows = await services_of(interaction).library.list(interaction.user.id)
-        if not rows:
+        library = services_of(interaction).library
+        own = await library.list(interaction.user.id)
+        shared = await library.shared_by_others(interaction.user.id)
+        if not own and not shared:
             await answer(interaction, "Your library is empty: save an epoch from `/epochs`.")
             return
-        lines = [(r.name, r.base_model, r.trigger_word, f"#{r.job_id} e{r.epoch}") for r in rows]
+        lines = [
+            (r.name, r.base_model, r.trigger_word, _origin(r.job_id, r.epoch), "yes" if r.shared else "")
+            for r in own
+        ]
         embed = discord.Embed(
-            title="📚 Your LoRAs", description=table(lines, ("name", "model", "trigger", "from"))
+            title="📚 Your LoRAs",
+            description=table(lines, ("name", "model", "trigger", "from", "shared"))
+            if own
+            else "None yet: save an epoch from `/epochs`.",
         )
-        embed.set_footer(text="Use one with /generate lora:<name>")
+        if shared:
+            others = [(r.name, r.base_model, r.trigger_word, owner_label(r)) for r in shared]
+            embed.add_field(
+                name="🔗 Shared with the server",
+                value=table(others, ("name", "model", "trigger", "by"), limit=MAX_FIELD),
+                inline=False,
+            )
+        embed.set_footer(text="Use one with /generate lora:<name> · share yours with /lora share")
         await answer(interaction, embed=embed)
 
-    @app_commands.command(name="download", description="Download a saved LoRA (.safetensors)")
-    @app_commands.autocomplete(name=lora_choices)
+    @app_commands.command(name="download", description="Download a saved or shared LoRA (.safetensors)")
+    @app_commands.autocomplete(name=usable_lora_choices)
     async def download(self, interaction: discord.Interaction, name: str) -> None:
-        lora = await services_of(interaction).library.get(interaction.user.id, name)
+        lora = await services_of(interaction).library.find(interaction.user.id, name)
         await defer_thinking(interaction)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in lora.name)
-        await send_file(interaction, Path(lora.path), f"{safe}.safetensors", kind="lora", ref=lora.name)
+        ref = lora_ref(lora, interaction.user.id)
+        await send_file(interaction, Path(lora.path), f"{safe}.safetensors", kind="lora", ref=ref)
 
-    @app_commands.command(name="delete", description="Delete a saved LoRA (asks first)")
-    @app_commands.autocomplete(name=lora_choices)
+    @app_commands.command(name="rename", description="Rename one of your LoRAs")
+    @app_commands.describe(name="One of your LoRAs", new_name="Its new name (1-40 letters, digits, ' _-.')")
+    @app_commands.autocomplete(name=own_lora_choices)
+    async def rename(
+        self, interaction: discord.Interaction, name: str, new_name: app_commands.Range[str, 1, 40]
+    ) -> None:
+        lora = await services_of(interaction).library.rename(interaction.user.id, name, new_name)
+        await answer(interaction, f"✏️ Renamed to **{lora.name}**.")
+
+    @app_commands.command(name="delete", description="Delete one of your LoRAs (asks first)")
+    @app_commands.autocomplete(name=own_lora_choices)
     async def delete(self, interaction: discord.Interaction, name: str) -> None:
         services = services_of(interaction)
-        lora = await services.library.get(interaction.user.id, name)
+        lora = await services.library.owned(interaction.user.id, name, "delete")
         owner = interaction.user.id
 
         async def confirmed(click: discord.Interaction) -> None:
@@ -53,4 +84,37 @@ class LibraryCog(commands.GroupCog, group_name="lora", group_description="Your s
                 content=f"🗑️ Deleted **{lora.name}** from your library.", view=None
             )
 
-        await ask_first(interaction, f"Delete **{lora.name}** from your library?", confirmed, label="Delete")
+        shared = " It is shared: the others lose it too." if lora.shared else ""
+        await ask_first(
+            interaction, f"Delete **{lora.name}** from your library?{shared}", confirmed, label="Delete"
+        )
+
+    @app_commands.command(name="share", description="Let everyone here generate with and download a LoRA")
+    @app_commands.describe(name="One of your LoRAs")
+    @app_commands.autocomplete(name=own_lora_choices)
+    async def share(self, interaction: discord.Interaction, name: str) -> None:
+        lora = await services_of(interaction).library.share(
+            interaction.user.id, name, interaction.user.display_name
+        )
+        await answer(
+            interaction,
+            f"🔗 **{lora.name}** is shared with the server: everyone can pick it in `/generate` and "
+            "`/lora download` (marked with your name). Only you can rename or delete it; "
+            "`/lora unshare` stops sharing.",
+        )
+
+    @app_commands.command(name="unshare", description="Stop sharing one of your LoRAs")
+    @app_commands.describe(name="One of your shared LoRAs")
+    @app_commands.autocomplete(name=own_lora_choices)
+    async def unshare(self, interaction: discord.Interaction, name: str) -> None:
+        lora = await services_of(interaction).library.unshare(interaction.user.id, name)
+        await answer(
+            interaction,
+            f"🔒 **{lora.name}** is yours alone again: others cannot pick it any more "
+            "(renders already in the queue still finish).",
+        )
+
+
+def _origin(job_id: int | None, epoch: int | None) -> str:
+    """Where a saved LoRA came from: ``#12 e3`` (blank once its job is gone)."""
+    return f"#{job_id} e{epoch}" if job_id is not None else ""

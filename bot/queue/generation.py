@@ -1,8 +1,9 @@
-"""/generate requests and the member's LoRA library. Plain values in and out.
+"""/generate requests: up to three LoRAs (the member's own or shared ones, see
+:mod:`bot.queue.library`) at a weight each, a sampler, and the rest. Plain values in and out.
 
-A saved LoRA is the member's own copy of an epoch file (``DATA_DIR/library/<owner>/``), so
-deleting the job's folder never breaks /generate. A generation job is charged per image at
-submission (a compare grid of 3 weights is 3 images) and refunded for images not rendered.
+A generation job is charged per image at submission (a compare grid of 3 weights is 3 images) and
+refunded for images not rendered. Its LoRA files are hard-linked into the job's own folder when it
+is queued, so their owner renaming, unsharing or deleting one never breaks a render in the queue.
 :meth:`GenerationService.compare_epochs` renders saved epochs of a training job x weights into
 one grid (rows "epoch N", columns "weight W", one seed) to pick the best epoch.
 """
@@ -10,10 +11,10 @@ one grid (rows "epoch N", columns "weight W", one seed) to pick the best epoch.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
 import shutil
-import sqlite3
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -21,17 +22,25 @@ from pathlib import Path
 from typing import Any
 
 from db import jobs as jobs_repo
-from db import library as repo
-from db.database import transaction
+from db.library import LoraRow
 from trainer.contract import GenerateJob, JobError, PreviewOptions, parse_job
-from trainer.contract.families import family_info, render_options_not_taken
+from trainer.contract.families import (
+    family_info,
+    family_label,
+    refused_render_options,
+    render_options_not_taken,
+)
 
 from ..registry import RegistryError
 from . import costs
+from .library import LibraryService
 from .service import QueueError, QueueService
 
-_LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
+__all__ = ["MAX_LORAS", "GenerateEstimate", "GenerateRequest", "GenerationService", "LibraryService"]
+
 MAX_COMPARE = 8  # epochs (rows) and weights (columns) of one compare grid
+MAX_LORAS = 3  # LoRAs applied together in one /generate
+MAX_WEIGHT = 2.0  # a LoRA's weight goes from -MAX_WEIGHT to MAX_WEIGHT (the trainer's range)
 
 
 @dataclass(frozen=True)
@@ -48,6 +57,12 @@ class GenerateRequest:
     compare_weights: list[float] | None = None
     base_model: str | None = None
     sampler: str | None = None  # None: the job's default (a family may refuse one that is set)
+    loras: tuple[tuple[str, float], ...] = ()  # more (reference, weight) pairs, after ``lora``
+
+    def picks(self) -> list[tuple[str, float]]:
+        """Every LoRA asked for, as (reference, weight): ``lora`` first, then ``loras``."""
+        first = [(self.lora, self.weight)] if self.lora else []
+        return first + [(name, weight) for name, weight in self.loras]
 
 
 @dataclass(frozen=True)
@@ -58,57 +73,6 @@ class GenerateEstimate:
     width: int
     height: int
     cost: int
-
-
-class LibraryService:
-    """Save epochs into a member's library; list, find and delete them."""
-
-    def __init__(self, queue: QueueService):
-        self.queue = queue
-        self.conn = queue.conn
-
-    def folder(self, owner_id: int) -> Path:
-        return self.queue.settings.data_dir / "library" / str(owner_id)
-
-    async def save(self, owner_id: int, job_id: int, epoch: int, name: str | None = None) -> repo.LoraRow:
-        job = await self.queue.job(owner_id, job_id)
-        path = Path(await self.queue.epoch_file(owner_id, job.id, epoch))
-        name = (name or f"{job.title}-e{epoch}").strip()
-        if not _LORA_NAME.match(name):
-            raise QueueError(
-                "a LoRA name is 1-40 letters, digits, spaces, '_', '-' or '.', starting with one"
-            )
-        if await repo.get_lora(self.conn, owner_id, name) is not None:
-            raise QueueError(f"you already have a LoRA named '{name}': pick another name")
-        target = self.folder(owner_id) / f"{uuid.uuid4().hex}.safetensors"
-        await asyncio.to_thread(_copy, path, target)
-        try:
-            async with transaction(self.conn):
-                return await repo.insert_lora(
-                    self.conn, owner_id, name, str(target), job.base_model, job.family, job.id, epoch,
-                    job.spec.get("trigger", ""),
-                )  # fmt: skip
-        except sqlite3.IntegrityError:
-            target.unlink(missing_ok=True)
-            raise QueueError(f"you already have a LoRA named '{name}': pick another name") from None
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
-
-    async def list(self, owner_id: int) -> list[repo.LoraRow]:
-        return await repo.list_loras(self.conn, owner_id)
-
-    async def get(self, owner_id: int, name: str) -> repo.LoraRow:
-        lora = await repo.get_lora(self.conn, owner_id, name.strip())
-        if lora is None:
-            raise QueueError(f"you have no LoRA named '{name}' (save one from /epochs)")
-        return lora
-
-    async def delete(self, owner_id: int, name: str) -> None:
-        lora = await self.get(owner_id, name)
-        async with transaction(self.conn):
-            await repo.delete_lora(self.conn, lora.id)
-        Path(lora.path).unlink(missing_ok=True)
 
 
 class GenerationService:
@@ -132,9 +96,15 @@ class GenerationService:
         expected_cost: int | None = None,
     ) -> jobs_repo.JobRow:
         estimate, options = await self._prepare(owner_id, request)
-        return await self._enqueue(
-            owner_id, estimate, options, request.prompt[:80], roles, channel_id, expected_cost
-        )
+        folder = self._new_folder()
+        try:
+            options["loras"] = await asyncio.to_thread(_snapshot, folder, options["loras"])
+            return await self._enqueue(
+                owner_id, estimate, options, request.prompt[:80], roles, channel_id, expected_cost, folder
+            )
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, folder, True)
+            raise
 
     async def estimate_compare(
         self, owner_id: int, job_id: int, epochs: list[int], weights: list[float], *,
@@ -167,11 +137,16 @@ class GenerationService:
         estimate, options, title = await self._prepare_compare(
             owner_id, job_id, epochs, weights, prompt=prompt, negative=negative, seed=seed, steps=steps
         )
-        return await self._enqueue(owner_id, estimate, options, title, roles, channel_id, expected_cost)
+        return await self._enqueue(
+            owner_id, estimate, options, title, roles, channel_id, expected_cost, self._new_folder()
+        )
+
+    def _new_folder(self) -> Path:
+        return self.queue.settings.jobs_dir() / uuid.uuid4().hex
 
     async def _enqueue(
         self, owner_id: int, estimate: GenerateEstimate, options: dict[str, Any], title: str,
-        roles: Iterable[str] | None, channel_id: int | None, expected_cost: int | None,
+        roles: Iterable[str] | None, channel_id: int | None, expected_cost: int | None, folder: Path,
     ) -> jobs_repo.JobRow:  # fmt: skip
         if expected_cost is not None and expected_cost != estimate.cost:
             raise QueueError(f"the cost changed from {expected_cost} to {estimate.cost}: confirm again")
@@ -179,7 +154,7 @@ class GenerationService:
             owner_id=owner_id, kind="generate", priority=0, title=title, dataset_id=None,
             base_model=estimate.base_model, family=estimate.family, resolution=max(estimate.width, estimate.height),
             batch_size=1, total_steps=estimate.images, cost=estimate.cost, spec={"options": options},
-            folder=str(self.queue.settings.jobs_dir() / uuid.uuid4().hex), channel_id=channel_id,
+            folder=str(folder), channel_id=channel_id,
         )  # fmt: skip
         return await self.queue.enqueue(new, roles, "render fewer or smaller images")
 
@@ -207,28 +182,52 @@ class GenerationService:
     async def _prepare(
         self, owner_id: int, request: GenerateRequest
     ) -> tuple[GenerateEstimate, dict[str, Any]]:
-        loras = []
-        base_model = request.base_model
-        if request.lora:
-            lora = await self.library.get(owner_id, request.lora)
-            loras.append({"path": lora.path, "weight": request.weight})
-            if base_model is not None and base_model != lora.base_model:
-                raise QueueError(f"LoRA '{lora.name}' was trained on {lora.base_model}, not {base_model}")
-            base_model = lora.base_model
+        loras = await self._loras(owner_id, request.picks())
+        base_model = request.base_model or (loras[0][0].base_model if loras else None)
         if base_model is None:
-            raise QueueError("name a LoRA from your library, or a base model")
+            raise QueueError("name a LoRA (one of yours or one shared with the server), or a base model")
         family, source = self._model(base_model)
+        for lora, _ in loras:
+            if lora.family != family:
+                raise QueueError(
+                    f"LoRA '{lora.name}' was trained on {lora.base_model} ({family_label(lora.family)}): "
+                    f"it does not fit {base_model} ({family_label(family)})"
+                )
         width, height = self._size(request.size, family)
         options = {
-            "prompt": request.prompt, "negative": request.negative, "loras": loras,
+            "prompt": request.prompt, "negative": request.negative,
+            "loras": [{"path": lora.path, "weight": weight} for lora, weight in loras],
             "compare_weights": request.compare_weights, "steps": request.steps, "cfg": request.cfg,
             "width": width, "height": height, "count": request.count,
             "seed": request.seed if request.seed is not None else random.SystemRandom().randrange(2**32),
         }  # fmt: skip
-        if request.sampler is not None:
+        if request.sampler is not None:  # named, even as the default: a family renders with its own
+            refused = refused_render_options(family, {"sampler": request.sampler})
+            if refused:
+                raise QueueError("; ".join(refused))
             options["sampler"] = request.sampler
         images = request.count * (len(request.compare_weights) if request.compare_weights else 1)
         return self._priced(base_model, family, source, options, images)
+
+    async def _loras(self, owner_id: int, picks: list[tuple[str, float]]) -> list[tuple[LoraRow, float]]:
+        """The LoRAs picked (the member's own or shared ones) with their weights, checked."""
+        if len(picks) > MAX_LORAS:
+            raise QueueError(f"at most {MAX_LORAS} LoRAs go together (got {len(picks)}): leave some out")
+        for name, weight in picks:
+            if not -MAX_WEIGHT <= weight <= MAX_WEIGHT:
+                raise QueueError(
+                    f"the weight of '{name}' is {weight:g}: a LoRA weight goes from {-MAX_WEIGHT:g} to "
+                    f"{MAX_WEIGHT:g} (1 is full strength, e.g. 0.8)"
+                )
+        found = [(await self.library.find(owner_id, name), float(weight)) for name, weight in picks]
+        seen: set[int] = set()
+        for lora, _ in found:
+            if lora.id in seen:
+                raise QueueError(
+                    f"'{lora.name}' is picked twice: pick each LoRA once (its weight sets how much)"
+                )
+            seen.add(lora.id)
+        return found
 
     def _model(self, base_model: str) -> tuple[str, str]:
         """(family, source) of a registry key; QueueError when it cannot be used."""
@@ -319,6 +318,18 @@ def _compare_axes(epochs: list[int], weights: list[float]) -> tuple[list[int], l
     return epochs, [float(w) for w in weights]
 
 
-def _copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+def _snapshot(folder: Path, loras: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The job's LoRAs as hard links in its own folder (``loras/loraN.safetensors``): the owner
+    deleting one (a shared LoRA, say) after this does not break the render. Where no link can be
+    made (another file system), the job uses the library's file."""
+    out = []
+    for i, ref in enumerate(loras):
+        target = folder / "loras" / f"lora{i}.safetensors"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(ref["path"], target)
+        except OSError:
+            out.append(ref)
+            continue
+        out.append({**ref, "path": str(target)})
+    return out

@@ -260,12 +260,6 @@ async def base_model_choices(
 
 
 @quiet
-async def lora_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-    rows = await services_of(interaction).library.list(interaction.user.id)
-    return choices([(f"{r.name} ({r.base_model})", r.name) for r in rows], current)
-
-
-@quiet
 async def job_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     return await _jobs(interaction, current, kind="train", everyone=False)
 
