@@ -24,6 +24,7 @@ NOT_YET_CONVERTED = {
     "bot/cogs/tags.py",
     "bot/datasets/service.py",
     "bot/queue/generation.py",
+    "bot/queue/library.py",
     "bot/registry.py",
 }
 
