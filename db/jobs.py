@@ -125,7 +125,7 @@ async def list_jobs(
     kind: str | None = None,
     limit: int = 100,
 ) -> list[JobRow]:
-    """Jobs, newest first, filtered by owner, states and kind."""
+    """Jobs, newest first, filtered by owner, states and kind; ``limit`` -1: all (SQLite's LIMIT)."""
     where, args = [], []
     if owner_id is not None:
         where.append("owner_id = ?")

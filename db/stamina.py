@@ -123,7 +123,7 @@ async def change_balance(
 
 
 async def ledger(conn: aiosqlite.Connection, user_id: int, limit: int = 20) -> list[LedgerRow]:
-    """The newest ``limit`` rows of a member's ledger, newest first."""
+    """The newest ``limit`` rows of a member's ledger (all with -1, as SQLite's LIMIT), newest first."""
     async with conn.execute(
         "SELECT id, user_id, delta, balance_after, reason, job_id, actor_id, note, created_at"
         " FROM stamina_ledger WHERE user_id = ? ORDER BY id DESC LIMIT ?",

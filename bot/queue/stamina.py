@@ -121,8 +121,9 @@ class StaminaService:
                 user = await self.ensure_user(user_id, roles)
         return self._view(user)
 
-    async def history(self, user_id: int, limit: int = 20) -> list[repo.LedgerRow]:
-        return await repo.ledger(self.conn, user_id, limit)
+    async def history(self, user_id: int, limit: int | None = 20) -> list[repo.LedgerRow]:
+        """The newest ``limit`` changes of a member's balance (all of them when None), newest first."""
+        return await repo.ledger(self.conn, user_id, -1 if limit is None else limit)
 
     def _view(self, user: repo.UserRow) -> Balance:
         tier_name = self.effective_tier(user)

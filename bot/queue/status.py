@@ -32,16 +32,19 @@ class JobStatus:
 
 
 async def queue_status(
-    queue: QueueService, owner_id: int | None = None, include_finished: bool = False, limit: int = 50
+    queue: QueueService, owner_id: int | None = None, include_finished: bool = False, limit: int | None = 50
 ) -> list[JobStatus]:
-    """Active jobs (and, with ``include_finished``, recent ended ones) of one member or of everyone."""
+    """Active jobs (and, with ``include_finished``, the ``limit`` most recent ended ones, or all of
+    them when None) of one member or of everyone."""
     paused = await queue.paused()
     slots: dict[int, Slot] = {}
     for kind in ("train", "generate"):
         slots.update(await _plan_kind(queue, kind))
     rows = await repo.list_jobs(queue.conn, owner_id=owner_id, states=repo.ACTIVE, limit=10_000)
     if include_finished:  # every active job, then the most recent ended ones
-        rows += await repo.list_jobs(queue.conn, owner_id=owner_id, states=repo.FINISHED, limit=limit)
+        rows += await repo.list_jobs(
+            queue.conn, owner_id=owner_id, states=repo.FINISHED, limit=-1 if limit is None else limit
+        )
     result = []
     for job in sorted(rows, key=_order):
         slot = slots.get(job.id)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from ..i18n import N_, Messages, messages
 from ..queue.eta import format_duration
 from ..queue.status import JobStatus
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 STATE_ICONS = {
     "queued": "⏳", "running": "🏃", "cancelling": "🛑", "done": "✅", "failed": "💥", "cancelled": "✖️",
 }  # fmt: skip
+KINDS = {"train": N_("training"), "generate": N_("render")}
 COLORS = {
     "queued": discord.Color.light_grey(), "running": discord.Color.blue(), "cancelling": discord.Color.orange(),
     "done": discord.Color.green(), "failed": discord.Color.red(), "cancelled": discord.Color.dark_grey(),
@@ -27,29 +29,46 @@ def progress_bar(done: int, total: int, width: int = 12) -> str:
     return f"{'▰' * filled}{'▱' * (width - filled)} {share:.0%}"
 
 
-def timing(status: JobStatus | None) -> str:
-    """'#2 in line, starts in 4m' / 'ends in 12m' / 'queue paused', or ''."""
+def timing(status: JobStatus | None, t: Messages | None = None) -> str:
+    """'#2 in line, starts in ~4m' / 'done in ~12m' / 'queue paused', or ''."""
+    t = t or messages(None)
     if status is None or status.job.finished:
         return ""
     if status.paused and status.job.state == "queued":
-        return "queue paused by an operator"
+        return t("queue paused by an operator")
     parts = []
     if status.position is not None:
-        parts.append(f"#{status.position} in line")
+        parts.append(t("#{position} in line", position=status.position))
     if status.starts_in_s is not None and status.job.state == "queued":
-        parts.append(f"starts in ~{format_duration(status.starts_in_s)}")
+        parts.append(t("starts in ~{wait}", wait=format_duration(status.starts_in_s)))
     if status.ends_in_s is not None:
-        parts.append(f"done in ~{format_duration(status.ends_in_s)}")
-    return ", ".join(parts)
+        parts.append(t("done in ~{wait}", wait=format_duration(status.ends_in_s)))
+    return t(", ").join(parts)
 
 
-def job_line(status: JobStatus, *, owner: bool = False) -> str:
+def progress_text(status: JobStatus, t: Messages) -> str:
+    """'120/400 steps, epoch 3/10, loss 0.0812' in ``t``'s language."""
+    job = status.job
+    if job.kind == "train":
+        text = t("{step}/{total} steps", step=job.step, total=job.total_steps)
+        if job.epoch:
+            text += t(", epoch {epoch}/{epochs}", epoch=job.epoch, epochs=job.spec.get("epochs", "?"))
+    else:
+        text = t("{step}/{total} images", step=job.step, total=job.total_steps)
+    if job.loss is not None and job.state in ("running", "cancelling"):
+        text += t(", loss {loss}", loss=f"{job.loss:.4f}")
+    return text
+
+
+def job_line(status: JobStatus, *, owner: bool = False, t: Messages | None = None) -> str:
     """One job as one or two lines of a /queue embed."""
+    t = t or messages(None)
     job = status.job
     who = f" <@{job.owner_id}>" if owner else ""
-    head = f"{STATE_ICONS.get(job.state, '•')} **#{job.id}** {job.kind} · {job.title[:40]}{who} · {job.state}"
-    detail = status.progress
-    when = timing(status)
+    kind, state = t(KINDS.get(job.kind, job.kind)), t(job.state)
+    head = f"{STATE_ICONS.get(job.state, '•')} **#{job.id}** {kind} · {job.title[:40]}{who} · {state}"
+    detail = progress_text(status, t)
+    when = timing(status, t)
     if job.state == "failed" and job.error:
         detail += f" · {job.error[:120]}"
     return f"{head}\n  {detail}{f' · {when}' if when else ''}"
