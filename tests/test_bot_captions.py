@@ -79,6 +79,7 @@ def test_edit_a_caption_from_its_page(settings):
             assert (await captions(w))[0] == "tkchar, 1girl, red dress, smile"
             shown = await w.server.wait_for_message(lambda m: m is browser and m.edits > edits, 10)
             assert "`red dress`" in shown.embeds[0]["description"]  # the page shows the new caption
+            assert shown.embeds[0]["footer"]["text"].endswith("caption edited by hand")
             assert (await w.services.datasets.images(w.alice.user_id, "chara"))[0].caption_source == "hand"
 
             again = await w.slash(w.alice, "tags caption", {"dataset": "chara", "image": first.id})
@@ -128,6 +129,9 @@ def test_retag_asks_first_and_says_what_it_replaces(settings, monkeypatch):
             assert question.content == "Cancelled: nothing was changed." and not question.components
             assert await captions(w) == before
 
+            info = await w.reply(await w.slash(w.alice, "dataset info", {"name": "chara"}))
+            own = next(f["value"] for f in info.embeds[0]["fields"] if f["name"] == "Your own captions")
+            assert own == "2 edited by hand, 0 from a zip"
             question = await w.reply(await w.slash(w.alice, "tags retag", options))
             assert first_id(question, label="Keep my 2, re-tag 1")
             await w.click(question, w.alice, first_id(question, label="Re-tag 3"))

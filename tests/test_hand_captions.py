@@ -110,6 +110,8 @@ def test_retag_counts_and_replaces_the_members_own_captions(tmp_path):
         await svc.remove_tags(1, "chara", ["solo"], image_id=images["r1.png"].id)
         plan = await svc.plan_retag(1, "chara")
         assert (plan.images, plan.hand, plan.zip, plan.own) == (4, 2, 1, 3)
+        info = await svc.info(1, "chara")
+        assert (info.hand, info.zip) == (2, 1)
         assert (plan.tagger, plan.threshold, plan.saves_settings, plan.image_ids) == (
             "tiny",
             0.35,

@@ -100,6 +100,7 @@ class DatasetCog(commands.GroupCog, group_name="dataset", group_description="You
                 ],
                 inline=False,
             )
+        embed.add_field(name="Your own captions", value=f"{info.hand} edited by hand, {info.zip} from a zip")
         embed.set_footer(text=f"{info.undo_steps} tag edit(s) can be undone · /tags view to prune tags")
         await answer(interaction, embed=embed)
 

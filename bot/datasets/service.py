@@ -63,6 +63,8 @@ class DatasetInfo:
     tags: int
     undo_steps: int
     folder: Path
+    hand: int = 0  # captions the member edited by hand
+    zip: int = 0  # captions that came with a zip
 
 
 class DatasetService(CaptionEdits, Retagging, DatasetChanges):
@@ -116,7 +118,8 @@ class DatasetService(CaptionEdits, Retagging, DatasetChanges):
         images = await repo.list_images(self.conn, dataset.id)
         tags = cap.tag_table([i.caption for i in images])
         undo = await repo.count_edits(self.conn, dataset.id)
-        return DatasetInfo(dataset, len(images), len(tags), undo, self.folder(dataset))
+        hand, zipped = (sum(i.caption_source == source for i in images) for source in ("hand", "zip"))
+        return DatasetInfo(dataset, len(images), len(tags), undo, self.folder(dataset), hand, zipped)
 
     async def delete(self, owner_id: int, name: str) -> None:
         dataset = await self.get(owner_id, name)

@@ -16,6 +16,7 @@ from .common import answer, listed, run_service, services_of
 
 THUMB = 256
 PAGE_TAGS = 25
+SOURCES = {"tagger": "by the tagger", "zip": "from your zip", "hand": "edited by hand"}
 
 
 def frequency_embed(dataset: str, table: list[TagCount], images: int) -> discord.Embed:
@@ -80,7 +81,8 @@ class TagBrowser(OwnerView):
             color=discord.Color.blurple(),
         )
         embed.set_thumbnail(url="attachment://thumb.jpg")
-        embed.set_footer(text=f"{image.original_name} · {image.width}x{image.height}")
+        source = SOURCES.get(image.caption_source, image.caption_source)
+        embed.set_footer(text=f"{image.original_name} · {image.width}x{image.height} · caption {source}")
         return embed, [discord.File(io.BytesIO(data), filename="thumb.jpg")]
 
     def _fill_jump(self, count: int) -> None:
