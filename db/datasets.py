@@ -49,6 +49,13 @@ class ImageRow:
     width: int
     height: int
     caption: str
+    caption_source: str  # 'tagger', 'zip' (came with the upload) or 'hand' (edited by the member)
+
+
+#: Where a caption came from; 'zip' and 'hand' are the member's own words, which a re-tag replaces.
+CAPTION_SOURCES = ("tagger", "zip", "hand")
+#: What a member may change on a dataset after creating it (:func:`update_dataset`).
+EDITABLE = ("name", "trigger_word", "general_threshold", "tagger", "crop_mode", "crop_width", "crop_height")
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class NewImage:
     height: int
     caption: str
     rating: str | None = None
+    source: str = "tagger"
 
 
 _DATASET_COLUMNS = ", ".join(DatasetRow.__dataclass_fields__)
@@ -173,11 +181,11 @@ async def insert_images(
     for i in images:
         async with conn.execute(
             """INSERT INTO dataset_images (dataset_id, file_name, original_name, sha256, phash, width, height,
-                                           caption, rating)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                           caption, rating, caption_source)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                ON CONFLICT (dataset_id, sha256) DO NOTHING RETURNING id""",
             (dataset_id, i.file_name, i.original_name, i.sha256, to_signed64(i.phash), i.width, i.height,
-             i.caption, i.rating),
+             i.caption, i.rating, i.source),
         ) as cur:  # fmt: skip
             row = await cur.fetchone()
         ids.append(int(row[0]) if row else None)
@@ -194,21 +202,27 @@ async def image_by_sha256(conn: aiosqlite.Connection, dataset_id: int, sha256: s
 
 
 async def record_caption_edit(
-    conn: aiosqlite.Connection, dataset_id: int, description: str, changes: dict[int, tuple[str, str]]
+    conn: aiosqlite.Connection,
+    dataset_id: int,
+    description: str,
+    changes: dict[int, tuple[str, str]],
+    source: str = "hand",
 ) -> int:
-    """Apply caption changes {image_id: (old, new)} and remember the old captions for undo."""
+    """Apply caption changes {image_id: (old, new)}, now from ``source``, and remember the old
+    captions and their sources for undo."""
     async with conn.execute(
         "INSERT INTO caption_edits (dataset_id, description) VALUES (?, ?) RETURNING id",
         (dataset_id, description),
     ) as cur:
         edit_id = int((await cur.fetchone())[0])
     await conn.executemany(
-        "INSERT INTO caption_edit_items (edit_id, image_id, old_caption) VALUES (?, ?, ?)",
-        [(edit_id, image_id, old) for image_id, (old, _new) in changes.items()],
+        """INSERT INTO caption_edit_items (edit_id, image_id, old_caption, old_source)
+           SELECT ?, id, ?, caption_source FROM dataset_images WHERE id = ? AND dataset_id = ?""",
+        [(edit_id, old, image_id, dataset_id) for image_id, (old, _new) in changes.items()],
     )
     await conn.executemany(
-        "UPDATE dataset_images SET caption = ? WHERE id = ? AND dataset_id = ?",
-        [(new, image_id, dataset_id) for image_id, (_old, new) in changes.items()],
+        "UPDATE dataset_images SET caption = ?, caption_source = ? WHERE id = ? AND dataset_id = ?",
+        [(new, source, image_id, dataset_id) for image_id, (_old, new) in changes.items()],
     )
     return edit_id
 
@@ -223,12 +237,13 @@ async def undo_last_edit(conn: aiosqlite.Connection, dataset_id: int) -> tuple[s
     if edit is None:
         return None
     async with conn.execute(
-        "SELECT image_id, old_caption FROM caption_edit_items WHERE edit_id = ?", (edit["id"],)
+        "SELECT image_id, old_caption, old_source FROM caption_edit_items WHERE edit_id = ?", (edit["id"],)
     ) as cur:
         items = await cur.fetchall()
     await conn.executemany(
-        "UPDATE dataset_images SET caption = ? WHERE id = ? AND dataset_id = ?",
-        [(row["old_caption"], row["image_id"], dataset_id) for row in items],
+        """UPDATE dataset_images SET caption = ?, caption_source = coalesce(?, caption_source)
+           WHERE id = ? AND dataset_id = ?""",
+        [(row["old_caption"], row["old_source"], row["image_id"], dataset_id) for row in items],
     )
     await conn.execute("DELETE FROM caption_edits WHERE id = ?", (edit["id"],))
     return edit["description"], len(items)
@@ -237,3 +252,54 @@ async def undo_last_edit(conn: aiosqlite.Connection, dataset_id: int) -> tuple[s
 async def count_edits(conn: aiosqlite.Connection, dataset_id: int) -> int:
     async with conn.execute("SELECT COUNT(*) FROM caption_edits WHERE dataset_id = ?", (dataset_id,)) as cur:
         return int((await cur.fetchone())[0])
+
+
+async def update_dataset(conn: aiosqlite.Connection, dataset_id: int, **fields: object) -> DatasetRow:
+    """Change the :data:`EDITABLE` settings given; sqlite3.IntegrityError when a new name clashes
+    with another of the owner's datasets."""
+    unknown = set(fields) - set(EDITABLE)
+    if unknown or not fields:
+        raise ValueError(f"not an editable dataset setting: {sorted(unknown) or 'none given'}")
+    columns = ", ".join(f"{name} = ?" for name in fields)
+    async with conn.execute(
+        f"UPDATE datasets SET {columns} WHERE id = ? RETURNING {_DATASET_COLUMNS}",
+        (*fields.values(), dataset_id),
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        raise LookupError(f"no dataset {dataset_id}")
+    return _dataset(row)
+
+
+async def rewrite_captions(conn: aiosqlite.Connection, dataset_id: int, captions: dict[int, str]) -> None:
+    """Set captions {image_id: caption} without an undo step and keeping their source (a rewrite the
+    bot does for the member, such as a new trigger word)."""
+    await conn.executemany(
+        "UPDATE dataset_images SET caption = ? WHERE id = ? AND dataset_id = ?",
+        [(caption, image_id, dataset_id) for image_id, caption in captions.items()],
+    )
+
+
+async def history_captions(conn: aiosqlite.Connection, dataset_id: int) -> list[tuple[int, int, str]]:
+    """(edit id, image id, old caption) of every caption the undo history of the dataset keeps."""
+    async with conn.execute(
+        """SELECT i.edit_id, i.image_id, i.old_caption FROM caption_edit_items i
+           JOIN caption_edits e ON e.id = i.edit_id WHERE e.dataset_id = ? ORDER BY i.edit_id""",
+        (dataset_id,),
+    ) as cur:
+        return [(int(r[0]), int(r[1]), r[2]) for r in await cur.fetchall()]
+
+
+async def rewrite_history_captions(conn: aiosqlite.Connection, items: list[tuple[int, int, str]]) -> None:
+    """Replace old captions in the undo history: (edit id, image id, caption)."""
+    await conn.executemany(
+        "UPDATE caption_edit_items SET old_caption = ? WHERE edit_id = ? AND image_id = ?",
+        [(caption, edit_id, image_id) for edit_id, image_id, caption in items],
+    )
+
+
+async def set_ratings(conn: aiosqlite.Connection, dataset_id: int, ratings: dict[int, str]) -> None:
+    await conn.executemany(
+        "UPDATE dataset_images SET rating = ? WHERE id = ? AND dataset_id = ?",
+        [(rating, image_id, dataset_id) for image_id, rating in ratings.items()],
+    )

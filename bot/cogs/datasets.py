@@ -1,4 +1,4 @@
-"""/dataset new | list | info | delete."""
+"""/dataset new | list | info | edit | delete."""
 
 from __future__ import annotations
 
@@ -8,9 +8,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from ..ui.base import ask_first
-from ..ui.common import answer, base_model_choices, dataset_choices, services_of
+from ..datasets.changes import SettingsChange
+from ..ui.base import OwnerView, ask_first
+from ..ui.common import answer, base_model_choices, choices, dataset_choices, quiet, services_of
 from ..ui.embeds import table
+
+CropMode = Literal["none", "center", "focus"]
+
+
+@quiet
+async def tagger_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """The operator's taggers (members pick from these, never a path of their own)."""
+    return choices([(t, t) for t in services_of(interaction).settings.tagger_choices()], current)
 
 
 @app_commands.guild_only()
@@ -28,14 +37,14 @@ class DatasetCog(commands.GroupCog, group_name="dataset", group_description="You
         tagger="The auto-tagger (ask the operator which exist)",
         threshold="Tagger confidence 0-1 (lower: more tags; default 0.35)",
     )
-    @app_commands.autocomplete(base_model=base_model_choices)
+    @app_commands.autocomplete(base_model=base_model_choices, tagger=tagger_choices)
     async def new(
         self,
         interaction: discord.Interaction,
         name: app_commands.Range[str, 1, 40],
         base_model: str,
         trigger: app_commands.Range[str, 1, 64],
-        crop_mode: Literal["none", "center", "focus"] = "none",
+        crop_mode: CropMode = "none",
         crop_size: str | None = None,
         tagger: str | None = None,
         threshold: app_commands.Range[float, 0.01, 0.99] | None = None,
@@ -56,15 +65,6 @@ class DatasetCog(commands.GroupCog, group_name="dataset", group_description="You
             f"tagger {row.tagger} at {row.general_threshold:g}.\nNext: `/upload dataset:{row.name}` with your "
             "images (or a zip), or long-press a message with images → Apps → *Add to dataset*.",
         )
-
-    @new.autocomplete("tagger")
-    async def _taggers(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        names = services_of(interaction).settings.tagger_choices()
-        return [
-            app_commands.Choice(name=t[:100], value=t[:100]) for t in names if current.lower() in t.lower()
-        ][:25]
 
     @app_commands.command(name="list", description="Your datasets")
     async def list_(self, interaction: discord.Interaction) -> None:
@@ -90,8 +90,7 @@ class DatasetCog(commands.GroupCog, group_name="dataset", group_description="You
         embed.add_field(name="Distinct tags", value=str(info.tags))
         embed.add_field(name="Base model", value=d.base_model)
         embed.add_field(name="Trigger", value=f"`{d.trigger_word}`")
-        crop = "none (buckets)" if d.crop_mode == "none" else f"{d.crop_mode} {d.crop_width}x{d.crop_height}"
-        embed.add_field(name="Crop", value=crop)
+        embed.add_field(name="Crop", value=_crop(d))
         embed.add_field(name="Tagger", value=f"{d.tagger} @ {d.general_threshold:g}")
         if top:
             embed.add_field(
@@ -101,8 +100,46 @@ class DatasetCog(commands.GroupCog, group_name="dataset", group_description="You
                 ],
                 inline=False,
             )
+        embed.add_field(name="Your own captions", value=f"{info.hand} edited by hand, {info.zip} from a zip")
         embed.set_footer(text=f"{info.undo_steps} tag edit(s) can be undone · /tags view to prune tags")
         await answer(interaction, embed=embed)
+
+    @app_commands.command(
+        name="edit", description="Rename a dataset or change its trigger, threshold, tagger or crop"
+    )
+    @app_commands.describe(
+        name="The dataset to change",
+        new_name="A new name for it",
+        trigger="A new trigger word: every caption gets it first, and the old one goes",
+        threshold="Tagger confidence 0-1 for later uploads and re-tags (lower: more tags)",
+        tagger="The auto-tagger for later uploads and re-tags",
+        crop_mode="For images uploaded from now on: none (buckets), center or focus",
+        crop_size="WIDTHxHEIGHT for images uploaded from now on, e.g. 512x512",
+    )
+    @app_commands.autocomplete(name=dataset_choices, tagger=tagger_choices)
+    async def edit(
+        self,
+        interaction: discord.Interaction,
+        name: str,
+        new_name: app_commands.Range[str, 1, 40] | None = None,
+        trigger: app_commands.Range[str, 1, 64] | None = None,
+        threshold: app_commands.Range[float, 0.01, 0.99] | None = None,
+        tagger: str | None = None,
+        crop_mode: CropMode | None = None,
+        crop_size: str | None = None,
+    ) -> None:
+        services = services_of(interaction)
+        change = await services.datasets.update(
+            interaction.user.id, name, new_name=new_name, trigger=trigger, threshold=threshold, tagger=tagger,
+            crop_mode=crop_mode, crop_size=crop_size,
+        )  # fmt: skip
+        retag = bool({"tagger", "general_threshold"} & set(change.changed)) and change.images > 0
+        view = RetagNowView(interaction.user.id, change.after.name, change.images) if retag else None
+        message = await answer(
+            interaction, "\n".join(change_lines(change)), **({"view": view} if view else {})
+        )
+        if view is not None:
+            view.message = message
 
     @app_commands.command(name="delete", description="Delete a dataset and its images (asks first)")
     @app_commands.autocomplete(name=dataset_choices)
@@ -121,3 +158,46 @@ class DatasetCog(commands.GroupCog, group_name="dataset", group_description="You
             "(jobs already queued keep their own copy)."
         )
         await ask_first(interaction, question, confirmed, label="Delete")
+
+
+def change_lines(change: SettingsChange) -> list[str]:
+    """What changed, and what it means for the images already in the dataset."""
+    before, after = change.before, change.after
+    lines = [f"✏️ Changed **{after.name}**:"]
+    if "name" in change.changed:
+        lines.append(f"• renamed from **{before.name}**")
+    if "trigger_word" in change.changed:
+        lines.append(
+            f"• trigger `{before.trigger_word}` → `{after.trigger_word}`: {change.rewritten} caption(s) rewritten, "
+            f"`{after.trigger_word}` first and `{before.trigger_word}` gone"
+        )
+    if {"tagger", "general_threshold"} & set(change.changed):
+        lines.append(
+            f"• tagger {before.tagger} @ {before.general_threshold:g} → {after.tagger} @ {after.general_threshold:g}"
+            " for later uploads; re-tag to apply it to the images already in"
+        )
+    if {"crop_mode", "crop_width", "crop_height"} & set(change.changed):
+        lines.append(
+            f"• crop {_crop(before)} → {_crop(after)} for images uploaded from now on; the {change.images} "
+            "image(s) already in keep theirs"
+        )
+    return lines
+
+
+def _crop(d) -> str:
+    return "none (buckets)" if d.crop_mode == "none" else f"{d.crop_mode} {d.crop_width}x{d.crop_height}"
+
+
+class RetagNowView(OwnerView):
+    """After a new tagger or threshold: one tap to re-tag the images already in (it asks first)."""
+
+    def __init__(self, owner_id: int, dataset: str, images: int):
+        super().__init__(owner_id)
+        self.dataset = dataset
+        self.now.label = f"Re-tag the {images} image(s) now…"
+
+    @discord.ui.button(label="Re-tag now…", emoji="🔁", style=discord.ButtonStyle.primary)
+    async def now(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        from ..ui.retag import ask_retag
+
+        await ask_retag(interaction, self.dataset)

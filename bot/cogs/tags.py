@@ -1,4 +1,4 @@
-"""/tags view | remove | add | replace | undo."""
+"""/tags view | remove | add | replace | caption | retag | undo."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..datasets.captions import split_tags
+from ..datasets.retag import parse_image_ids
 from ..datasets.service import ServiceError
 from ..ui.base import ask_first
 from ..ui.common import answer, dataset_choices, listed, services_of, tag_choices
-from ..ui.tags import TagBrowser, open_remover
+from ..ui.retag import ask_retag
+from ..ui.tags import TagBrowser, open_caption_form, open_remover
+from .datasets import tagger_choices
 
 IMAGE_HELP = "Only this image (its id is on its page in /tags view); default: every image"
 
@@ -92,6 +95,32 @@ class TagsCog(commands.GroupCog, group_name="tags", group_description="See and p
             interaction.user.id, dataset, old, new, image
         )
         await answer(interaction, f"🏷️ {result.description}: {result.changed} caption(s) changed.")
+
+    @app_commands.command(name="caption", description="Edit one image's caption as text (a form)")
+    @app_commands.describe(image="The image's id (on its page in /tags view)")
+    @app_commands.autocomplete(dataset=dataset_choices)
+    async def caption(self, interaction: discord.Interaction, dataset: str, image: int) -> None:
+        row = await services_of(interaction).datasets.get(interaction.user.id, dataset)
+        await open_caption_form(interaction, row.name, image)
+
+    @app_commands.command(
+        name="retag", description="Tag the images again, e.g. at another threshold (asks first)"
+    )
+    @app_commands.describe(
+        images="Image ids, e.g. '3, 5, 8' (on their pages in /tags view); default: every image",
+        threshold="Tagger confidence 0-1 (lower: more tags); default: the dataset's",
+        tagger="The auto-tagger; default: the dataset's",
+    )
+    @app_commands.autocomplete(dataset=dataset_choices, tagger=tagger_choices)
+    async def retag(
+        self,
+        interaction: discord.Interaction,
+        dataset: str,
+        images: str | None = None,
+        threshold: app_commands.Range[float, 0.01, 0.99] | None = None,
+        tagger: str | None = None,
+    ) -> None:
+        await ask_retag(interaction, dataset, parse_image_ids(images), tagger, threshold)
 
     @app_commands.command(name="undo", description="Undo the last tag edit of a dataset")
     @app_commands.autocomplete(dataset=dataset_choices)

@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import time
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from db.database import DatabaseBusy
-
 from ..datasets.ingest import BatchReport
-from ..datasets.service import ServiceError
 from ..ui.base import OwnerView
-from ..ui.common import answer, clip, dataset_choices, services_of
-
-log = logging.getLogger(__name__)
-PROGRESS_EVERY_S = 2.0
-STAGES = {"checking files": "Checking and cropping", "tagging": "Tagging"}
+from ..ui.common import answer, dataset_choices, services_of
+from ..ui.progress_line import ProgressLine, stopped_line
 
 
 class UploadCog(commands.Cog):
@@ -106,7 +97,7 @@ async def ingest_attachments(
     limit = services.settings.max_file_mb
     too_big = [f for f in files if f.size > limit * 2**20]
     wanted = [f for f in files if f not in too_big]
-    progress = _Progress(interaction)
+    progress = ProgressLine(interaction)
     progress.show(f"Downloading {len(wanted)} file(s)…")
     payload = list(
         zip([f.filename for f in wanted], await asyncio.gather(*(f.read() for f in wanted)), strict=True)
@@ -117,7 +108,9 @@ async def ingest_attachments(
             report = await services.datasets.add_files(interaction.user.id, dataset, payload, progress)
         except Exception as exc:  # the progress line ends with what happened, whatever it was
             await progress.finish()
-            await interaction.edit_original_response(content=stopped_line(exc), embed=None)
+            await interaction.edit_original_response(
+                content=stopped_line(exc, "Upload", "nothing was added"), embed=None
+            )
             return
     await progress.finish()
     skipped = [
@@ -136,42 +129,3 @@ async def ingest_attachments(
         embed.add_field(name="Warnings", value="\n".join(report.warnings)[:1024], inline=False)
     embed.set_footer(text="Next: /tags view to check the tags, then /train")
     await interaction.edit_original_response(content=None, embed=embed)
-
-
-def stopped_line(exc: Exception) -> str:
-    """The last word of a failed upload's progress line. The batch is stored in one transaction, so
-    a failed upload added nothing."""
-    if isinstance(exc, ServiceError | DatabaseBusy):  # messages for the member
-        return clip(f"❌ Upload stopped: {exc}")
-    log.error("an upload failed", exc_info=exc)
-    return (
-        "❌ Upload stopped by an error on the bot's side: nothing was added. "
-        "The operator can see it in the log; try again later."
-    )
-
-
-class _Progress:
-    """The ingest's progress on the deferred answer, at most one edit per PROGRESS_EVERY_S."""
-
-    def __init__(self, interaction: discord.Interaction):
-        self.interaction = interaction
-        self.last = 0.0
-        self.task: asyncio.Task | None = None
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if time.monotonic() - self.last >= PROGRESS_EVERY_S or done == total:
-            self.show(f"{STAGES.get(stage, stage.title())}: {done}/{total}")
-
-    def show(self, text: str) -> None:
-        if self.task is not None and not self.task.done():
-            return
-        self.last = time.monotonic()
-        self.task = asyncio.create_task(self._edit(text))
-
-    async def _edit(self, text: str) -> None:
-        with contextlib.suppress(discord.HTTPException):
-            await self.interaction.edit_original_response(content=f"⏳ {text}")
-
-    async def finish(self) -> None:
-        if self.task is not None:
-            await self.task

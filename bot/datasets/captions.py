@@ -2,13 +2,16 @@
 
 Pure functions; the dataset service applies them to every caption and records the
 old captions so each edit can be undone. The trigger word is always the first tag
-and is protected from removal and replacement.
+(in tagger captions, in a zip's captions and in captions typed by hand) and is
+protected from removal and replacement.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+
+MAX_CAPTION_CHARS = 2000  # a caption typed by hand; kohya reads at most 225 tokens of it anyway
 
 
 def split_tags(caption: str) -> list[str]:
@@ -49,11 +52,21 @@ def remove_tags(caption: str, tags: set[str], trigger: str) -> str:
     return join_tags([t for t in split_tags(caption) if t not in tags or t == trigger])
 
 
+def trigger_first(caption: str, trigger: str) -> str:
+    """The caption with ``trigger`` as its first tag: moved to the front when it stands elsewhere,
+    added when it is absent. Line breaks separate tags like commas; repeated tags are dropped."""
+    tags = list(dict.fromkeys(split_tags(caption.replace("\r", ",").replace("\n", ","))))
+    return join_tags([trigger, *(t for t in tags if t != trigger)])
+
+
+def swap_trigger(caption: str, old: str, new: str) -> str:
+    """``new`` first and ``old`` gone (a dataset's trigger word changed)."""
+    return trigger_first(join_tags([t for t in split_tags(caption) if t != old]), new)
+
+
 def add_tags(caption: str, tags: list[str], trigger: str) -> str:
-    """Append tags the caption lacks; a caption without its trigger gets it back first."""
-    current = split_tags(caption)
-    if trigger not in current:
-        current.insert(0, trigger)
+    """Append tags the caption lacks; the trigger stays (or comes back) first."""
+    current = split_tags(trigger_first(caption, trigger))
     current += [t for t in tags if t not in current]
     return join_tags(current)
 

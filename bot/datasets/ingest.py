@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import aiosqlite
 
@@ -39,6 +40,12 @@ from .images import (
 )
 
 Progress = Callable[[str, int, int], None]
+
+
+class Caption(NamedTuple):
+    text: str
+    rating: str | None  # the tagger's rating scores as JSON; None for a caption that came with a zip
+    source: str  # 'tagger' or 'zip' (db.datasets.CAPTION_SOURCES)
 
 
 class DatasetGone(Exception):
@@ -115,11 +122,9 @@ def decode_batch(
 
 
 def caption_for(dataset: repo.DatasetRow, image: DecodedImage) -> str:
-    """A zip's caption as given, with the trigger word put first when it is missing."""
-    tags = cap.split_tags(image.caption or "")
-    if dataset.trigger_word not in tags:
-        tags.insert(0, dataset.trigger_word)
-    return cap.join_tags(tags)
+    """A zip's caption with the trigger word first: moved to the front when it stands elsewhere,
+    added when it is missing."""
+    return cap.trigger_first(image.caption or "", dataset.trigger_word)
 
 
 def tagged_caption(dataset: repo.DatasetRow, result) -> tuple[str, str]:
@@ -134,7 +139,7 @@ async def store(
     dataset: repo.DatasetRow,
     folder: Path,
     images: list[DecodedImage],
-    captions: list[tuple[str, str | None]],
+    captions: list[Caption],
     limit: int,
     known: frozenset[int] = frozenset(),
 ) -> tuple[list[str], list[Skipped]]:
@@ -150,8 +155,8 @@ async def store(
     names = [f"{uuid.uuid4().hex[:16]}.png" for _ in images]
     written = await asyncio.to_thread(write_pngs, folder, names, images)
     rows = [
-        repo.NewImage(fn, img.name, img.sha256, img.phash, img.image.width, img.image.height, c, rating)
-        for fn, img, (c, rating) in zip(names, images, captions, strict=True)
+        repo.NewImage(fn, img.name, img.sha256, img.phash, img.image.width, img.image.height, *caption)
+        for fn, img, caption in zip(names, images, captions, strict=True)
     ]
     try:
         async with transaction(conn) as tx:  # reads and writes on the connection holding the lock
@@ -179,7 +184,9 @@ async def _insert_checked(
     for row in rows:
         reason = _late_refusal(row, since, count, limit)
         if reason is None and (await repo.insert_images(conn, dataset_id, [row]))[0] is None:
-            twin = await repo.image_by_sha256(conn, dataset_id, row.sha256)  # the unique index has the last word
+            twin = await repo.image_by_sha256(
+                conn, dataset_id, row.sha256
+            )  # the unique index has the last word
             reason = _duplicate_reason(twin) if twin else "a duplicate of an image already in the dataset"
         if reason is None:
             count += 1

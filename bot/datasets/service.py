@@ -1,4 +1,7 @@
-"""Datasets as a member sees them: create, upload, tag, edit tags, export. Plain values in and out.
+"""Datasets as a member sees them: create, upload, tag, export. Plain values in and out.
+
+Caption edits (:mod:`.edits`), re-tags (:mod:`.retag`) and changed settings (:mod:`.changes`)
+are the bases of :class:`DatasetService`, on one shared :class:`~.base.ServiceBase`.
 
 The cogs and the operator CLI call this; Discord objects never reach it. Every
 method checks that the dataset belongs to the caller (another member's dataset is
@@ -9,36 +12,30 @@ with a short message that says what to do, and changes nothing.
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiosqlite
-
 from db import datasets as repo
 from db.database import DatabaseFull, is_disk_full, transaction
-from trainer.contract.families import family_info
 
-from ..errors import MemberError
-from ..registry import ModelRegistry
-from ..settings import Settings
 from . import captions as cap
-from . import ingest
-from .images import CROP_MODES, DecodedImage, parse_size
+from . import ingest, rules
+from .changes import DatasetChanges, SettingsChange
+from .edits import CaptionEdits, CaptionSaved, EditResult
+from .images import DecodedImage
 from .ingest import BatchReport, Progress
-from .taggers import TaggerProvider
+from .retag import Retagging, RetagPlan, RetagResult, tag_images
+from .rules import ServiceError, check_crop_mode, check_name, check_tagger, check_threshold, check_trigger
 
-__all__ = ["BatchReport", "DatasetInfo", "DatasetService", "DiskFull", "EditResult", "ServiceError"]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
+__all__ = [
+    "BatchReport", "CaptionSaved", "DatasetInfo", "DatasetService", "DiskFull", "EditResult", "RetagPlan",
+    "RetagResult", "ServiceError", "SettingsChange",
+]  # fmt: skip
 SWEEP_AGE_S = 3600
-
-
-class ServiceError(MemberError):
-    """A request that cannot be done; the message is for the member."""
 
 
 class DiskFull(ServiceError):
@@ -66,23 +63,12 @@ class DatasetInfo:
     tags: int
     undo_steps: int
     folder: Path
+    hand: int = 0  # captions the member edited by hand
+    zip: int = 0  # captions that came with a zip
 
 
-@dataclass(frozen=True)
-class EditResult:
-    description: str
-    changed: int
-
-
-class DatasetService:
-    def __init__(
-        self, conn: aiosqlite.Connection, settings: Settings, registry: ModelRegistry, taggers: TaggerProvider
-    ):
-        self.conn = conn
-        self.settings = settings
-        self.registry = registry
-        self.taggers = taggers
-        self._locks: dict[int, asyncio.Lock] = {}
+class DatasetService(CaptionEdits, Retagging, DatasetChanges):
+    """Datasets, their images and captions; caption edits, re-tags and settings come from the bases."""
 
     # Datasets -------------------------------------------------------------------------------------
 
@@ -98,18 +84,22 @@ class DatasetService:
         general_threshold: float | None = None,
         character_threshold: float | None = None,
     ) -> repo.DatasetRow:
-        name, trigger, tagger = name.strip(), trigger.strip(), tagger or self.settings.tagger
-        self._check_new(name, trigger, crop_mode, tagger)
+        name, trigger, tagger = (
+            check_name(name.strip()),
+            check_trigger(trigger.strip()),
+            tagger or self.settings.tagger,
+        )
+        check_crop_mode(crop_mode)
+        check_tagger(self.settings, tagger)
         try:
             family = self.registry.family(base_model)
         except (ValueError, RuntimeError) as exc:  # unknown key, or a model whose family cannot be read
             raise ServiceError(str(exc)) from None
-        width, height = self._crop_size(crop_size, family)
+        width, height = rules.crop_size(crop_size, family)
         gth = general_threshold if general_threshold is not None else self.settings.general_threshold
         cth = character_threshold if character_threshold is not None else self.settings.character_threshold
-        for label, value in (("threshold", gth), ("character threshold", cth)):
-            if not 0 < value < 1:
-                raise ServiceError(f"the {label} must be between 0 and 1 (e.g. 0.35), not {value}")
+        check_threshold(gth)
+        check_threshold(cth, "character threshold")
         try:
             async with transaction(self.conn):
                 return await repo.insert_dataset(
@@ -120,37 +110,6 @@ class DatasetService:
         except sqlite3.IntegrityError:
             raise ServiceError(f"you already have a dataset named '{name}': pick another name") from None
 
-    def _check_new(self, name: str, trigger: str, crop_mode: str, tagger: str) -> None:
-        if not _NAME.match(name):
-            raise ServiceError(
-                "a dataset name is 1-40 letters, digits, spaces, '_', '-' or '.', starting with a letter or digit"
-            )
-        if not trigger or "," in trigger or len(trigger) > 64 or not trigger.isprintable():
-            raise ServiceError(
-                "the trigger word must be one tag: not empty, no commas or line breaks, at most 64 characters"
-            )
-        if crop_mode not in CROP_MODES:
-            raise ServiceError(f"crop mode must be one of {', '.join(CROP_MODES)}")
-        choices = self.settings.tagger_choices()
-        if tagger not in choices:  # members pick from the operator's list, never a path or repo of their own
-            raise ServiceError(f"unknown tagger '{tagger}': choose one of {', '.join(choices)}")
-
-    @staticmethod
-    def _crop_size(text: str | None, family: str) -> tuple[int, int]:
-        if text is None:
-            side = family_info(family).default_side
-            return side, side
-        try:
-            return parse_size(text)
-        except ValueError as exc:
-            raise ServiceError(str(exc)) from None
-
-    async def get(self, owner_id: int, name: str) -> repo.DatasetRow:
-        dataset = await repo.get_dataset(self.conn, owner_id, name.strip())
-        if dataset is None:
-            raise ServiceError(f"you have no dataset named '{name}' (see your datasets with /dataset list)")
-        return dataset
-
     async def list(self, owner_id: int) -> list[tuple[repo.DatasetRow, int]]:
         return await repo.list_datasets(self.conn, owner_id)
 
@@ -159,7 +118,8 @@ class DatasetService:
         images = await repo.list_images(self.conn, dataset.id)
         tags = cap.tag_table([i.caption for i in images])
         undo = await repo.count_edits(self.conn, dataset.id)
-        return DatasetInfo(dataset, len(images), len(tags), undo, self.folder(dataset))
+        hand, zipped = (sum(i.caption_source == source for i in images) for source in ("hand", "zip"))
+        return DatasetInfo(dataset, len(images), len(tags), undo, self.folder(dataset), hand, zipped)
 
     async def delete(self, owner_id: int, name: str) -> None:
         dataset = await self.get(owner_id, name)
@@ -167,13 +127,6 @@ class DatasetService:
             async with transaction(self.conn):
                 await repo.delete_dataset(self.conn, dataset.id)
             await asyncio.to_thread(shutil.rmtree, self.folder(dataset), True)
-
-    def folder(self, dataset: repo.DatasetRow) -> Path:
-        """Where the dataset's images live: by ids, never by a name a member typed."""
-        return self.settings.data_dir / "datasets" / str(dataset.owner_id) / str(dataset.id)
-
-    def _lock(self, dataset_id: int) -> asyncio.Lock:
-        return self._locks.setdefault(dataset_id, asyncio.Lock())
 
     # Images ---------------------------------------------------------------------------------------
 
@@ -210,33 +163,24 @@ class DatasetService:
 
     async def _captions(
         self, dataset: repo.DatasetRow, images: list[DecodedImage], progress: Progress | None
-    ) -> list[tuple[str, str | None]]:
-        """(caption, rating JSON) per image: a zip's caption as given (trigger first), else the tagger's."""
-        out: list[tuple[str, str | None]] = [(ingest.caption_for(dataset, img), None) for img in images]
+    ) -> list[ingest.Caption]:
+        """(caption, rating JSON, source) per image: a zip's caption (trigger first), else the tagger's."""
+        out = [ingest.Caption(ingest.caption_for(dataset, img), None, "zip") for img in images]
         untagged = [i for i, img in enumerate(images) if img.caption is None]
         if not untagged:
             return out
-        from trainer.tagger import TaggerError
-
         report = (lambda done, total: progress("tagging", done, total)) if progress else None
-        try:
-            tagger = await asyncio.to_thread(self.taggers.get, dataset.tagger)
-            results = await asyncio.to_thread(
-                tagger.predict, [images[i].image for i in untagged], dataset.general_threshold,
-                dataset.character_threshold, self.settings.tag_batch_size, report,
-            )  # fmt: skip
-        except TaggerError as exc:
-            raise ServiceError(f"the tagger is not available ({exc}); ask the operator") from None
+        results = await tag_images(
+            self.taggers, dataset.tagger, [images[i].image for i in untagged], dataset.general_threshold,
+            dataset.character_threshold, self.settings.tag_batch_size, report,
+        )  # fmt: skip
         for index, result in zip(untagged, results, strict=True):
-            out[index] = ingest.tagged_caption(dataset, result)
+            out[index] = ingest.Caption(*ingest.tagged_caption(dataset, result), "tagger")
         return out
 
     async def images(self, owner_id: int, name: str) -> list[repo.ImageRow]:
         dataset = await self.get(owner_id, name)
         return await repo.list_images(self.conn, dataset.id)
-
-    def image_path(self, dataset: repo.DatasetRow, image: repo.ImageRow) -> Path:
-        return self.folder(dataset) / image.file_name
 
     async def remove_images(self, owner_id: int, name: str, image_ids: list[int]) -> int:
         """Delete images (rows, then their files). An id not in the dataset changes nothing."""
@@ -260,91 +204,6 @@ class DatasetService:
         known = {i.file_name for i in await repo.list_images(self.conn, dataset.id)}
         return await asyncio.to_thread(ingest.sweep_files, self.folder(dataset), known, min_age_s)
 
-    # Tags -----------------------------------------------------------------------------------------
-
-    async def tag_table(self, owner_id: int, name: str) -> list[cap.TagCount]:
-        dataset = await self.get(owner_id, name)
-        captions = [i.caption for i in await repo.list_images(self.conn, dataset.id)]
-        return cap.tag_table(captions, first=dataset.trigger_word)
-
-    async def remove_tags(
-        self, owner_id: int, name: str, tags: list[str], image_id: int | None = None
-    ) -> EditResult:
-        dataset = await self.get(owner_id, name)
-        wanted = _clean_tags(tags)
-        if dataset.trigger_word in wanted:
-            raise ServiceError(f"'{dataset.trigger_word}' is the trigger word and stays on every image")
-        images = await self._edit_targets(dataset, image_id)
-        present = {t for i in images for t in cap.split_tags(i.caption)}
-        unknown = [t for t in wanted if t not in present]
-        if unknown:
-            raise ServiceError(
-                f"no such tag here: {', '.join(unknown)} (see /tags view); nothing was changed"
-            )
-        edit = lambda c: cap.remove_tags(c, set(wanted), dataset.trigger_word)  # noqa: E731
-        return await self._apply(dataset, images, edit, f"remove {', '.join(wanted)}")
-
-    async def add_tags(
-        self, owner_id: int, name: str, tags: list[str], image_id: int | None = None
-    ) -> EditResult:
-        dataset = await self.get(owner_id, name)
-        wanted = _clean_tags(tags)
-        images = await self._edit_targets(dataset, image_id)
-        edit = lambda c: cap.add_tags(c, wanted, dataset.trigger_word)  # noqa: E731
-        return await self._apply(dataset, images, edit, f"add {', '.join(wanted)}")
-
-    async def replace_tag(
-        self, owner_id: int, name: str, old: str, new: str, image_id: int | None = None
-    ) -> EditResult:
-        dataset = await self.get(owner_id, name)
-        olds, news = _clean_tags([old]), _clean_tags([new])
-        if len(olds) != 1 or len(news) != 1:
-            raise ServiceError("replace takes one tag and one new tag (no commas)")
-        old, new = olds[0], news[0]
-        if old == dataset.trigger_word:
-            raise ServiceError(
-                f"'{old}' is the trigger word; to change it, create the dataset with another trigger"
-            )
-        images = await self._edit_targets(dataset, image_id)
-        if not any(old in cap.split_tags(i.caption) for i in images):
-            raise ServiceError(f"no such tag here: {old}; nothing was changed")
-        return await self._apply(
-            dataset, images, lambda c: cap.replace_tag(c, old, new), f"replace {old} with {new}"
-        )
-
-    async def undo(self, owner_id: int, name: str) -> EditResult:
-        dataset = await self.get(owner_id, name)
-        async with transaction(self.conn):
-            undone = await repo.undo_last_edit(self.conn, dataset.id)
-        if undone is None:
-            raise ServiceError("there is no tag edit to undo")
-        return EditResult(f"undid: {undone[0]}", undone[1])
-
-    async def _edit_targets(self, dataset: repo.DatasetRow, image_id: int | None) -> list[repo.ImageRow]:
-        images = await repo.list_images(self.conn, dataset.id)
-        if image_id is None:
-            return images
-        chosen = [i for i in images if i.id == image_id]
-        if not chosen:
-            raise ServiceError(f"image {image_id} is not in dataset '{dataset.name}'")
-        return chosen
-
-    async def _apply(
-        self,
-        dataset: repo.DatasetRow,
-        images: list[repo.ImageRow],
-        edit: Callable[[str], str],
-        description: str,
-    ) -> EditResult:
-        """Apply ``edit`` to the captions as they are inside the transaction: no lost updates."""
-        wanted = {i.id for i in images}
-        async with transaction(self.conn):
-            current = [i for i in await repo.list_images(self.conn, dataset.id) if i.id in wanted]
-            changes = {i.id: (i.caption, new) for i in current if (new := edit(i.caption)) != i.caption}
-            if changes:
-                await repo.record_caption_edit(self.conn, dataset.id, description, changes)
-        return EditResult(description, len(changes))
-
     # Export ---------------------------------------------------------------------------------------
 
     async def export(self, owner_id: int, name: str, out_dir: str | Path) -> Path:
@@ -361,13 +220,6 @@ class DatasetService:
         except OSError as exc:
             raise ServiceError(f"cannot write to {out}: {exc.strerror or exc}") from None
         return out
-
-
-def _clean_tags(tags: list[str]) -> list[str]:
-    cleaned = list(dict.fromkeys(t.strip() for tag in tags for t in tag.split(",") if t.strip()))
-    if not cleaned:
-        raise ServiceError("name at least one tag")
-    return cleaned
 
 
 def _export_files(source: Path, out: Path, images: list[repo.ImageRow]) -> None:

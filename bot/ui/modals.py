@@ -1,4 +1,5 @@
-"""Forms (modals): advanced training options, save to library, train further, compare epochs.
+"""Forms (modals): advanced training options, save to library, train further, compare epochs, and
+one image's caption.
 
 Typing on a phone is the last resort, so each form is prefilled with what most members want.
 Discord routes a form's submit by its custom id alone, so each form answers only the member it
@@ -11,11 +12,13 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from ..datasets.captions import MAX_CAPTION_CHARS
 from .common import answer, claim, defer_thinking, report_error, roles_of, run_service, services_of
 
 if TYPE_CHECKING:
     from db.jobs import JobRow
 
+    from .tags import TagBrowser
     from .train import TrainConfirmView
 
 
@@ -157,3 +160,38 @@ class CompareModal(_Modal, title="Compare epochs × weights"):
                 f"🖼️ Queued **#{job.id}**: {len(epochs)} epochs × {len(weights)} weights for {job.cost} "
                 "stamina. The grid will be posted in this channel.",
             )
+
+
+class CaptionModal(_Modal, title="Edit the caption"):
+    """One image's caption as text, prefilled with the current one. Saved through the service (the
+    trigger word is put first; empty, too long or changed meanwhile: a message, nothing saved)."""
+
+    text = discord.ui.TextInput(
+        label="Comma-separated tags; the trigger stays first",
+        style=discord.TextStyle.paragraph,
+        required=False,  # an emptied form reaches the bot, which says why it cannot be saved
+        max_length=MAX_CAPTION_CHARS,
+    )
+
+    def __init__(
+        self, owner_id: int, dataset: str, image_id: int, caption: str, browser: TagBrowser | None = None
+    ):
+        super().__init__(owner_id)
+        self.title = f"Caption of image {image_id}"[:45]
+        self.dataset, self.image_id, self.caption, self.browser = dataset, image_id, caption, browser
+        self.text.default = caption[:MAX_CAPTION_CHARS]
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        services = services_of(interaction)
+        saved = await services.datasets.set_caption(
+            self.owner_id, self.dataset, self.image_id, self.text.value, expected=self.caption
+        )  # a bad caption: on_error says why, nothing is saved
+        if self.browser is not None and interaction.message is not None:
+            await self.browser.show(interaction)  # the image's page, with its new caption
+        note = " (the trigger word stays first)" if saved.trigger_moved else ""
+        text = (
+            f"✏️ Saved the caption of image {saved.image_id}{note}. Undo with `/tags undo dataset:{self.dataset}`."
+            if saved.changed
+            else f"The caption of image {saved.image_id} is unchanged."
+        )
+        await answer(interaction, text)

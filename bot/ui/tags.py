@@ -1,5 +1,6 @@
 """Tag pruning without typing: a paged browser (tag frequency, then one image per page with its
-thumbnail and caption) and a select menu to pick tags to remove, with a confirmation."""
+thumbnail and caption; there an image's caption can be edited as text or the image re-tagged)
+and a select menu to pick tags to remove, with a confirmation."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from pathlib import Path
 
 import discord
 
-from ..datasets.captions import TagCount, split_tags
+from ..datasets.captions import MAX_CAPTION_CHARS, TagCount, split_tags
 from .base import OwnerView
 from .common import answer, listed, run_service, services_of
 
 THUMB = 256
 PAGE_TAGS = 25
+SOURCES = {"tagger": "by the tagger", "zip": "from your zip", "hand": "edited by hand"}
 
 
 def frequency_embed(dataset: str, table: list[TagCount], images: int) -> discord.Embed:
@@ -30,7 +32,9 @@ def frequency_embed(dataset: str, table: list[TagCount], images: int) -> discord
         description=("```\n" + "\n".join(lines) + "\n```" + more)[:4096] if lines else "No tags yet.",
         color=discord.Color.blurple(),
     )
-    embed.set_footer(text="▶ to see each image · Remove tags… to prune (undo with /tags undo)")
+    embed.set_footer(
+        text="▶ to see each image · Remove tags… to prune · Re-tag… to tag again (undo: /tags undo)"
+    )
     return embed
 
 
@@ -60,7 +64,8 @@ class TagBrowser(OwnerView):
         self.page = max(0, min(self.page, len(images)))
         self.prev.disabled = self.page == 0
         self.next.disabled = self.page >= len(images)
-        self.delete.disabled = self.page == 0
+        self.delete.disabled = self.caption.disabled = self.page == 0
+        self.retag.label = "Re-tag image…" if self.page else "Re-tag all…"
         self._fill_jump(len(images))
         if self.page == 0:
             self.image_id = None
@@ -76,7 +81,8 @@ class TagBrowser(OwnerView):
             color=discord.Color.blurple(),
         )
         embed.set_thumbnail(url="attachment://thumb.jpg")
-        embed.set_footer(text=f"{image.original_name} · {image.width}x{image.height}")
+        source = SOURCES.get(image.caption_source, image.caption_source)
+        embed.set_footer(text=f"{image.original_name} · {image.width}x{image.height} · caption {source}")
         return embed, [discord.File(io.BytesIO(data), filename="thumb.jpg")]
 
     def _fill_jump(self, count: int) -> None:
@@ -142,6 +148,41 @@ class TagBrowser(OwnerView):
 
         question = f"Delete image {image.id} ({image.original_name}) from **{dataset}**?"
         await ask_first(interaction, question, confirmed, label="Delete")
+
+    @discord.ui.button(label="Edit caption", emoji="✏️", style=discord.ButtonStyle.secondary, row=1)
+    async def caption(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        if self.image_id is not None:
+            await open_caption_form(interaction, self.dataset, self.image_id, self)
+
+    @discord.ui.button(label="Re-tag all…", emoji="🔁", style=discord.ButtonStyle.secondary, row=1)
+    async def retag(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        from .retag import ask_retag
+
+        ids = None if self.image_id is None else [self.image_id]
+        await ask_retag(interaction, self.dataset, ids)  # a service error: on_error says it
+
+
+async def open_caption_form(
+    interaction: discord.Interaction, dataset: str, image_id: int, browser: TagBrowser | None = None
+) -> None:
+    """Answer with the caption form of one image, prefilled with its caption (a modal must be the
+    first answer, so this reads the caption and nothing slow)."""
+    from .modals import CaptionModal
+
+    images = await services_of(interaction).datasets.images(interaction.user.id, dataset)
+    image = next((i for i in images if i.id == image_id), None)
+    if image is None:
+        await answer(interaction, f"❌ image {image_id} is not in dataset '{dataset}' (see /tags view).")
+    elif len(image.caption) > MAX_CAPTION_CHARS:
+        await answer(
+            interaction,
+            f"❌ The caption of image {image_id} is longer than a form holds ({MAX_CAPTION_CHARS} characters): "
+            "edit it with `/tags remove` and `/tags add image:…` instead.",
+        )
+    else:
+        await interaction.response.send_modal(
+            CaptionModal(interaction.user.id, dataset, image_id, image.caption, browser)
+        )
 
 
 async def open_remover(interaction: discord.Interaction, dataset: str, image_id: int | None) -> None:

@@ -1,0 +1,69 @@
+"""What a dataset's settings may be: one check per setting, shared by creating a dataset and
+changing it later. Each failed check raises :class:`ServiceError` with a message for the member."""
+
+from __future__ import annotations
+
+import re
+
+from trainer.contract.families import family_info
+
+from ..errors import MemberError
+from ..settings import Settings
+from .images import CROP_MODES, parse_size
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
+MAX_TRIGGER_CHARS = 64
+
+
+class ServiceError(MemberError):
+    """A request that cannot be done; the message is for the member."""
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ServiceError(
+            "a dataset name is 1-40 letters, digits, spaces, '_', '-' or '.', starting with a letter or digit"
+        )
+    return name
+
+
+def check_trigger(trigger: str) -> str:
+    if not trigger or "," in trigger or len(trigger) > MAX_TRIGGER_CHARS or not trigger.isprintable():
+        raise ServiceError(
+            "the trigger word must be one tag: not empty, no commas or line breaks, at most 64 characters"
+        )
+    return trigger
+
+
+def check_crop_mode(crop_mode: str) -> str:
+    if crop_mode not in CROP_MODES:
+        raise ServiceError(f"crop mode must be one of {', '.join(CROP_MODES)}")
+    return crop_mode
+
+
+def check_tagger(settings: Settings, tagger: str) -> str:
+    choices = settings.tagger_choices()
+    if tagger not in choices:  # members pick from the operator's list, never a path or repo of their own
+        raise ServiceError(f"unknown tagger '{tagger}': choose one of {', '.join(choices)}")
+    return tagger
+
+
+def check_threshold(value: float, label: str = "threshold") -> float:
+    if not 0 < value < 1:
+        raise ServiceError(f"the {label} must be between 0 and 1 (e.g. 0.35), not {value}")
+    return value
+
+
+def crop_size(text: str | None, family: str) -> tuple[int, int]:
+    """WIDTHxHEIGHT as typed, or the family's default side when none is given."""
+    if text is None:
+        side = family_info(family).default_side
+        return side, side
+    return parse_crop(text)
+
+
+def parse_crop(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise ServiceError(str(exc)) from None
