@@ -5,6 +5,7 @@ from __future__ import annotations
 from .datasets import DatasetCog
 from .epochs import EpochsCog
 from .generate import GenerateCog
+from .help import HelpCog
 from .library import LibraryCog
 from .operator import OperatorCog
 from .presets import PresetCog
@@ -24,4 +25,5 @@ COGS = (
     GenerateCog,
     LibraryCog,
     OperatorCog,
+    HelpCog,
 )
