@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from trainer.contract.families import DEFAULT_FAMILY, FAMILIES
 
-from . import admin, datasets, queue
+from . import admin, datasets, models, queue
 from .datasets import EXIT_ERROR
 
 CLI_WRITE_PATIENCE_S = 30.0
@@ -108,7 +108,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return await run_demo(args.out, args.family)
     if args.group == "models":  # the registry file only: no database, and it may be the thing to fix
-        return admin.run_models(args, settings)
+        return models.run_models(args, settings)
     # an operator at a terminal can wait for a lock the bot holds a moment; a member cannot
     with write_patience(CLI_WRITE_PATIENCE_S):
         return await _run_group(args, settings)
