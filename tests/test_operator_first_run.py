@@ -4,14 +4,26 @@ name in another script, a member's wording) is refused or explained in one line 
 
 from __future__ import annotations
 
+import argparse
+import re
+
 import pytest
 
+from bot.cli import _parser
 from bot.settings import SettingsError, load_settings
 
 from . import test_renamed_settings
 from .test_cli_admin import cli, one_error
 
 home = test_renamed_settings.home  # the fixture: an empty working folder whose .env is read
+
+#: A slash command (what a member types in Discord) or words meant for a member.
+MEMBER_WORDING = re.compile(
+    r"(^|[\s(])/(dataset|queue|epochs|tags|preset|train|upload|generate|lora|stamina)\b"
+    r"|\byou\b|\byour\b|ask the operator|tell (the|an) operator",
+    re.IGNORECASE,
+)
+
 
 # The README's first steps ----------------------------------------------------------------------
 
@@ -192,3 +204,75 @@ def test_every_failed_check_says_how_to_fix_it(home, capsys, monkeypatch):
     (home / "data" / "lorabot.sqlite3").write_bytes(b"not a database" * 100)
     code, out, _ = cli(capsys, "check")
     assert "FAIL database" in out and "restore it from a backup" in out
+
+
+# The CLI itself ----------------------------------------------------------------------------------
+
+
+def _actions(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    """Every (command path, action) of the tree, subcommands as their choice actions."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                yield path, choice
+            for name, sub in action.choices.items():
+                yield from _actions(sub, (*path, name))
+        elif not isinstance(action, argparse._HelpAction):
+            yield path, action
+
+
+def test_every_command_and_option_has_a_help_line():
+    from trainer.cli import _parser as trainer_parser
+
+    for parser in (_parser(), trainer_parser()):
+        missing = [(" ".join(path), a.dest, a.option_strings) for path, a in _actions(parser) if not a.help]
+        assert missing == [], missing
+    assert sum(1 for _ in _actions(_parser())) > 80  # the walk sees the whole tree
+
+
+@pytest.mark.parametrize("user", ["-1", "0", "seven", "9223372036854775808"])
+def test_user_ids_must_be_positive(home, capsys, user):
+    code, _, err = cli(capsys, "stamina", "show", "--user", user)
+    assert code == 2 and "is not a Discord user id: user ids are positive numbers" in one_error(err)
+    assert not (home / "data").exists()  # refused before anything was opened or written
+
+
+def test_refusals_speak_to_the_operator(home, capsys, monkeypatch):
+    monkeypatch.setenv("LORABOT_DATA_DIR", str(home / "data"))
+    new = ["dataset", "new", "d", "--user", "5", "--base-model", "tiny-sd15", "--trigger", "t"]
+    assert cli(capsys, *new)[0] == 0
+    cases = [
+        (["dataset", "info", "nope", "--user", "5"], "user 5 has no dataset named 'nope' (list them with "
+                                                    "'python -m bot dataset list --user 5')"),
+        (["dataset", "new", "d", "--user", "5", "--base-model", "tiny-sd15", "--trigger", "t"],
+         "user 5 already has a dataset named 'd'"),
+        (["job", "show", "99"], "there is no job #99 (list the jobs with 'python -m bot queue --all')"),
+        (["job", "cancel", "99"], "there is no job #99"),
+        (["dataset", "remove-tags", "d", "--user", "5", "nosuchtag"], "'python -m bot dataset tags NAME --user 5'"),
+        (["estimate", "--dataset", "d", "--user", "5"], "python -m bot dataset add"),
+    ]  # fmt: skip
+    for args, expected in cases:
+        code, _, err = cli(capsys, *args)
+        line = one_error(err)
+        assert code == 1 and expected in line, (args, line)
+        assert not MEMBER_WORDING.search(line), (args, line)
+
+
+def test_the_wording_rewrites_each_member_phrase():
+    from bot.cli.common import for_operator
+
+    messages = [
+        "you have no LoRA named 'x' (save one from /epochs)",  # not reachable from the CLI: left alone
+        "job #3 has no saved epoch 4: see /epochs job:3",
+        "you already have 2 jobs queued or running (your limit is 2): wait for one to finish or cancel one in /queue",
+        "this job costs 157 stamina and you have 150: lower epochs",
+        "the tagger is not available (gone); ask the operator",
+        "the server ran out of disk space; nothing was added. Tell the operator",
+        "The server ran out of disk space: nothing was changed. Tell an operator.",
+        "the dataset is full (200 images): remove some with /dataset remove-images first",
+        "unknown option 'zz' (see /preset options)",
+    ]
+    said = [for_operator(m, 42) for m in messages]
+    assert [bool(MEMBER_WORDING.search(s)) for s in said] == [True] + [False] * (len(messages) - 1), said
+    assert said[1] == "job #3 has no saved epoch 4: see 'python -m bot job show 3'"
+    assert said[5] == "the server ran out of disk space; nothing was added: free some space, then try again"

@@ -22,9 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     tiny = sub.add_parser("make-tiny", help="build a tiny random-weight model (tests, offline demo)")
-    tiny.add_argument("--family", choices=list(FAMILIES), required=True)
+    tiny.add_argument("--family", choices=list(FAMILIES), required=True, help="the model family to build")
     tiny.add_argument("--out", required=True, help="folder to write the diffusers model to")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     tiny.add_argument(
         "--full", action="store_true", help="real SD1.5/SDXL sizes, random weights (GPU benchmarks)"
     )
