@@ -5,7 +5,9 @@ name in another script, a member's wording) is refused or explained in one line 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
+import unicodedata
 
 import pytest
 
@@ -276,3 +278,39 @@ def test_the_wording_rewrites_each_member_phrase():
     assert [bool(MEMBER_WORDING.search(s)) for s in said] == [True] + [False] * (len(messages) - 1), said
     assert said[1] == "job #3 has no saved epoch 4: see 'python -m bot job show 3'"
     assert said[5] == "the server ran out of disk space; nothing was added: free some space, then try again"
+
+
+# Dataset names in any script -----------------------------------------------------------------------
+
+
+def test_dataset_names_in_any_script(home, capsys, monkeypatch):
+    monkeypatch.setenv("LORABOT_DATA_DIR", str(home / "data"))
+    base = ["--user", "5", "--base-model", "tiny-sd15", "--trigger", "t"]
+    for name in ("été", "ずんだもん", "हिन्दी", "Ünïcode 2"):
+        code, out, err = cli(capsys, "dataset", "new", name, *base)
+        assert code == 0 and f"created dataset '{name}'" in out, err
+    decomposed = unicodedata.normalize("NFD", "été")
+    assert cli(capsys, "dataset", "info", decomposed, "--user", "5")[0] == 0  # one name, however typed
+    code, _, err = cli(capsys, "dataset", "new", decomposed, *base)
+    assert code == 1 and "already has a dataset named 'été'" in one_error(err)
+    for bad in ("a/b", "..", "_x", "a!", "😀", "x" * 41, "a\tb"):
+        code, _, err = cli(capsys, "dataset", "new", bad, *base)
+        assert code == 1 and "a dataset name is 1-40 letters (any script)" in one_error(err), bad
+    folders = sorted(p.name for p in (home / "data" / "datasets").rglob("*") if p.is_dir())
+    assert all(part.isdigit() for part in folders), folders  # on disk by ids, never by name
+
+
+def test_a_dataset_name_in_any_script_through_the_service(tmp_path):
+    from bot.queue.service import _file_name
+    from bot.services import open_services
+
+    from .queue_helpers import queue_settings
+
+    async def go():
+        async with open_services(queue_settings(tmp_path)) as services:
+            row = await services.datasets.create(9, " ずんだもん ", "tiny-sd15", "zunda")
+            assert row.name == "ずんだもん" and (await services.datasets.get(9, "ずんだもん")).id == row.id
+            assert services.datasets.folder(row) == tmp_path / "data" / "datasets" / "9" / str(row.id)
+
+    asyncio.run(go())
+    assert [_file_name(n) for n in ("été", "ずんだもん", "my char")] == ["ete", "lora", "my_char"]

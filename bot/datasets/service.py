@@ -9,9 +9,9 @@ with a short message that says what to do, and changes nothing.
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import sqlite3
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,8 +33,22 @@ from .ingest import BatchReport, Progress
 from .taggers import TaggerProvider
 
 __all__ = ["BatchReport", "DatasetInfo", "DatasetService", "DiskFull", "EditResult", "ServiceError"]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
+NAME_LENGTH = 40
+_NAME_EXTRA = frozenset(" _.-\u200c\u200d")  # and the zero-width (non-)joiners some scripts write
 SWEEP_AGE_S = 3600
+
+
+def dataset_name(text: str) -> str:
+    """A typed name as stored: stripped and in Unicode NFC, so "été" typed either way is one name."""
+    return unicodedata.normalize("NFC", text.strip())
+
+
+def valid_name(name: str) -> bool:
+    """Letters and digits of any script (with their combining marks and joiners), spaces, '_', '-'
+    and '.', starting with a letter or digit. Names never reach the disk: folders are named by ids."""
+    if not 0 < len(name) <= NAME_LENGTH or unicodedata.category(name[0])[0] not in "LN":
+        return False
+    return all(c in _NAME_EXTRA or unicodedata.category(c)[0] in "LMN" for c in name)
 
 
 class ServiceError(MemberError):
@@ -98,7 +112,7 @@ class DatasetService:
         general_threshold: float | None = None,
         character_threshold: float | None = None,
     ) -> repo.DatasetRow:
-        name, trigger, tagger = name.strip(), trigger.strip(), tagger or self.settings.tagger
+        name, trigger, tagger = dataset_name(name), trigger.strip(), tagger or self.settings.tagger
         self._check_new(name, trigger, crop_mode, tagger)
         try:
             family = self.registry.family(base_model)
@@ -121,9 +135,10 @@ class DatasetService:
             raise ServiceError(f"you already have a dataset named '{name}': pick another name") from None
 
     def _check_new(self, name: str, trigger: str, crop_mode: str, tagger: str) -> None:
-        if not _NAME.match(name):
+        if not valid_name(name):
             raise ServiceError(
-                "a dataset name is 1-40 letters, digits, spaces, '_', '-' or '.', starting with a letter or digit"
+                f"a dataset name is 1-{NAME_LENGTH} letters (any script), digits, spaces, '_', '-' or '.', "
+                "starting with a letter or digit"
             )
         if not trigger or "," in trigger or len(trigger) > 64 or not trigger.isprintable():
             raise ServiceError(
@@ -146,7 +161,7 @@ class DatasetService:
             raise ServiceError(str(exc)) from None
 
     async def get(self, owner_id: int, name: str) -> repo.DatasetRow:
-        dataset = await repo.get_dataset(self.conn, owner_id, name.strip())
+        dataset = await repo.get_dataset(self.conn, owner_id, dataset_name(name))
         if dataset is None:
             raise ServiceError(f"you have no dataset named '{name}' (see your datasets with /dataset list)")
         return dataset

@@ -17,6 +17,7 @@ import random
 import re
 import shutil
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -412,7 +413,10 @@ class QueueService:
 
 
 def _file_name(title: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", title).strip("._-")[:60] or "lora"
+    """The LoRA's file name from a dataset name in any script: accents folded ("été" -> "ete"), other
+    letters dropped, "lora" when nothing is left (the trainer takes ASCII names only)."""
+    folded = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", folded).strip("._-")[:60] or "lora"
 
 
 def _reset_text(stamina: StaminaService, now) -> str:
