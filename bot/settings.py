@@ -5,12 +5,19 @@ Nothing is read at import time: call :func:`load_settings` where the process sta
 
 from __future__ import annotations
 
-import os
+import json
 import re
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .setting_names import DEFAULT_ENV_FILE, renamed_settings, unknown_settings
+
+__all__ = [
+    "Settings", "SettingsError", "Tier", "load_settings", "renamed_settings", "settings_problems", "unknown_settings",
+]  # fmt: skip
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -80,7 +87,7 @@ class Settings(BaseSettings):
     )
 
     # Queue and workers -----------------------------------------------------------------------------
-    devices: list[str] = Field(
+    devices: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["cpu"],
         description='one worker each: CUDA device ids like ["0", "1"], or "cpu"',
     )
@@ -102,9 +109,10 @@ class Settings(BaseSettings):
 
     # Discord ---------------------------------------------------------------------------------------
     discord_token: SecretStr | None = Field(None, description="the bot's token (Developer Portal > Bot)")
-    guild_ids: list[int] = Field(
+    guild_ids: Annotated[list[int], NoDecode] = Field(
         default_factory=list,
-        description="guilds to sync the slash commands to at start (instant); empty: global (up to an hour)",
+        description="guilds to sync the slash commands to at start (instant), as [123, 456] or 123,456; "
+        "empty: global (up to an hour)",
     )
     operator_permission: str = Field(
         "manage_guild", description="the guild permission that makes a member an operator of the bot"
@@ -155,6 +163,35 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone '{value}': use an IANA name like Europe/Paris") from None
+        return value
+
+    @field_validator("guild_ids", "devices", mode="before")
+    @classmethod
+    def _bare_list(cls, value, info):
+        """A JSON list, or what people type bare: guild ids ``123``, ``123,456`` or ``123 456``; one
+        device ``cpu`` or ``0`` (``0,1`` bare is refused: one worker or two?)."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            return _json_list(text)
+        items = [p for p in re.split(r"[\s,]+", text) if p]
+        if info.field_name == "devices" and len(items) > 1:
+            raise ValueError(
+                f"'{value}' is ambiguous: write {json.dumps(items)} for one worker per GPU, "
+                f"or {json.dumps([','.join(items)])} for one worker using them together"
+            )
+        if info.field_name == "guild_ids" and not all(p.isdigit() for p in items):
+            raise ValueError(
+                f"'{value}' is not guild ids: write [123456789012345678] or 123,456 (digits only)"
+            )
+        return items
+
+    @field_validator("guild_ids")
+    @classmethod
+    def _positive_ids(cls, value: list[int]) -> list[int]:
+        if any(i <= 0 or i >= 2**63 for i in value):
+            raise ValueError("a guild id is a positive number such as 123456789012345678 (Copy Server ID)")
         return value
 
     @field_validator("devices")
@@ -267,47 +304,10 @@ class Settings(BaseSettings):
         )
 
 
-_RENAMED = re.compile(r"^LORABOT_(STEP_COST|IMAGE_COST|STEPS_PER_S)_([A-Z0-9]+)$", re.IGNORECASE)
-#: what ``_env_file`` means when not given: the class's ``env_file`` (None: no file)
-_DEFAULT_ENV_FILE = object()
-
-
-def renamed_settings(env_file: object = _DEFAULT_ENV_FILE) -> list[str]:
-    """Per-family rates set the old way (``LORABOT_STEP_COST_SDXL``): one line each with the new
-    form, so they are refused rather than silently ignored (a server would charge the default rate).
-
-    Found as pydantic-settings would read them: in the environment and in ``env_file`` (a path or
-    several, as ``Settings(_env_file=...)`` takes; default the class's ``.env``), parsed by
-    python-dotenv (``export`` lines, quotes, comments), names in any case."""
-    if env_file is _DEFAULT_ENV_FILE:
-        env_file = Settings.model_config.get("env_file")
-    names = list(os.environ)
-    for path in [env_file] if isinstance(env_file, (str, os.PathLike)) else env_file or []:
-        names += _env_file_names(Path(path).expanduser())
-    problems = []
-    for name in sorted(set(names)):
-        if m := _RENAMED.match(name):
-            kind = m.group(1).upper()
-            plural = {"STEP_COST": "STEP_COSTS", "IMAGE_COST": "IMAGE_COSTS"}.get(kind, kind)
-            problems.append(
-                f"{name} is now LORABOT_{plural}='{{\"{m.group(2).lower()}\": ...}}' (JSON, one entry per family)"
-            )
-    return problems
-
-
-def _env_file_names(path: Path) -> list[str]:
-    """The names an env file sets, as pydantic-settings reads it (python-dotenv, UTF-8)."""
-    if not path.is_file():
-        return []
-    from dotenv import dotenv_values
-
-    return list(dotenv_values(path, encoding=Settings.model_config.get("env_file_encoding") or "utf-8"))
-
-
 def load_settings(**overrides) -> Settings:
     """The settings from the environment, the env file (``_env_file`` overrides ``.env``) and
     ``overrides``; :class:`SettingsError` with one line per problem."""
-    if problems := renamed_settings(overrides.get("_env_file", _DEFAULT_ENV_FILE)):
+    if problems := unknown_settings(overrides.get("_env_file", DEFAULT_ENV_FILE)):
         raise SettingsError("; ".join(problems))
     try:
         return Settings(**overrides)
@@ -317,12 +317,42 @@ def load_settings(**overrides) -> Settings:
 
 def settings_problems(exc: Exception) -> list[str]:
     """One line per bad setting, for a pydantic ValidationError or pydantic-settings' parse error
-    (a list or table setting that is not JSON)."""
+    (a list or table setting that is not JSON), each with what the setting takes and its default."""
     if isinstance(exc, ValidationError):
-        return [f"LORABOT_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()]
+        return [_problem(e) for e in exc.errors()]
     match = re.search(r'field "(\w+)"', str(exc))
     name = f"LORABOT_{match.group(1).upper()}" if match else "a setting"
     return [
         f'{name} is not valid JSON: lists and tables are JSON, e.g. LORABOT_DEVICES=["cpu"] '
         "or LORABOT_GUILD_IDS=[123456789012345678]"
     ]
+
+
+def _problem(error) -> str:
+    """``LORABOT_NAME: what is wrong (got 'value') [what it takes, default X]``; a secret is never shown."""
+    loc = error["loc"]
+    name = f"LORABOT_{'_'.join(map(str, loc)).upper()}"
+    message = error["msg"].removeprefix("Value error, ")
+    field = Settings.model_fields.get(str(loc[0])) if loc else None
+    if field is None:
+        return f"{name}: {message}"
+    given = error.get("input")
+    secret = field.annotation in (SecretStr, SecretStr | None)
+    if len(loc) == 1 and given is not None and not secret and str(given) not in message:
+        message += f" (got {given!r})"
+    about = [field.description] if field.description else []
+    if "default" not in (field.description or ""):
+        default = field.get_default(call_default_factory=True)
+        shown = json.dumps(default) if isinstance(default, (list, dict)) else default
+        about.append("unset by default" if default is None else f"default {shown}")
+    return f"{name}: {message} [{', '.join(about)}]"
+
+
+def _json_list(text: str) -> list:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"'{text}' is not a JSON list ({exc.msg})") from None
+    if not isinstance(value, list):
+        raise ValueError(f"'{text}' is not a list")
+    return value

@@ -60,7 +60,7 @@ def test_errors_are_one_line_without_a_traceback(tmp_path):
     missing = bot(tmp_path, "dataset", "tags", "nope", "--user", "7")
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines() == [
-        "error: you have no dataset named 'nope' (see your datasets with /dataset list)"
+        "error: user 7 has no dataset named 'nope' (list them with 'python -m bot dataset list --user 7')"
     ]
     bad_model = bot(tmp_path, "dataset", "new", "x", "--user", "7", "--base-model", "sd9", "--trigger", "t")
     assert bad_model.returncode == 1 and "unknown base model 'sd9'" in bad_model.stderr
@@ -68,7 +68,7 @@ def test_errors_are_one_line_without_a_traceback(tmp_path):
     bad_arg = bot(
         tmp_path, "dataset", "new", "x", "--user", "seven", "--base-model", "tiny-sd15", "--trigger", "t"
     )
-    assert bad_arg.returncode == 2 and "invalid int value" in bad_arg.stderr
+    assert bad_arg.returncode == 2 and "'seven' is not a Discord user id" in bad_arg.stderr
     assert len(bad_arg.stderr.strip().splitlines()) == 1
     no_file = bot(
         tmp_path, "dataset", "new", "x", "--user", "7", "--base-model", "tiny-sd15", "--trigger", "t"

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from bot.cli import main
-from bot.cli.admin import REGISTRY_TEMPLATE, toml_string
+from bot.cli.admin import REGISTRY_TEMPLATE
+from bot.cli.models import toml_string
 from bot.registry import tomllib
 from bot.services import open_services
 from bot.settings import load_settings

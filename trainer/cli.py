@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import traceback
+from pathlib import Path
 
 from .contract import EXIT_FAILED, EXIT_INVALID_JOB, EXIT_OK, GenerateJob, JobError, TrainJob, load_job
 from .contract.families import FAMILIES
 from .errors import TrainerError
+
+log = logging.getLogger("trainer")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,9 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     tiny = sub.add_parser("make-tiny", help="build a tiny random-weight model (tests, offline demo)")
-    tiny.add_argument("--family", choices=list(FAMILIES), required=True)
+    tiny.add_argument("--family", choices=list(FAMILIES), required=True, help="the model family to build")
     tiny.add_argument("--out", required=True, help="folder to write the diffusers model to")
-    tiny.add_argument("--seed", type=int, default=0)
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     tiny.add_argument(
         "--full", action="store_true", help="real SD1.5/SDXL sizes, random weights (GPU benchmarks)"
     )
@@ -70,7 +76,7 @@ def _setup_logging(verbose: bool) -> None:
         pass
 
 
-def _run_job(command: str, job_path: str) -> int:
+def _run_job(command: str, job_path: str, verbose: bool = False) -> int:
     from .events import EventWriter, StopFlag
 
     stop = StopFlag().install()
@@ -78,11 +84,10 @@ def _run_job(command: str, job_path: str) -> int:
     events = EventWriter()
     try:
         job = load_job(job_path, kind)
+        if problems := missing_paths(job):  # before torch loads: one line each, no traceback
+            raise JobError(problems)
     except JobError as exc:
-        for line in exc.problems:
-            logging.getLogger("trainer").error("%s", line)
-        events.emit("failed", message="invalid job: " + "; ".join(exc.problems))
-        return EXIT_INVALID_JOB
+        return _invalid(events, exc)
     if isinstance(job, TrainJob):
         events.every_n_steps = job.event_every_n_steps
     try:
@@ -94,12 +99,63 @@ def _run_job(command: str, job_path: str) -> int:
 
         return run_generate(job, events, stop)
     except JobError as exc:  # a rule that needs the loaded model (its detected family)
-        events.emit("failed", message="invalid job: " + "; ".join(exc.problems))
-        return EXIT_INVALID_JOB
-    except Exception as exc:  # the host gets one readable line; the traceback goes to stderr
-        traceback.print_exc(file=sys.stderr)
+        return _invalid(events, exc)
+    except Exception as exc:  # the host gets one readable line; a bug's traceback goes to stderr
+        if verbose or not isinstance(exc, TrainerError):
+            traceback.print_exc(file=sys.stderr)
+        log.error("%s", user_message(exc))  # a TrainerError says what to fix: that line is enough
         events.emit("failed", message=user_message(exc))
         return EXIT_FAILED
+
+
+def _invalid(events, exc: JobError) -> int:
+    for line in exc.problems:
+        log.error("%s", line)
+    events.emit("failed", message="invalid job: " + "; ".join(exc.problems))
+    return EXIT_INVALID_JOB
+
+
+def missing_paths(job: TrainJob | GenerateJob) -> list[str]:
+    """A job file's paths that are not there, one line each (relative paths are from this folder)."""
+    problems = []
+    if isinstance(job, TrainJob) and not Path(job.dataset_dir).is_dir():
+        problems.append(_where(f"dataset_dir: the folder {job.dataset_dir} does not exist", job.dataset_dir))
+    if problem := _base_model_problem(job.base_model, job.model_family):
+        problems.append(_where(problem, job.base_model))
+    if job.base_model_config is not None and not Path(job.base_model_config).is_dir():
+        problems.append(_where(f"base_model_config: the folder {job.base_model_config} does not exist",
+                               job.base_model_config))  # fmt: skip
+    if isinstance(job, TrainJob):  # a resumed job starts from its saved state, which wins over init_weights
+        files = [] if job.resume or not job.init_weights else [("init_weights", job.init_weights)]
+    else:
+        files = [("loras", ref.path) for ref in [*job.loras, *(job.compare_loras or [])]]
+    problems += [_where(f"{key}: the file {path} does not exist", path)
+                 for key, path in files if not Path(path).is_file()]  # fmt: skip
+    return problems
+
+
+def _where(problem: str, path: str) -> str:
+    return problem if Path(path).is_absolute() else f"{problem} (relative paths are from {Path.cwd()})"
+
+
+def _base_model_problem(source: str, family: str | None) -> str | None:
+    """Why ``base_model`` cannot be found, or None: a local path must exist; anything else is a hub id,
+    which needs its ``model_family``."""
+    if source.startswith("~"):
+        return f"base_model: {source}: write the full path (a job file does not expand ~)"
+    if Path(source).exists():
+        return None
+    looks_local = (
+        source.startswith(("/", ".", "~")) or "\\" in source or source.endswith(_CHECKPOINT_SUFFIXES)
+    )
+    if looks_local:
+        return f"base_model: {source} does not exist"
+    if not _HUB_ID.match(source):
+        return f"base_model: {source} does not exist (nor is it a hub id like owner/name)"
+    if family is None:
+        return (f"base_model: {source} is not a file or folder here, so it is taken as a hub id: fix the path, "
+                "or give model_family for a hub model")  # fmt: skip
+    return None
 
 
 def user_message(exc: BaseException) -> str:
@@ -139,4 +195,4 @@ def main(argv: list[str] | None = None) -> int:
         from .serve import serve
 
         return serve()
-    return _run_job(args.command, args.job)
+    return _run_job(args.command, args.job, args.verbose)

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from typing import TYPE_CHECKING
 
 from trainer.contract.families import DEFAULT_FAMILY, FAMILIES
 
-from . import admin, datasets, queue
+from . import admin, datasets, models, queue
+from .common import for_operator
 from .datasets import EXIT_ERROR
 
 CLI_WRITE_PATIENCE_S = 30.0
@@ -76,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         args = args or _parser().parse_args(_default_command(settings))
         return asyncio.run(_dispatch(args, settings))
     except SettingsError as exc:
-        _fail(f"settings: {exc}")
-    except _known_errors() as exc:
-        _fail(str(exc))
+        _fail(f"settings: {exc} (fix it in .env or the environment; 'python -m bot check' checks them all)")
+    except _known_errors() as exc:  # the services' words for members, said to the operator
+        _fail(for_operator(str(exc), getattr(args, "user", None)))
+    except BrokenPipeError:  # the output went to a pager or `head` that stopped reading: no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     except OSError as exc:
         _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     return EXIT_ERROR
@@ -108,7 +112,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return await run_demo(args.out, args.family)
     if args.group == "models":  # the registry file only: no database, and it may be the thing to fix
-        return admin.run_models(args, settings)
+        return models.run_models(args, settings)
     # an operator at a terminal can wait for a lock the bot holds a moment; a member cannot
     with write_patience(CLI_WRITE_PATIENCE_S):
         return await _run_group(args, settings)

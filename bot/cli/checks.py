@@ -2,7 +2,7 @@
 
 Settings, the data folder, the database and its migrations, the model registry and each model,
 the taggers, the devices, the Discord token, the file server's address and the trainer command.
-Exit 0 when nothing failed (warnings do not fail), else 1.
+Every failure says how to fix it. Exit 0 when nothing failed (warnings do not fail), else 1.
 """
 
 from __future__ import annotations
@@ -13,14 +13,19 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .admin import DATA_FOLDERS, EXIT_ERROR, availability
+from .admin import DATA_FOLDERS, EXIT_ERROR
+from .models import describe
 
 if TYPE_CHECKING:
     from ..settings import Settings
 
 # check -----------------------------------------------------------------------------------------
 
-Result = tuple[bool | None, str]  # (True ok, None warning, False failure), what
+Result = tuple[bool | None, str]  # (True ok, None warning, False failure), what (and how to fix it)
+_TAGGER_FIX = (
+    "set LORABOT_TAGGER to a folder with both, a hub id such as SmilingWolf/wd-vit-tagger-v3, or 'tiny'"
+)
+_TRAINER_FIX = "fix LORABOT_TRAINER_COMMAND (leave it empty to use this Python's 'python -m trainer')"
 
 
 def check(env_file: Path, timeout: float) -> int:
@@ -33,7 +38,8 @@ def check(env_file: Path, timeout: float) -> int:
         try:
             found = step(settings)
         except Exception as exc:  # a check must report, never crash the others
-            found = [(False, f"unexpected {type(exc).__name__}: {exc}")]
+            bug = f"unexpected {type(exc).__name__} in a check: {exc} (a bug: report it with this line)"
+            found = [(False, bug)]
         _print_results(found)
         results += found
     failed = sum(ok is False for ok, _ in results)
@@ -48,14 +54,15 @@ def _print_results(results: list[Result]) -> None:
 
 
 def _check_settings(env_file: Path) -> tuple[Settings | None, list[Result]]:
-    from ..settings import Settings, renamed_settings, settings_problems
+    from ..settings import Settings, settings_problems, unknown_settings
 
-    if renamed := renamed_settings(env_file):  # the old per-family names, never silently ignored
-        return None, [(False, f"settings: {line}") for line in renamed]
+    fix = f" (fix it in {env_file} or the environment)"
+    if unknown := unknown_settings(env_file):  # typos and old names, never silently ignored
+        return None, [(False, f"settings: {line}{fix}") for line in unknown]
     try:
         settings = Settings(_env_file=env_file)
     except ValueError as exc:  # pydantic's ValidationError, or a setting that is not JSON
-        return None, [(False, f"settings: {line}") for line in settings_problems(exc)]
+        return None, [(False, f"settings: {line}{fix}") for line in settings_problems(exc)]
     where = f"{env_file} and the environment" if env_file.exists() else f"the environment ({env_file} is missing)"  # fmt: skip
     return settings, [(True, f"settings load from {where}")]
 
@@ -67,7 +74,8 @@ def _check_data_dir(s: Settings) -> list[Result]:
         (probe := s.data_dir / f".check-{os.getpid()}").write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        return [(False, f"data folder {s.data_dir} is not writable: {exc.strerror or exc}")]
+        return [(False, f"data folder {s.data_dir} is not writable: {exc.strerror or exc}: give this user "
+                        "write access to it, or set LORABOT_DATA_DIR to a folder it can write")]  # fmt: skip
     missing = [name for name in DATA_FOLDERS if not (s.data_dir / name).is_dir()]
     note = f" (no {', '.join(missing)} yet: made on use or by 'python -m bot init')" if missing else ""
     return [(True, f"data folder {s.data_dir} is writable{note}")]
@@ -89,13 +97,15 @@ def _check_database(s: Settings) -> list[Result]:
         finally:
             conn.close()
     except sqlite3.Error as exc:
-        return [(False, f"database {path} does not open: {exc}")]
+        return [(False, f"database {path} does not open: {exc}: restore it from a backup, or move it aside "
+                        "and run 'python -m bot init' for an empty one")]  # fmt: skip
     latest = len(migrations())
     if version < latest:
         return [(False, f"database {path} is at schema version {version}, this code needs {latest}: "
                         "run 'python -m bot init' to migrate it")]  # fmt: skip
     if version > latest:
-        return [(False, f"database {path} is at schema version {version}, newer than this code ({latest})")]
+        return [(False, f"database {path} is at schema version {version}, newer than this code ({latest}): "
+                        "update the code (git pull), or set LORABOT_DATABASE to another database")]  # fmt: skip
     return [(True, f"database {path} opens, migrations current (schema version {version})")]
 
 
@@ -108,9 +118,14 @@ def _check_models(s: Settings) -> list[Result]:
         return [(False, str(exc))]
     where = s.model_registry or "built in"
     results: list[Result] = [(True, f"model registry loads ({where}): {', '.join(registry.keys())}")]
+    if registry.built_in and s.model_registry is not None:
+        results.append((None, f"model registry {s.model_registry} lists no model yet: members get the built-in "
+                              "tiny models (random weights) until you add one with 'python -m bot models add "
+                              "KEY SOURCE'"))  # fmt: skip
     for key in registry.keys():
-        ok, how = availability(registry.get(key))
-        results.append((ok, f"model {key}: {how}"))
+        ok, family, how = describe(registry, key)
+        fix = f": fix its source in the registry, or 'python -m bot models remove {key}'"
+        results.append((ok, f"model {key} ({family}): {how}{'' if ok else fix}"))
     return results
 
 
@@ -118,7 +133,7 @@ def _check_taggers(s: Settings) -> list[Result]:
     import importlib.util
 
     if importlib.util.find_spec("onnxruntime") is None:
-        return [(False, "tagger: onnxruntime is not installed (pip install onnxruntime)")]
+        return [(False, "tagger: onnxruntime is not installed: run 'pip install onnxruntime'")]
     return [_check_tagger(s, source) for source in s.tagger_choices()]
 
 
@@ -134,14 +149,15 @@ def _check_tagger(s: Settings, source: str) -> Result:
         if not folder.is_dir():
             return True, f"tagger {source}: hub (downloaded on first use)"
     if not folder.is_dir():
-        return False, f"tagger {source}: the folder does not exist (it needs {MODEL_FILE} and {LABELS_FILE})"
+        return False, (f"tagger {source}: the folder does not exist (it needs {MODEL_FILE} and {LABELS_FILE}): "
+                       f"{_TAGGER_FIX}")  # fmt: skip
     missing = [name for name in (MODEL_FILE, LABELS_FILE) if not (folder / name).is_file()]
     if missing:
-        return False, f"tagger {source}: the folder has no {' or '.join(missing)}"
+        return False, f"tagger {source}: the folder has no {' or '.join(missing)}: {_TAGGER_FIX}"
     try:
         labels = load_labels(folder / LABELS_FILE)
     except TaggerError as exc:
-        return False, f"tagger {source}: {exc}"
+        return False, f"tagger {source}: {exc}: {_TAGGER_FIX}"
     return True, f"tagger {source}: {folder} ({len(labels.names)} tags)"
 
 
@@ -156,11 +172,13 @@ def _check_devices(s: Settings) -> list[Result]:
         ids = [int(i) for i in device.split(",")]
         if not count:
             results.append((False, f"device {device}: torch sees no CUDA device (torch {torch.__version__}, "
-                                   f"CUDA build {torch.version.cuda or 'none'})"))  # fmt: skip
+                                   f"CUDA build {torch.version.cuda or 'none'}): install the CUDA build of "
+                                   'torch for your driver, or set LORABOT_DEVICES=["cpu"]'))  # fmt: skip
             continue
         absent = [i for i in ids if i >= count]
         names = "" if absent else ", ".join(torch.cuda.get_device_name(i) for i in ids)
-        text = f"no CUDA device {absent[0]} (there are {count}: 0-{count - 1})" if absent else names
+        text = (f"no CUDA device {absent[0]} (there are {count}: 0-{count - 1}): list only those in "
+                "LORABOT_DEVICES") if absent else names  # fmt: skip
         results.append((not absent, f"device {device}: {text}"))
     return results
 
@@ -189,7 +207,8 @@ def _check_http(s: Settings) -> list[Result]:
     except OSError as exc:
         in_use = exc.errno == errno.EADDRINUSE
         bind = (None if in_use else False, f"http bind {s.http_bind}: " +
-                ("the port is in use (the bot running?)" if in_use else f"{exc.strerror or exc}"))  # fmt: skip
+                ("the port is in use (the bot running?)" if in_use else
+                 f"{exc.strerror or exc}: set LORABOT_HTTP_BIND to a free host:port of this machine"))  # fmt: skip
     url = s.base_url()
     local = re.match(r"https?://(127\.|localhost|\[?::1\]?|0\.0\.0\.0)", url)
     if local:
@@ -207,12 +226,13 @@ def _check_trainer(s: Settings, timeout: float) -> list[Result]:
     try:
         done = subprocess.run([*argv, "--help"], capture_output=True, text=True, timeout=timeout)
     except FileNotFoundError:
-        return [(False, f"trainer command '{shown}': {argv[0]} not found")]
+        return [(False, f"trainer command '{shown}': {argv[0]} not found: {_TRAINER_FIX}")]
     except subprocess.TimeoutExpired:
-        return [(False, f"trainer command '{shown} --help' did not finish in {timeout:g} s")]
+        return [(False, f"trainer command '{shown} --help' did not finish in {timeout:g} s: give it longer "
+                        f"(check --timeout), or {_TRAINER_FIX}")]  # fmt: skip
     except OSError as exc:
-        return [(False, f"trainer command '{shown}': {exc.strerror or exc}")]
+        return [(False, f"trainer command '{shown}': {exc.strerror or exc}: {_TRAINER_FIX}")]
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return [(False, f"trainer command '{shown} --help' exited {done.returncode}: {last}")]
+        return [(False, f"trainer command '{shown} --help' exited {done.returncode}: {last}: {_TRAINER_FIX}")]
     return [(True, f"trainer command '{shown}' runs")]

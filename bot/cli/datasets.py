@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .common import discord_id, for_operator, positive_int
+
 if TYPE_CHECKING:
     from ..datasets.images import Limits, Skipped
     from ..services import Services
@@ -25,7 +27,7 @@ def add_parser(groups: argparse._SubParsersAction) -> None:
         sub = ds.add_parser(name, help=help_)
         if named:
             sub.add_argument("name", help="dataset name")
-        sub.add_argument("--user", type=int, required=True, help="the member's Discord user id")
+        sub.add_argument("--user", type=discord_id, required=True, help="the member's Discord user id")
         return sub
 
     _dataset_options(cmd("new", "create an empty dataset"))
@@ -38,7 +40,9 @@ def add_parser(groups: argparse._SubParsersAction) -> None:
     cmd("info", "one dataset's settings and counts")
     cmd("delete", "delete a dataset and its images")
     add = cmd("add", "add images or zips (prints the batch report)")
-    add.add_argument("files", nargs="+", type=Path)
+    add.add_argument(
+        "files", nargs="+", type=Path, help="image files (PNG, JPEG, WEBP, ...) and zips of them"
+    )
     tags = cmd("tags", "tag frequency table")
     tags.add_argument("--json", action="store_true", help="machine-readable output")
     tags.add_argument("--captions", action="store_true", help="also list each image's caption")
@@ -47,23 +51,24 @@ def add_parser(groups: argparse._SubParsersAction) -> None:
         ("add-tags", "add tags to every caption"),
     ):
         sub = cmd(name, help_)
-        sub.add_argument("tags", nargs="+")
-        sub.add_argument("--image", type=int, help="only this image id")
+        sub.add_argument("tags", nargs="+", help="the tags, as 'dataset tags' shows them")
+        sub.add_argument("--image", type=positive_int, help="only this image id")
     rep = cmd("replace-tag", "replace one tag with another")
-    rep.add_argument("old")
-    rep.add_argument("new")
-    rep.add_argument("--image", type=int, help="only this image id")
+    rep.add_argument("old", help="the tag to replace")
+    rep.add_argument("new", help="the tag to put in its place")
+    rep.add_argument("--image", type=positive_int, help="only this image id")
     cmd("undo", "undo the last tag edit")
     remove_images = cmd("remove-images", "remove images from a dataset (ids from 'tags --captions')")
-    remove_images.add_argument("ids", nargs="+", type=int)
+    remove_images.add_argument("ids", nargs="+", type=positive_int, help="image ids")
     export = cmd("export", "write images + .txt captions for the trainer")
-    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True, help="a new (or empty) folder to write into")
 
 
 def _dataset_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-model", required=True, help="a key of the model registry (e.g. tiny-sd15)")
     p.add_argument("--trigger", required=True, help="the trigger word, first tag of every caption")
-    p.add_argument("--crop-mode", default="none", choices=["none", "center", "focus"])
+    p.add_argument("--crop-mode", default="none", choices=["none", "center", "focus"],
+                   help="none: keep the aspect (bucketing); center; focus: the most detailed window (default none)")  # fmt: skip
     p.add_argument("--crop-size", help="e.g. 512x512, 1024, 832x1216 (default by model family)")
     p.add_argument("--tagger", help="'tiny', a WD14 folder or hub id (default from settings)")
     p.add_argument("--threshold", type=float, help="general tag threshold (default 0.35)")
@@ -136,7 +141,7 @@ async def _add(svc, a) -> int:
 
     report = await _add_files(svc, a.user, a.name, files)
     report.skipped = too_big + report.skipped
-    print(report.summary())
+    print(for_operator(report.summary(), a.user))
     return 0
 
 
@@ -176,7 +181,7 @@ async def _import(svc, a) -> int:
         await asyncio.shield(svc.delete(a.user, a.name))
         raise
     report.skipped = left_out + report.skipped
-    print(report.summary())
+    print(for_operator(report.summary(), a.user))
     if not report.added:
         await svc.delete(a.user, a.name)
         print(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from db import jobs as jobs_repo
 
 from ..queue.eta import format_duration
+from .common import discord_id, positive_int
 
 if TYPE_CHECKING:
     from ..queue.status import JobStatus
@@ -45,12 +46,14 @@ def add_parsers(groups: argparse._SubParsersAction) -> None:
 
 
 def _user(p: argparse.ArgumentParser, required: bool = True) -> argparse.ArgumentParser:
-    p.add_argument("--user", type=int, required=required, help="the member's Discord user id")
+    p.add_argument("--user", type=discord_id, required=required, help="the member's Discord user id")
     return p
 
 
 def _by(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--by", type=int, metavar="OPERATOR_ID", help="who did it, for the record (a Discord id)")
+    p.add_argument(
+        "--by", type=discord_id, metavar="OPERATOR_ID", help="who did it, for the record (a Discord id)"
+    )
 
 
 def _json(p: argparse.ArgumentParser) -> None:
@@ -86,9 +89,11 @@ def _job_parser(groups: argparse._SubParsersAction) -> None:
     group = groups.add_parser("job", help="one job of any member: show or cancel it")
     sub = group.add_subparsers(dest="command", required=True, parser_class=type(group))
     cancel = sub.add_parser("cancel", help="cancel a job (a waiting one is refunded in full)")
-    cancel.add_argument("id", type=int)
+    cancel.add_argument("id", type=positive_int, help="the job's number ('python -m bot queue' lists them)")
     show = sub.add_parser("show", help="state, progress, cost, saved epochs and recent events")
-    show.add_argument("id", type=int)
+    show.add_argument(
+        "id", type=positive_int, help="the job's number ('python -m bot queue --all' lists them)"
+    )
     show.add_argument("--events", type=int, default=10, help="how many recent events (default 10)")
 
 
@@ -96,10 +101,12 @@ def _estimate_parser(groups: argparse._SubParsersAction) -> None:
     p = groups.add_parser("estimate", help="steps and stamina cost of a training job, without queueing it")
     p.add_argument("--dataset", required=True, help="the member's dataset")
     _user(p)
-    p.add_argument("--repeats", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--resolution", type=int)
+    p.add_argument("--repeats", type=int, help="times each image is seen per epoch (default 10)")
+    p.add_argument("--epochs", type=int, help="passes over the dataset (default 10)")
+    p.add_argument("--batch-size", type=int, help="images per step (default 1)")
+    p.add_argument(
+        "--resolution", type=int, help="training side in pixels (default: the family's, or the crop size)"
+    )
     p.add_argument("--set", dest="options", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="any training option; the value is JSON when it parses (3, 1e-4, true), else text")  # fmt: skip
     _json(p)

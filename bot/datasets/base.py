@@ -12,7 +12,7 @@ from db import datasets as repo
 
 from ..registry import ModelRegistry
 from ..settings import Settings
-from .rules import ServiceError
+from .rules import ServiceError, dataset_name
 from .taggers import TaggerProvider
 
 
@@ -27,7 +27,7 @@ class ServiceBase:
         self._locks: dict[int, asyncio.Lock] = {}
 
     async def get(self, owner_id: int, name: str) -> repo.DatasetRow:
-        dataset = await repo.get_dataset(self.conn, owner_id, name.strip())
+        dataset = await repo.get_dataset(self.conn, owner_id, dataset_name(name))
         if dataset is None:
             raise ServiceError(f"you have no dataset named '{name}' (see your datasets with /dataset list)")
         return dataset

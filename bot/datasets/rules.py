@@ -3,7 +3,7 @@ changing it later. Each failed check raises :class:`ServiceError` with a message
 
 from __future__ import annotations
 
-import re
+import unicodedata
 
 from trainer.contract.families import family_info
 
@@ -11,7 +11,8 @@ from ..errors import MemberError
 from ..settings import Settings
 from .images import CROP_MODES, parse_size
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
+NAME_LENGTH = 40
+_NAME_EXTRA = frozenset(" _.-\u200c\u200d")  # and the zero-width (non-)joiners some scripts write
 MAX_TRIGGER_CHARS = 64
 
 
@@ -19,10 +20,26 @@ class ServiceError(MemberError):
     """A request that cannot be done; the message is for the member."""
 
 
+def dataset_name(text: str) -> str:
+    """A typed name as stored: stripped and in Unicode NFC, so "été" typed either way is one name."""
+    return unicodedata.normalize("NFC", text.strip())
+
+
+def valid_name(name: str) -> bool:
+    """Letters and digits of any script (with their combining marks and joiners), spaces, '_', '-'
+    and '.', starting with a letter or digit. Names never reach the disk: folders are named by ids."""
+    if not 0 < len(name) <= NAME_LENGTH or unicodedata.category(name[0])[0] not in "LN":
+        return False
+    return all(c in _NAME_EXTRA or unicodedata.category(c)[0] in "LMN" for c in name)
+
+
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    """The name as stored (:func:`dataset_name`), or a ServiceError saying what a name may be."""
+    name = dataset_name(name)
+    if not valid_name(name):
         raise ServiceError(
-            "a dataset name is 1-40 letters, digits, spaces, '_', '-' or '.', starting with a letter or digit"
+            "a dataset name is 1-40 letters (any script), digits, spaces, '_', '-' or '.', starting with a "
+            "letter or digit"
         )
     return name
 

@@ -85,7 +85,7 @@ class DatasetService(CaptionEdits, Retagging, DatasetChanges):
         character_threshold: float | None = None,
     ) -> repo.DatasetRow:
         name, trigger, tagger = (
-            check_name(name.strip()),
+            check_name(name),
             check_trigger(trigger.strip()),
             tagger or self.settings.tagger,
         )

@@ -346,6 +346,9 @@ class Dispatcher:
         await self._end(job, "done", delivered, note)
 
     async def _record_rate(self, job: repo.JobRow) -> None:
+        entry = self.registry.entries.get(job.base_model)
+        if entry is not None and entry.tiny:  # a tiny model's speed would make real ETAs say "0s"
+            return
         if job.steps_per_s:
             async with transaction(self.conn):
                 await repo.record_step_rate(

@@ -17,6 +17,7 @@ import random
 import re
 import shutil
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from ..ids import parse_id, shown
 from ..registry import ModelRegistry, RegistryError
 from ..settings import Settings
 from . import costs
+from .eta import Shape, eta_seconds
 from .refunds import RefundPreview
 from .settle import settle
 from .stamina import StaminaService
@@ -203,11 +205,11 @@ class QueueService:
             steps, job.batch_size, resolution, family,
             {family: self.settings.step_cost(family)},
         )  # fmt: skip
-        rate = await self.step_rate(family, resolution, job.batch_size)
+        eta_s = await eta_seconds(self, Shape("train", family, resolution, job.batch_size, steps))
         balance = (await self.stamina.balance(owner_id, roles)).balance
         estimate = TrainingEstimate(
             dataset.name, dataset.base_model, family, images, job.repeats, job.epochs, job.batch_size,
-            steps // job.epochs, steps, resolution, cost, balance, steps / rate,
+            steps // job.epochs, steps, resolution, cost, balance, eta_s,
         )  # fmt: skip
         if init_weights:
             options["init_weights"] = init_weights
@@ -398,14 +400,6 @@ class QueueService:
     async def paused(self) -> bool:
         return await repo.get_flag(self.conn, "paused") == "1"
 
-    async def step_rate(self, family: str, resolution: int, batch_size: int) -> float:
-        from .eta import estimate_rate
-
-        default = self.settings.default_steps_per_s(family)
-        return estimate_rate(
-            family, resolution, batch_size, await repo.step_rates(self.conn, family), default
-        )
-
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change()
@@ -420,7 +414,10 @@ class QueueService:
 
 
 def _file_name(title: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", title).strip("._-")[:60] or "lora"
+    """The LoRA's file name from a dataset name in any script: accents folded ("été" -> "ete"), other
+    letters dropped, "lora" when nothing is left (the trainer takes ASCII names only)."""
+    folded = unicodedata.normalize("NFKD", title).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", folded).strip("._-")[:60] or "lora"
 
 
 def _until_reset(stamina: StaminaService, now) -> str:

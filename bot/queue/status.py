@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from db import jobs as repo
-from trainer.contract.families import family_info
 
-from .eta import Slot, plan
+from .eta import Shape, Slot, eta_seconds, plan
 from .service import QueueService
 
 
@@ -69,24 +68,11 @@ def _order(job: repo.JobRow) -> tuple:
 async def _plan_kind(queue: QueueService, kind: str) -> dict[int, Slot]:
     running = await repo.list_jobs(queue.conn, states=("running", "cancelling"), kind=kind, limit=1000)
     waiting = await repo.queued_in_order(queue.conn, kind)
-    run_left = [(job, await _seconds_left(queue, job)) for job in running]
-    wait_len = [(job, await _seconds(queue, job, job.total_steps)) for job in waiting]
+    run_left = [(job, await eta_seconds(queue, Shape.of(job), done=job.step, job=job)) for job in running]
+    wait_len = [(job, await eta_seconds(queue, Shape.of(job), done=_kept(job))) for job in waiting]
     return plan(run_left, wait_len, len(queue.settings.devices))
 
 
-async def _seconds(queue: QueueService, job: repo.JobRow, steps: int) -> float:
-    if job.kind == "generate":  # a sampling step costs about a third of a training step
-        sampling_steps = int(
-            job.spec.get("options", {}).get("steps") or family_info(job.family).default_steps
-        )
-        rate = 3 * await queue.step_rate(job.family, job.resolution, 1)
-        return steps * sampling_steps / rate
-    rate = await queue.step_rate(job.family, job.resolution, job.batch_size)
-    return steps / rate
-
-
-async def _seconds_left(queue: QueueService, job: repo.JobRow) -> float:
-    left = max(0, job.total_steps - job.step)
-    if job.kind == "train" and job.steps_per_s:
-        return left / job.steps_per_s
-    return await _seconds(queue, job, left)
+def _kept(job: repo.JobRow) -> int:
+    """Steps a waiting job has behind it: a training job requeued to resume keeps what it trained."""
+    return job.step if job.kind == "train" else 0

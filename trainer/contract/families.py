@@ -34,6 +34,9 @@ class FamilyInfo:
     #: the precision a job that names none runs in (None: fp16 on a GPU, bf16 on a CPU); Flux's T5
     #: overflows in fp16
     default_precision: str | None = None
+    #: seconds from a trainer's start to its first step (process, base model loaded, captions and
+    #: latents cached), for ETAs: an estimate on a GPU host, so a short job never shows "0s"
+    startup_s: float = 30.0
 
 
 #: Job options the guide calls block-wise (they need a block layout).
@@ -62,7 +65,7 @@ FAMILIES: dict[str, FamilyInfo] = {
                    block_layout="sd15", refused_options=FLOW_OPTIONS),
         # The SDXL rate makes the guide's job (700 steps, batch 1, 512 px) cost 157.
         FamilyInfo("sdxl", "SDXL", 1024, 1, step_cost=0.2243, image_cost=2, steps_per_s=1.0,
-                   block_layout="sdxl", refused_options=FLOW_OPTIONS),
+                   block_layout="sdxl", refused_options=FLOW_OPTIONS, startup_s=60.0),
         # Flux.1 (a 12B transformer against SDXL's 2.6B UNet): bench/family_flops.py counts 11.0x
         # SDXL's FLOPs per step at 1024 px (its 512-token T5 sequence: 13.5x at 512), 4.4x per
         # picture (20 steps without CFG against 25 with). The same count gives SD1.5's rates
@@ -71,7 +74,7 @@ FAMILIES: dict[str, FamilyInfo] = {
         FamilyInfo("flux", "Flux.1", 1024, None, step_cost=2.47, image_cost=9, steps_per_s=0.091,
                    refused_options=NOISE_OPTIONS | DISTILLED_PREVIEW_OPTIONS,
                    refused_render_options=DISTILLED_RENDER_OPTIONS, text_encoder_by_default=False,
-                   default_steps=20, default_cfg=3.5, default_precision="bf16"),
+                   default_steps=20, default_cfg=3.5, default_precision="bf16", startup_s=180.0),
     )
 }  # fmt: skip
 
