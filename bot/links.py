@@ -29,12 +29,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import MemberError
+from .i18n import N_
 
 if TYPE_CHECKING:
     from .settings import Settings
 
 SECRET_FILE = "link-secret"
 _DOMAIN = b"lorabot-link-v1\n"  # binds the MAC to this format and purpose
+#: What a member reads about a link that cannot be honoured.
+MALFORMED = N_("this link is malformed")
+NOT_VALID = N_("this link is not valid (altered, or signed with another secret)")
+EXPIRED = N_("this link has expired; ask the bot for a new one")
 
 
 class LinkError(MemberError):
@@ -111,16 +116,16 @@ class LinkSigner:
             head, _, tail = token.partition(".")
             payload, mac = _unb64(head), _unb64(tail)
         except (binascii.Error, ValueError):
-            raise BadSignature("this link is malformed") from None
+            raise BadSignature(MALFORMED) from None
         if not hmac.compare_digest(mac, self._mac(payload)):
-            raise BadSignature("this link is not valid (altered, or signed with another secret)")
+            raise BadSignature(NOT_VALID)
         try:
             owner_id, kind, ref, filename, expires_at = json.loads(payload)
             claims = LinkClaims(int(owner_id), str(kind), str(ref), str(filename), int(expires_at))
         except (ValueError, TypeError):  # only a holder of the secret could get here
-            raise BadSignature("this link is malformed") from None
+            raise BadSignature(MALFORMED) from None
         if self.clock() >= claims.expires_at:
-            raise Expired("this link has expired; ask the bot for a new one")
+            raise Expired(EXPIRED)
         return claims
 
 

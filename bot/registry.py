@@ -100,7 +100,7 @@ class ModelRegistry:
             return self.entries[key]
         except KeyError:
             raise RegistryError(
-                f"unknown base model '{key}': choose one of {', '.join(self.keys())}"
+                "unknown base model '{key}': choose one of {known}", key=key, known=", ".join(self.keys())
             ) from None
 
     def family(self, key: str) -> str:
@@ -115,7 +115,7 @@ class ModelRegistry:
             family = detect_family(entry.source)
         except Exception as exc:  # a missing or corrupt file: safetensors, OS and parse errors alike
             raise RegistryError(
-                f"cannot read the family of base model '{key}' ({exc}): ask the operator"
+                "cannot read the family of base model '{key}' ({why}): ask the operator", key=key, why=exc
             ) from None
         self.entries[key] = dataclasses.replace(entry, family=family)
         return family
@@ -148,45 +148,58 @@ def _read(path: Path) -> dict:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise RegistryError(
-            f"model registry {path} does not exist: create it with 'python -m bot init --registry {path}' "
-            "or 'python -m bot models add KEY SOURCE', or fix LORABOT_MODEL_REGISTRY"
+            "model registry {path} does not exist: create it with 'python -m bot init --registry {path}' "
+            "or 'python -m bot models add KEY SOURCE', or fix LORABOT_MODEL_REGISTRY",
+            path=path,
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"model registry {path} cannot be read: {exc}") from None
+        raise RegistryError("model registry {path} cannot be read: {why}", path=path, why=exc) from None
     except tomllib.TOMLDecodeError as exc:
-        raise RegistryError(f"model registry {path} is not valid TOML ({exc}): fix that line") from None
+        raise RegistryError(
+            "model registry {path} is not valid TOML ({why}): fix that line", path=path, why=exc
+        ) from None
     for key in data:
         if key != "models":
-            raise RegistryError(f"model registry {path}: unknown table or key '{key}'{_did_you_mean(key, ['models'])}: "
-                                "each model is a [models.KEY] table")  # fmt: skip
+            raise RegistryError("model registry {path}: unknown table or key '{key}'{hint}: each model is a "
+                                "[models.KEY] table", path=path, key=key, hint=_did_you_mean(key, ["models"]))  # fmt: skip
     if not isinstance(data.get("models", {}), dict):
-        raise RegistryError(f"model registry {path}: 'models' must be tables, one [models.KEY] per model")
+        raise RegistryError(
+            "model registry {path}: 'models' must be tables, one [models.KEY] per model", path=path
+        )
     return data
 
 
 def _entry(path: Path, key: str, spec: object) -> BaseModelEntry:
-    where = f"model registry {path}: [models.{key}]"
+    where = {"path": path, "key": key}
     if not isinstance(spec, dict):
-        raise RegistryError(f'{where} must be a table with a source (source = "...")')
+        raise RegistryError('model registry {path}: [models.{key}] must be a table with a source (source = "...")',
+                            **where)  # fmt: skip
     for name in spec:
         if name not in ENTRY_KEYS:
-            raise RegistryError(f"{where} has an unknown key '{name}'{_did_you_mean(name, ENTRY_KEYS)}: "
-                                f"a model takes {', '.join(ENTRY_KEYS)}")  # fmt: skip
+            raise RegistryError("model registry {path}: [models.{key}] has an unknown key '{name}'{hint}: a model "
+                                "takes {known}", name=name, hint=_did_you_mean(name, ENTRY_KEYS),
+                                known=", ".join(ENTRY_KEYS), **where)  # fmt: skip
     if not isinstance(spec.get("source"), str) or not spec["source"].strip():
-        raise RegistryError(f"{where} needs a source: a .safetensors file, a diffusers folder or a hub id")
+        raise RegistryError("model registry {path}: [models.{key}] needs a source: a .safetensors file, a "
+                            "diffusers folder or a hub id", **where)  # fmt: skip
     family = spec.get("family")
+    families = ", ".join(FAMILIES)
     if family is not None and family not in FAMILIES:
         hint = _did_you_mean(str(family).lower(), list(FAMILIES))
-        raise RegistryError(f"{where} family '{family}' is not a family{hint}: one of {', '.join(FAMILIES)}")
+        raise RegistryError("model registry {path}: [models.{key}] family '{family}' is not a family{hint}: one "
+                            "of {known}", family=family, hint=hint, known=families, **where)  # fmt: skip
     if family is None and not Path(spec["source"]).exists():
-        raise RegistryError(f"{where}: {spec['source']} is not a local file or folder, so its family cannot "
-                            f"be read: give family = one of {', '.join(FAMILIES)} (a hub id), or fix the path")  # fmt: skip
+        raise RegistryError("model registry {path}: [models.{key}]: {source} is not a local file or folder, so "
+                            "its family cannot be read: give family = one of {known} (a hub id), or fix the path",
+                            source=spec["source"], known=families, **where)  # fmt: skip
     for name in ("config", "label"):
         if name in spec and not isinstance(spec[name], str):
-            raise RegistryError(f"{where} {name} must be text in quotes")
+            raise RegistryError("model registry {path}: [models.{key}] {name} must be text in quotes", name=name,
+                                **where)  # fmt: skip
     return BaseModelEntry(key, spec["source"], family, spec.get("config"), spec.get("label", ""))
 
 
-def _did_you_mean(word: str, choices) -> str:
+def _did_you_mean(word: str, choices) -> str | MemberError:
+    """`` (did you mean 'x'?)`` for the closest choice (translated where it is said), or ""."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return MemberError(" (did you mean '{close}'?)", close=close[0]) if close else ""

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from bot.datasets.service import ServiceError
+from bot.queue.option_help import help_fields, help_text
 from bot.queue.options import (
     OPTIONS,
     OptionsError,
     format_options,
-    help_fields,
-    help_text,
     merge_options,
     parse_option_lines,
     validate_options,

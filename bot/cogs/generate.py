@@ -12,6 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..i18n import messages
 from ..queue.generation import GenerateRequest
 from ..queue.service import QueueError
 from ..ui.common import answer, base_model_choices, require_posting, roles_of, services_of
@@ -33,7 +34,7 @@ def parse_weights(text: str | None) -> list[float] | None:
         weights = [float(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
         raise QueueError(
-            f"compare_weights '{text}' is not numbers separated by commas, e.g. 0.7,0.8,1.0"
+            "compare_weights '{text}' is not numbers separated by commas, e.g. 0.7,0.8,1.0", text=text
         ) from None
     if not 1 <= len(weights) <= 8 or any(not -2 <= w <= 2 for w in weights):
         raise QueueError("compare_weights takes 1 to 8 weights between -2 and 2, e.g. 0.7,0.8,1.0")
@@ -50,8 +51,9 @@ def lora_slots(*slots: tuple[str | None, float | None]) -> tuple[tuple[str, floa
             picks.append((name.strip(), 1.0 if weight is None else weight))
         elif weight is not None:
             raise QueueError(
-                f"weight{suffix} is set but lora{suffix} is empty: pick a LoRA in lora{suffix}, "
-                f"or leave weight{suffix} out"
+                "weight{suffix} is set but lora{suffix} is empty: pick a LoRA in lora{suffix}, "
+                "or leave weight{suffix} out",
+                suffix=suffix,
             )
     return tuple(picks)
 
@@ -115,9 +117,12 @@ class GenerateCog(commands.Cog):
         job = await services.generation.submit(
             interaction.user.id, request, roles=roles_of(interaction), channel_id=interaction.channel_id
         )
-        images = job.total_steps
-        await answer(
-            interaction,
-            f"🎨 Queued **#{job.id}**: {images} image{'s' * (images != 1)} for {job.cost} stamina. "
-            "They will be posted in this channel when ready (see /queue).",
-        )
+        t = messages(interaction.locale)
+        text = t.plural(
+            "🎨 Queued **#{job}**: {n} image for {cost} stamina. It will be posted in this channel when ready "
+            "(see /queue).",
+            "🎨 Queued **#{job}**: {n} images for {cost} stamina. They will be posted in this channel when ready "
+            "(see /queue).",
+            job.total_steps, job=job.id, cost=job.cost,
+        )  # fmt: skip
+        await answer(interaction, text)

@@ -5,17 +5,22 @@ rename or delete)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..i18n import N_, Messages, messages
 from ..queue.library import lora_ref, owner_label
 from ..ui.base import ask_first
 from ..ui.common import answer, defer_thinking, services_of
 from ..ui.embeds import table
 from ..ui.files import send_file
 from ..ui.loras import own_lora_choices, usable_lora_choices
+
+if TYPE_CHECKING:
+    from db.library import LoraRow
 
 MAX_FIELD = 1024  # an embed field's value
 
@@ -27,31 +32,13 @@ class LibraryCog(commands.GroupCog, group_name="lora", group_description="Your s
 
     @app_commands.command(name="list", description="Your saved LoRAs, and those shared with the server")
     async def list_(self, interaction: discord.Interaction) -> None:
-        library = services_of(interaction).library
+        library, t = services_of(interaction).library, messages(interaction.locale)
         own = await library.list(interaction.user.id)
         shared = await library.shared_by_others(interaction.user.id)
         if not own and not shared:
-            await answer(interaction, "Your library is empty: save an epoch from `/epochs`.")
+            await answer(interaction, t("Your library is empty: save an epoch from `/epochs`."))
             return
-        lines = [
-            (r.name, r.base_model, r.trigger_word, _origin(r.job_id, r.epoch), "yes" if r.shared else "")
-            for r in own
-        ]
-        embed = discord.Embed(
-            title="📚 Your LoRAs",
-            description=table(lines, ("name", "model", "trigger", "from", "shared"))
-            if own
-            else "None yet: save an epoch from `/epochs`.",
-        )
-        if shared:
-            others = [(r.name, r.base_model, r.trigger_word, owner_label(r)) for r in shared]
-            embed.add_field(
-                name="🔗 Shared with the server",
-                value=table(others, ("name", "model", "trigger", "by"), limit=MAX_FIELD),
-                inline=False,
-            )
-        embed.set_footer(text="Use one with /generate lora:<name> · share yours with /lora share")
-        await answer(interaction, embed=embed)
+        await answer(interaction, embed=library_embed(own, shared, t))
 
     @app_commands.command(name="download", description="Download a saved or shared LoRA (.safetensors)")
     @app_commands.autocomplete(name=usable_lora_choices)
@@ -69,50 +56,67 @@ class LibraryCog(commands.GroupCog, group_name="lora", group_description="Your s
         self, interaction: discord.Interaction, name: str, new_name: app_commands.Range[str, 1, 40]
     ) -> None:
         lora = await services_of(interaction).library.rename(interaction.user.id, name, new_name)
-        await answer(interaction, f"✏️ Renamed to **{lora.name}**.")
+        t = messages(interaction.locale)
+        await answer(interaction, "✏️ " + t("Renamed to **{name}**.", name=lora.name))
 
     @app_commands.command(name="delete", description="Delete one of your LoRAs (asks first)")
     @app_commands.autocomplete(name=own_lora_choices)
     async def delete(self, interaction: discord.Interaction, name: str) -> None:
-        services = services_of(interaction)
-        lora = await services.library.owned(interaction.user.id, name, "delete")
+        services, t = services_of(interaction), messages(interaction.locale)
+        lora = await services.library.owned(interaction.user.id, name, N_("delete"))
         owner = interaction.user.id
 
         async def confirmed(click: discord.Interaction) -> None:
             await services.library.delete(owner, lora.name)
-            await click.response.edit_message(
-                content=f"🗑️ Deleted **{lora.name}** from your library.", view=None
-            )
+            t = messages(click.locale)
+            done = t("Deleted **{name}** from your library.", name=lora.name)
+            await click.response.edit_message(content=f"🗑️ {done}", view=None)
 
-        shared = " It is shared: the others lose it too." if lora.shared else ""
-        await ask_first(
-            interaction, f"Delete **{lora.name}** from your library?{shared}", confirmed, label="Delete"
+        question = (
+            t("Delete **{name}** from your library? It is shared: the others lose it too.", name=lora.name)
+            if lora.shared
+            else t("Delete **{name}** from your library?", name=lora.name)
         )
+        await ask_first(interaction, question, confirmed, label=t("Delete"), keep_label=t("Cancel"))
 
     @app_commands.command(name="share", description="Let everyone here generate with and download a LoRA")
     @app_commands.describe(name="One of your LoRAs")
     @app_commands.autocomplete(name=own_lora_choices)
     async def share(self, interaction: discord.Interaction, name: str) -> None:
-        lora = await services_of(interaction).library.share(
-            interaction.user.id, name, interaction.user.display_name
-        )
-        await answer(
-            interaction,
-            f"🔗 **{lora.name}** is shared with the server: everyone can pick it in `/generate` and "
-            "`/lora download` (marked with your name). Only you can rename or delete it; "
-            "`/lora unshare` stops sharing.",
-        )
+        t, library = messages(interaction.locale), services_of(interaction).library
+        lora = await library.share(interaction.user.id, name, interaction.user.display_name)
+        await answer(interaction, "🔗 " + t(
+            "**{name}** is shared with the server: everyone can pick it in `/generate` and `/lora download` "
+            "(marked with your name). Only you can rename or delete it; `/lora unshare` stops sharing.", name=lora.name,
+        ))  # fmt: skip
 
     @app_commands.command(name="unshare", description="Stop sharing one of your LoRAs")
     @app_commands.describe(name="One of your shared LoRAs")
     @app_commands.autocomplete(name=own_lora_choices)
     async def unshare(self, interaction: discord.Interaction, name: str) -> None:
         lora = await services_of(interaction).library.unshare(interaction.user.id, name)
-        await answer(
-            interaction,
-            f"🔒 **{lora.name}** is yours alone again: others cannot pick it any more "
-            "(renders already in the queue still finish).",
-        )
+        t = messages(interaction.locale)
+        said = t("**{name}** is yours alone again: others cannot pick it any more (renders already in the queue still "
+                 "finish).", name=lora.name)  # fmt: skip
+        await answer(interaction, f"🔒 {said}")
+
+
+def library_embed(own: list[LoraRow], shared: list[LoraRow], t: Messages) -> discord.Embed:
+    """The member's LoRAs as a table, and those others share, in ``t``'s language."""
+    lines = [(r.name, r.base_model, r.trigger_word, _origin(r.job_id, r.epoch), t("yes") if r.shared else "")
+             for r in own]  # fmt: skip
+    headers = (t("name"), t("model"), t("trigger"), t("from"), t("shared"))
+    embed = discord.Embed(
+        title="📚 " + t("Your LoRAs"),
+        description=table(lines, headers) if own else t("None yet: save an epoch from `/epochs`."),
+    )
+    if shared:
+        others = [(r.name, r.base_model, r.trigger_word, owner_label(r, t)) for r in shared]
+        headers = (t("name"), t("model"), t("trigger"), t("by"))
+        embed.add_field(name="🔗 " + t("Shared with the server"), value=table(others, headers, limit=MAX_FIELD),
+                        inline=False)  # fmt: skip
+    embed.set_footer(text=t("Use one with /generate lora:<name> · share yours with /lora share"))
+    return embed
 
 
 def _origin(job_id: int | None, epoch: int | None) -> str:

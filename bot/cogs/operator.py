@@ -7,8 +7,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..i18n import N_, messages
 from ..ui.common import answer, any_job_choices, require_operator, services_of
 from ..ui.embeds import table
+
+#: What /operator cancel did to a job.
+STOPPED, STOPPING = N_("cancelled"), N_("stopping")
 
 
 @app_commands.guild_only()
@@ -28,7 +32,10 @@ class OperatorCog(commands.GroupCog, group_name="operator", group_description="R
         note: str = "",
     ) -> None:  # fmt: skip
         balance = await services_of(interaction).stamina.grant(member.id, amount, interaction.user.id, note)
-        await answer(interaction, f"⚡ Granted {amount} to {member.mention}: balance {balance.balance}.")
+        t = messages(interaction.locale)
+        text = t("Granted {amount} to {member}: balance {balance}.", amount=amount, member=member.mention,
+                 balance=balance.balance)  # fmt: skip
+        await answer(interaction, f"⚡ {text}")
 
     @app_commands.command(name="revoke", description="Take stamina from a member (never below 0)")
     async def revoke(
@@ -36,7 +43,10 @@ class OperatorCog(commands.GroupCog, group_name="operator", group_description="R
         note: str = "",
     ) -> None:  # fmt: skip
         balance = await services_of(interaction).stamina.revoke(member.id, amount, interaction.user.id, note)
-        await answer(interaction, f"⚡ Took up to {amount} from {member.mention}: balance {balance.balance}.")
+        t = messages(interaction.locale)
+        text = t("Took up to {amount} from {member}: balance {balance}.", amount=amount, member=member.mention,
+                 balance=balance.balance)  # fmt: skip
+        await answer(interaction, f"⚡ {text}")
 
     @app_commands.command(
         name="tier", description="Put a member on a stamina tier (empty: back to their roles)"
@@ -45,9 +55,12 @@ class OperatorCog(commands.GroupCog, group_name="operator", group_description="R
         self, interaction: discord.Interaction, member: discord.Member, tier: str | None = None
     ) -> None:
         balance = await services_of(interaction).stamina.set_tier(member.id, tier, interaction.user.id)
-        await answer(
-            interaction, f"🎚️ {member.mention} is on tier **{balance.tier}** ({balance.allowance} a day)."
-        )
+        t = messages(interaction.locale)
+        text = t(
+            "{member} is on tier **{tier}** ({allowance} a day).", member=member.mention, tier=balance.tier,
+            allowance=balance.allowance,
+        )  # fmt: skip
+        await answer(interaction, f"🎚️ {text}")
 
     @tier.autocomplete("tier")
     async def _tiers(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -57,27 +70,34 @@ class OperatorCog(commands.GroupCog, group_name="operator", group_description="R
     @app_commands.command(name="pause", description="Pause the queue: running jobs finish, no new ones start")
     async def pause(self, interaction: discord.Interaction) -> None:
         await services_of(interaction).queue.pause(interaction.user.id)
-        await answer(interaction, "⏸️ The queue is paused. `/operator resume` starts it again.")
+        t = messages(interaction.locale)
+        await answer(interaction, "⏸️ " + t("The queue is paused. `/operator resume` starts it again."))
 
     @app_commands.command(name="resume", description="Resume the queue")
     async def resume(self, interaction: discord.Interaction) -> None:
         await services_of(interaction).queue.resume(interaction.user.id)
-        await answer(interaction, "▶️ The queue runs again.")
+        t = messages(interaction.locale)
+        await answer(interaction, "▶️ " + t("The queue runs again."))
 
     @app_commands.command(name="cancel", description="Cancel any member's job (refunds what was not used)")
     @app_commands.autocomplete(job=any_job_choices)
     async def cancel(self, interaction: discord.Interaction, job: str) -> None:
         row = await services_of(interaction).queue.cancel(interaction.user.id, job, operator=True)
-        state = "cancelled" if row.state == "cancelled" else "stopping"
-        await answer(interaction, f"🛑 Job #{row.id} of <@{row.owner_id}>: {state}.")
+        t = messages(interaction.locale)
+        state = t(STOPPED if row.state == "cancelled" else STOPPING)
+        await answer(interaction, "🛑 " + t("Job #{job} of {owner}: {state}.", job=row.id, owner=f"<@{row.owner_id}>",
+                                            state=state))  # fmt: skip
 
     @app_commands.command(name="models", description="The base models members can train on")
     async def models(self, interaction: discord.Interaction) -> None:
-        registry = services_of(interaction).registry
+        registry, t = services_of(interaction).registry, messages(interaction.locale)
         rows = []
         for key in registry.keys():
             entry = registry.get(key)
-            rows.append((key, entry.family or "?", "tiny" if entry.tiny else entry.source[-40:]))
-        embed = discord.Embed(title="🧩 Base models", description=table(rows, ("key", "family", "source")))
-        embed.set_footer(text="Edit the registry file (LORABOT_MODEL_REGISTRY) and restart to change them.")
+            rows.append((key, entry.family or "?", t("tiny") if entry.tiny else entry.source[-40:]))
+        headers = (t("key"), t("family"), t("source"))
+        embed = discord.Embed(title="🧩 " + t("Base models"), description=table(rows, headers))
+        embed.set_footer(
+            text=t("Edit the registry file (LORABOT_MODEL_REGISTRY) and restart to change them.")
+        )
         await answer(interaction, embed=embed)

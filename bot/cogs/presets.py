@@ -6,6 +6,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..i18n import messages
 from ..ui.common import answer, choices, preset_choices, services_of
 from ..ui.embeds import table
 
@@ -27,42 +28,45 @@ class PresetCog(commands.GroupCog, group_name="preset", group_description="Your 
     ) -> None:
         from ..queue.options import format_options, parse_option_lines
 
-        services = services_of(interaction)
+        services, t = services_of(interaction), messages(interaction.locale)
         parsed = parse_option_lines(options)
         preset = await services.presets.save(interaction.user.id, name, parsed)
-        text = format_options(preset.options)
-        await answer(interaction, f"💾 Saved preset **{preset.name}**:\n```\n{text[:1800]}\n```\nUse it with "
-                                  f"`/train preset:{preset.name}`.")  # fmt: skip
+        text = t("Saved preset **{name}**:\n```\n{options}\n```\nUse it with `/train preset:{name}`.",
+                 name=preset.name, options=format_options(preset.options)[:1800])  # fmt: skip
+        await answer(interaction, f"💾 {text}")
 
     @app_commands.command(name="list", description="Your presets")
     async def list_(self, interaction: discord.Interaction) -> None:
         rows = await services_of(interaction).presets.list(interaction.user.id)
+        t = messages(interaction.locale)
         if not rows:
-            await answer(interaction, "No presets yet: `/preset save name:… options:optimizer=Prodigy, …`.")
+            await answer(
+                interaction, t("No presets yet: `/preset save name:… options:optimizer=Prodigy, …`.")
+            )
             return
         lines = [(p.name, ", ".join(f"{k}={v}" for k, v in sorted(p.options.items()))[:60]) for p in rows]
-        await answer(
-            interaction,
-            embed=discord.Embed(title="Your presets", description=table(lines, ("name", "options"))),
-        )
+        embed = discord.Embed(title=t("Your presets"), description=table(lines, (t("name"), t("options"))))
+        await answer(interaction, embed=embed)
 
     @app_commands.command(name="options", description="Every training option, or one in detail")
     @app_commands.describe(option="One option's name, e.g. min_snr_gamma (empty: all of them)")
     async def options(self, interaction: discord.Interaction, option: str | None = None) -> None:
-        from ..queue.options import OPTIONS, help_fields, help_text
+        from ..queue.option_help import help_fields, help_text
+        from ..queue.options import OPTIONS
 
+        t = messages(interaction.locale)
         if option:
             if option not in OPTIONS:
                 from ..queue.service import QueueError
 
                 raise QueueError("there is no option '{option}': see /preset options", option=option)
-            embed = discord.Embed(title=f"⚙️ {option}", description=help_text(option))
+            embed = discord.Embed(title=f"⚙️ {option}", description=help_text(option, t=t))
         else:
             embed = discord.Embed(
-                title="⚙️ Training options",
-                description="Set them in /train's Advanced… form or a preset, as `key = value` lines.",
+                title="⚙️ " + t("Training options"),
+                description=t("Set them in /train's Advanced… form or a preset, as `key = value` lines."),
             )
-            for name, value in help_fields(max_fields=24):
+            for name, value in help_fields(max_fields=24, t=t):
                 embed.add_field(name=name, value=value, inline=False)
         await answer(interaction, embed=embed)
 
@@ -78,4 +82,5 @@ class PresetCog(commands.GroupCog, group_name="preset", group_description="Your 
     @app_commands.autocomplete(name=preset_choices)
     async def delete(self, interaction: discord.Interaction, name: str) -> None:
         await services_of(interaction).presets.delete(interaction.user.id, name)
-        await answer(interaction, f"🗑️ Deleted preset **{name}**.")
+        t = messages(interaction.locale)
+        await answer(interaction, "🗑️ " + t("Deleted preset **{name}**.", name=name))

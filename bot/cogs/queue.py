@@ -49,7 +49,7 @@ def queue_view(owner_id: int, everyone: bool, statuses: list[JobStatus], t: Mess
 
     def cancel_buttons(items: Sequence[JobStatus]) -> list[discord.ui.Item]:
         active = [s for s in items if s.job.state in ("queued", "running")]
-        return [cancel_action_button(s.job.id) for s in active[:MAX_CANCEL_BUTTONS]]
+        return [cancel_action_button(s.job.id, t) for s in active[:MAX_CANCEL_BUTTONS]]
 
     return QueueView(owner_id, statuses, render, t, per_page=QUEUE_PAGE, page=page, extra=cancel_buttons,
                      everyone=everyone)  # fmt: skip

@@ -149,7 +149,9 @@ class GenerationService:
         roles: Iterable[str] | None, channel_id: int | None, expected_cost: int | None, folder: Path,
     ) -> jobs_repo.JobRow:  # fmt: skip
         if expected_cost is not None and expected_cost != estimate.cost:
-            raise QueueError(f"the cost changed from {expected_cost} to {estimate.cost}: confirm again")
+            raise QueueError(
+                "the cost changed from {old} to {new}: confirm again", old=expected_cost, new=estimate.cost
+            )
         new = jobs_repo.NewJob(
             owner_id=owner_id, kind="generate", priority=0, title=title, dataset_id=None,
             base_model=estimate.base_model, family=estimate.family, resolution=max(estimate.width, estimate.height),
@@ -165,7 +167,9 @@ class GenerationService:
         job = await self.queue.job(owner_id, job_id)  # another member's job is "not found"
         job_id = job.id
         if job.kind != "train":
-            raise QueueError(f"job #{job_id} is not a training job: compare the epochs of a /train job")
+            raise QueueError(
+                "job #{job} is not a training job: compare the epochs of a /train job", job=job_id
+            )
         epochs, weights = _compare_axes(epochs, weights)
         rows = [
             {"path": await self.queue.epoch_file(owner_id, job_id, e), "label": f"epoch {e}"} for e in epochs
@@ -190,9 +194,10 @@ class GenerationService:
         for lora, _ in loras:
             if lora.family != family:
                 raise QueueError(
-                    f"LoRA '{lora.name}' was trained on {lora.base_model} ({family_label(lora.family)}): "
-                    f"it does not fit {base_model} ({family_label(family)})"
-                )
+                    "LoRA '{name}' was trained on {trained} ({trained_family}): it does not fit {model} ({family})",
+                    name=lora.name, trained=lora.base_model, trained_family=family_label(lora.family),
+                    model=base_model, family=family_label(family),
+                )  # fmt: skip
         width, height = self._size(request.size, family)
         options = {
             "prompt": request.prompt, "negative": request.negative,
@@ -212,19 +217,22 @@ class GenerationService:
     async def _loras(self, owner_id: int, picks: list[tuple[str, float]]) -> list[tuple[LoraRow, float]]:
         """The LoRAs picked (the member's own or shared ones) with their weights, checked."""
         if len(picks) > MAX_LORAS:
-            raise QueueError(f"at most {MAX_LORAS} LoRAs go together (got {len(picks)}): leave some out")
+            raise QueueError(
+                "at most {most} LoRAs go together (got {got}): leave some out", most=MAX_LORAS, got=len(picks)
+            )
         for name, weight in picks:
             if not -MAX_WEIGHT <= weight <= MAX_WEIGHT:
                 raise QueueError(
-                    f"the weight of '{name}' is {weight:g}: a LoRA weight goes from {-MAX_WEIGHT:g} to "
-                    f"{MAX_WEIGHT:g} (1 is full strength, e.g. 0.8)"
-                )
+                    "the weight of '{name}' is {weight}: a LoRA weight goes from {low} to {high} "
+                    "(1 is full strength, e.g. 0.8)",
+                    name=name, weight=f"{weight:g}", low=f"{-MAX_WEIGHT:g}", high=f"{MAX_WEIGHT:g}",
+                )  # fmt: skip
         found = [(await self.library.find(owner_id, name), float(weight)) for name, weight in picks]
         seen: set[int] = set()
         for lora, _ in found:
             if lora.id in seen:
                 raise QueueError(
-                    f"'{lora.name}' is picked twice: pick each LoRA once (its weight sets how much)"
+                    "'{name}' is picked twice: pick each LoRA once (its weight sets how much)", name=lora.name
                 )
             seen.add(lora.id)
         return found
@@ -234,7 +242,9 @@ class GenerationService:
         try:
             entry = self.queue.registry.get(base_model)
             return self.queue.registry.family(base_model), entry.source
-        except (RegistryError, ValueError, RuntimeError) as exc:
+        except RegistryError as exc:  # its message and values, translated where it is said
+            raise QueueError(exc.msgid, **exc.values) from None
+        except (ValueError, RuntimeError) as exc:
             raise QueueError(str(exc)) from None
 
     def _priced(
@@ -267,7 +277,9 @@ class GenerationService:
             return side, side
         match = re.fullmatch(r"\s*(\d{2,4})\s*(?:[x×*]\s*(\d{2,4}))?\s*", text)
         if match is None:
-            raise QueueError(f"size '{text}' is not WIDTHxHEIGHT or one number (e.g. 512x768 or 1024)")
+            raise QueueError(
+                "size '{text}' is not WIDTHxHEIGHT or one number (e.g. 512x768 or 1024)", text=text
+            )
         width = int(match.group(1))
         height = int(match.group(2) or width)
         if width % 8 or height % 8 or not (64 <= width <= 2048 and 64 <= height <= 2048):
@@ -307,14 +319,18 @@ def _compare_axes(epochs: list[int], weights: list[float]) -> tuple[list[int], l
     """The grid's rows (distinct epochs, in order) and columns (weights as given), checked."""
     epochs = sorted(set(epochs))
     if not 1 <= len(epochs) <= MAX_COMPARE:
-        raise QueueError(f"pick 1 to {MAX_COMPARE} saved epochs to compare (got {len(epochs)})")
+        raise QueueError(
+            "pick 1 to {most} saved epochs to compare (got {got})", most=MAX_COMPARE, got=len(epochs)
+        )
     if not 1 <= len(weights) <= MAX_COMPARE:
         raise QueueError(
-            f"pick 1 to {MAX_COMPARE} weights to compare (got {len(weights)}), e.g. 0.6, 0.8, 1.0"
+            "pick 1 to {most} weights to compare (got {got}), e.g. 0.6, 0.8, 1.0",
+            most=MAX_COMPARE,
+            got=len(weights),
         )
     bad = [w for w in weights if not -2.0 <= w <= 2.0]
     if bad:
-        raise QueueError(f"a LoRA weight goes from -2 to 2 (got {bad[0]:g}): e.g. 0.6, 0.8, 1.0")
+        raise QueueError("a LoRA weight goes from -2 to 2 (got {got}): e.g. 0.6, 0.8, 1.0", got=f"{bad[0]:g}")
     return epochs, [float(w) for w in weights]
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from db import library as repo
 from db.database import transaction
 
+from ..errors import MemberError
+from ..i18n import N_, Messages, messages
 from .service import QueueError, QueueService
 
 _LORA_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,39}$")
@@ -42,8 +44,15 @@ def lora_ref(lora: repo.LoraRow, member_id: int) -> str:
     return lora.name if lora.owner_id == member_id else f"{lora.name}@{lora.owner_id}"
 
 
-def owner_label(lora: repo.LoraRow) -> str:
-    return lora.owner_name or f"member {lora.owner_id}"
+def owner_label(lora: repo.LoraRow, t: Messages | None = None) -> str:
+    """Who shares ``lora``: the name they had when they shared it (else their id), for a list."""
+    t = t or messages(None)
+    return lora.owner_name or t("member {id}", id=lora.owner_id)
+
+
+def _owner(lora: repo.LoraRow) -> str | MemberError:
+    """:func:`owner_label` as a value of a member error (translated where it is said)."""
+    return lora.owner_name or MemberError("member {id}", id=lora.owner_id)
 
 
 class LibraryService:
@@ -97,7 +106,7 @@ class LibraryService:
         """One of the member's own LoRAs, by name."""
         lora = await repo.get_lora(self.conn, owner_id, name.strip())
         if lora is None:
-            raise QueueError(f"you have no LoRA named '{name}' (save one from /epochs)")
+            raise QueueError("you have no LoRA named '{name}' (save one from /epochs)", name=name)
         return lora
 
     async def find(self, member_id: int, ref: str) -> repo.LoraRow:
@@ -117,9 +126,10 @@ class LibraryService:
         if shared:
             owners = ", ".join(owner_label(r) for r in shared)
             raise QueueError(
-                f"{len(shared)} members share a LoRA named '{name}' ({owners}): pick the one you mean "
-                "from the list the lora option offers"
-            )
+                "{count} members share a LoRA named '{name}' ({owners}): pick the one you mean "
+                "from the list the lora option offers",
+                count=len(shared), name=name, owners=owners,
+            )  # fmt: skip
         raise _unknown(name)
 
     async def owned(self, member_id: int, ref: str, action: str) -> repo.LoraRow:
@@ -137,13 +147,14 @@ class LibraryService:
         ]
         if others:
             raise QueueError(
-                f"'{others[0].name}' is {owner_label(others[0])}'s LoRA, shared with the server: only its "
-                f"owner can {action} it (you can generate with it and download it). Nothing was changed."
-            )
-        raise QueueError(f"you have no LoRA named '{name}' (see /lora list)")
+                "'{name}' is {owner}'s LoRA, shared with the server: only its owner can {action} it (you can "
+                "generate with it and download it). Nothing was changed.",
+                name=others[0].name, owner=_owner(others[0]), action=MemberError(action),
+            )  # fmt: skip
+        raise QueueError("you have no LoRA named '{name}' (see /lora list)", name=name)
 
     async def rename(self, owner_id: int, ref: str, new_name: str) -> repo.LoraRow:
-        lora = await self.owned(owner_id, ref, "rename")
+        lora = await self.owned(owner_id, ref, N_("rename"))
         name = _checked_name(new_name)
         taken = await repo.get_lora(self.conn, owner_id, name)
         if taken is not None and taken.id != lora.id:
@@ -154,20 +165,22 @@ class LibraryService:
         except sqlite3.IntegrityError:
             raise _taken(name) from None
         if renamed is None:
-            raise QueueError(f"you have no LoRA named '{lora.name}' any more (see /lora list)")
+            raise _gone(lora.name)
         return renamed
 
     async def delete(self, owner_id: int, ref: str) -> None:
-        lora = await self.owned(owner_id, ref, "delete")
+        lora = await self.owned(owner_id, ref, N_("delete"))
         async with transaction(self.conn):
             await repo.delete_lora(self.conn, lora.id)
         Path(lora.path).unlink(missing_ok=True)
 
     async def share(self, owner_id: int, ref: str, owner_name: str) -> repo.LoraRow:
         """Share one of the member's LoRAs with the server, shown with ``owner_name`` (their name)."""
-        lora = await self.owned(owner_id, ref, "share")
+        lora = await self.owned(owner_id, ref, N_("share"))
         if lora.shared:
-            raise QueueError(f"'{lora.name}' is already shared with the server (/lora unshare stops that)")
+            raise QueueError(
+                "'{name}' is already shared with the server (/lora unshare stops that)", name=lora.name
+            )
         label = " ".join(owner_name.split())[:MAX_OWNER_NAME]
         async with transaction(self.conn):
             shared = await repo.set_shared(self.conn, lora.id, self.queue.clock(), label)
@@ -175,9 +188,9 @@ class LibraryService:
 
     async def unshare(self, owner_id: int, ref: str) -> repo.LoraRow:
         """Stop sharing: others can no longer pick it (their renders already queued still finish)."""
-        lora = await self.owned(owner_id, ref, "unshare")
+        lora = await self.owned(owner_id, ref, N_("unshare"))
         if not lora.shared:
-            raise QueueError(f"'{lora.name}' is not shared (only you can use it)")
+            raise QueueError("'{name}' is not shared (only you can use it)", name=lora.name)
         async with transaction(self.conn):
             private = await repo.set_shared(self.conn, lora.id, None, lora.owner_name)
         return _still(private, lora)
@@ -200,19 +213,23 @@ def _checked_name(name: str) -> str:
 
 
 def _taken(name: str) -> QueueError:
-    return QueueError(f"you already have a LoRA named '{name}': pick another name")
+    return QueueError("you already have a LoRA named '{name}': pick another name", name=name)
 
 
 def _unknown(name: str) -> QueueError:
     return QueueError(
-        f"you have no LoRA named '{name}' and none is shared under that name "
-        "(see /lora list; save one from /epochs)"
+        "you have no LoRA named '{name}' and none is shared under that name (see /lora list; save one from /epochs)",
+        name=name,
     )
+
+
+def _gone(name: str) -> QueueError:
+    return QueueError("you have no LoRA named '{name}' any more (see /lora list)", name=name)
 
 
 def _still(row: repo.LoraRow | None, before: repo.LoraRow) -> repo.LoraRow:
     if row is None:  # deleted meanwhile
-        raise QueueError(f"you have no LoRA named '{before.name}' any more (see /lora list)")
+        raise _gone(before.name)
     return row
 
 

@@ -25,6 +25,8 @@ from pydantic_core import PydanticUndefined
 
 from trainer.contract import JobError, TrainJob, parse_job
 
+from ..errors import MemberError
+from ..i18n import N_
 from .service import BOT_KEYS, QueueError
 
 _NONE_WORDS = frozenset({"none", "default", "auto", "unset"})
@@ -41,29 +43,45 @@ _BOUNDS = (("ge", at.Ge, "low", False), ("gt", at.Gt, "low", True), ("le", at.Le
 _SCALARS = frozenset({"int", "float", "bool", "choice"})
 _DUMMY_KEYS = {"dataset_dir": "dataset", "output_dir": "output", "base_model": "model"}
 _GROUPS = (
-    ("Steps", ("repeats", "epochs", "batch_size", "save_", "mixed_precision", "resolution", "seed")),
-    ("Learning rate and optimizer", ("learning_rate", "unet_lr", "text_encoder_lr", "lr_", "optimizer")),
-    ("Network", ("network_", "unet_only", "text_encoder_only")),
+    (N_("Steps"), ("repeats", "epochs", "batch_size", "save_", "mixed_precision", "resolution", "seed")),
+    (N_("Learning rate and optimizer"), ("learning_rate", "unet_lr", "text_encoder_lr", "lr_", "optimizer")),
+    (N_("Network"), ("network_", "unet_only", "text_encoder_only")),
     (
-        "Captions",
+        N_("Captions"),
         ("shuffle_tags", "keep_tokens", "clip_skip", "caption", "weighted_captions", "max_token_length"),
     ),
     (
-        "Loss and noise",
+        N_("Loss and noise"),
         ("min_snr_gamma", "noise_offset", "multires_noise", "v_parameterization", "zero_terminal"),
     ),
-    ("Blocks", ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_")),
-    ("Speed and memory", ("gradient_checkpointing", "compile_unet", "quantize_base")),
-    ("Previews", ("preview",)),
+    (N_("Blocks"), ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_")),
+    (N_("Speed and memory"), ("gradient_checkpointing", "compile_unet", "quantize_base")),
+    (N_("Previews"), ("preview",)),
 )
+OTHER = N_("Other")
+_NOT_KEY_VALUE = N_("'{text}' is not key=value (e.g. epochs=12)")
 
 
 class OptionsError(QueueError):
-    """Options that cannot be used; ``problems`` holds one line a member can act on per problem."""
+    """Options that cannot be used; ``problems`` holds one line a member can act on per problem (in
+    English; ``parts`` the same as member errors, translated where they are said; the contract's
+    own lines stay English)."""
 
-    def __init__(self, problems: list[str]):
-        self.problems = list(problems)
+    def __init__(self, problems: list[str | MemberError]):
+        self.parts = list(problems)
+        self.problems = [str(p) for p in self.parts]
         super().__init__("; ".join(self.problems))
+
+    def translated(self, t) -> str:
+        return "; ".join(p.translated(t) if isinstance(p, MemberError) else p for p in self.parts)
+
+
+class _BadValue(ValueError):
+    """A value that does not fit its option; ``problem`` says why to the member."""
+
+    def __init__(self, problem: MemberError):
+        super().__init__(str(problem))
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -86,7 +104,7 @@ class OptionInfo:
 
     @property
     def group(self) -> str:
-        return next((g for g, prefixes in _GROUPS if self.name.startswith(prefixes)), "Other")
+        return next((g for g, prefixes in _GROUPS if self.name.startswith(prefixes)), OTHER)
 
 
 # The catalog ---------------------------------------------------------------------------------------
@@ -141,7 +159,7 @@ def _build_catalog() -> dict[str, OptionInfo]:
         default = None if default is PydanticUndefined else default
         found[key] = _info(key, field.annotation, field.metadata, default=default,
                            description=field.description or "")  # fmt: skip
-    order = [g for g, _ in _GROUPS] + ["Other"]
+    order = [g for g, _ in _GROUPS] + [OTHER]
     return dict(sorted(found.items(), key=lambda kv: order.index(kv[1].group)))
 
 
@@ -165,16 +183,16 @@ def parse_option_lines(text: str) -> dict[str, Any]:
         key = raw_key.lower().replace("-", "_")
         problem = _key_problem(key)
         if problem is None and key in options:
-            problem = f"{key} is given twice: keep one"
+            problem = MemberError("{key} is given twice: keep one", key=key)
         if problem is None and not quoted and OPTIONS[key].kind in _SCALARS:
             raw, *extra = re.split(r"\s*[,;\n]\s*", raw, maxsplit=1)  # only text and lists hold commas
-            problems += [f"'{x[:40]}' is not key=value (e.g. epochs=12)" for x in extra if x]
+            problems += [MemberError(_NOT_KEY_VALUE, text=x[:40]) for x in extra if x]
         if problem is None:
             try:
                 options[key] = _coerce(OPTIONS[key], raw, quoted)
                 continue
-            except ValueError as exc:
-                problem = f"{key}: {exc}"
+            except _BadValue as exc:
+                problem = MemberError("{key}: {problem}", key=key, problem=exc.problem)
         problems.append(problem)
     problems += option_problems(options, rules=False)
     if problems:
@@ -182,7 +200,7 @@ def parse_option_lines(text: str) -> dict[str, Any]:
     return options
 
 
-def _split_pairs(text: str) -> tuple[list[tuple[str, str, bool]], list[str]]:
+def _split_pairs(text: str) -> tuple[list[tuple[str, str, bool]], list[MemberError]]:
     """(key, raw value, quoted) in order; a value runs until the next ``, key=``."""
     pairs: list[tuple[str, str, bool]] = []
     problems, pos = [], 0
@@ -200,19 +218,23 @@ def _split_pairs(text: str) -> tuple[list[tuple[str, str, bool]], list[str]]:
         if found:
             pairs.append((found.group(1), text[pos:end].strip(), False))
         else:
-            problems.append(f"'{text[pos:end].strip()[:40]}' is not key=value (e.g. epochs=12)")
+            problems.append(MemberError(_NOT_KEY_VALUE, text=text[pos:end].strip()[:40]))
         pos = end
     return pairs, problems
 
 
-def _key_problem(key: str) -> str | None:
+def _key_problem(key: str) -> MemberError | None:
     if key in OPTIONS:
         return None
     if key in BOT_KEYS:
-        return f"{key} is set by the bot: leave it out"
+        return MemberError("{key} is set by the bot: leave it out", key=key)
     close = difflib.get_close_matches(key, list(OPTIONS), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else " (see /preset options)"
-    return f"unknown option '{key}'{hint}"
+    hint = _did_you_mean(close[0]) if close else MemberError(" (see /preset options)")
+    return MemberError("unknown option '{key}'{hint}", key=key, hint=hint)
+
+
+def _did_you_mean(close: str) -> MemberError:
+    return MemberError(" (did you mean '{close}'?)", close=close)
 
 
 def _coerce(info: OptionInfo, raw: str, quoted: bool = False) -> Any:
@@ -224,7 +246,9 @@ def _coerce(info: OptionInfo, raw: str, quoted: bool = False) -> Any:
     if info.kind == "bool":
         if text.lower() in _TRUE | _FALSE:
             return text.lower() in _TRUE
-        raise ValueError(f"'{text}' is not yes or no (use yes/no, true/false or on/off)")
+        raise _BadValue(
+            MemberError("'{text}' is not yes or no (use yes/no, true/false or on/off)", text=text)
+        )
     if info.kind == "int":
         return _to_int(text)
     if info.kind == "float":
@@ -248,7 +272,7 @@ def _to_float(text: str) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise ValueError(f"'{text}' is not a number (e.g. 0.0001 or 1e-4)")
+        raise _BadValue(MemberError("'{text}' is not a number (e.g. 0.0001 or 1e-4)", text=text))
     return value
 
 
@@ -260,7 +284,7 @@ def _to_int(text: str) -> int:
     except ValueError:
         value = math.nan
     if not value.is_integer():
-        raise ValueError(f"'{text}' is not a whole number (e.g. 12)")
+        raise _BadValue(MemberError("'{text}' is not a whole number (e.g. 12)", text=text))
     return int(value)
 
 
@@ -270,8 +294,10 @@ def _to_choice(info: OptionInfo, text: str) -> Any:
             return choice
     names = [str(c) for c in info.choices]
     close = difflib.get_close_matches(text, names, n=1, cutoff=0.5)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    raise ValueError(f"'{text}' is not one of {', '.join(names)}{hint}")
+    hint = _did_you_mean(close[0]) if close else ""
+    raise _BadValue(
+        MemberError("'{text}' is not one of {known}{hint}", text=text, known=", ".join(names), hint=hint)
+    )
 
 
 def validate_options(options: Mapping[str, Any], *, rules: bool = True) -> None:
@@ -280,13 +306,13 @@ def validate_options(options: Mapping[str, Any], *, rules: bool = True) -> None:
         raise OptionsError(problems)
 
 
-def option_problems(options: Mapping[str, Any], *, rules: bool = True) -> list[str]:
+def option_problems(options: Mapping[str, Any], *, rules: bool = True) -> list[str | MemberError]:
     """Member options checked through the contract (with stand-in bot keys): one line per problem.
 
     ``rules=False`` checks each value alone and skips the rules between options, which only
     make sense once every layer is merged.
     """
-    problems = [p for key in options if (p := _key_problem(key))]
+    problems: list[str | MemberError] = [p for key in options if (p := _key_problem(key))]
     full = {**{k: v for k, v in options.items() if k in OPTIONS}, **_DUMMY_KEYS}
     try:
         TrainJob.model_validate(full)
@@ -330,65 +356,3 @@ def _format_value(value: Any) -> str:
             return value
         return json.dumps(value, ensure_ascii=False)
     return str(value)
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-def _range(info: OptionInfo) -> str:
-    if info.low is not None and info.high is not None and not (info.low_open or info.high_open):
-        return f"{_num(info.low)}–{_num(info.high)}"
-    low = "" if info.low is None else f"{_num(info.low)}{'<' if info.low_open else '≤'}"
-    high = "" if info.high is None else f"{'<' if info.high_open else '≤'}{_num(info.high)}"
-    return f"{low}x{high}" if low or high else ""
-
-
-def _kind_text(info: OptionInfo) -> str:
-    if info.kind == "choice":
-        return "|".join(str(c) for c in info.choices)
-    if info.kind == "list" and info.item is not None:
-        count = f"{info.min_items or 0}-{info.max_items}" if info.max_items else "any number of"
-        return f"{count} × {_kind_text(info.item)}, comma-separated"
-    names = {"int": "whole number", "float": "number", "bool": "yes/no", "text": "text"}
-    return " ".join(x for x in (names.get(info.kind, "value"), _range(info)) if x)
-
-
-def _line(info: OptionInfo) -> str:
-    default = "auto" if info.default is None else _format_value(info.default)
-    return f"`{info.name}` {_kind_text(info)} [{default}]"
-
-
-def help_text(name: str | None = None, limit: int = 4096) -> str:
-    """One option in detail (with the contract's note), or every option one line each, by group.
-
-    Cut to ``limit`` characters (an embed description holds 4096)."""
-    if name:
-        key = name.strip().lower().replace("-", "_")
-        if problem := _key_problem(key):
-            raise OptionsError([problem])
-        info = OPTIONS[key]
-        example = info.default if info.default is not None else (info.choices or ("...",))[0]
-        lines = [_line(info), info.description, f"e.g. `{key}={_format_value(example)}`"]
-        return "\n".join(x for x in lines if x)[:limit]
-    out = ""
-    for title, body in help_fields(max_len=limit):
-        block = f"**{title}**\n{body}\n"
-        if len(out) + len(block) > limit - 40:
-            return out + "…more: ask for one option by name"
-        out += block
-    return out.rstrip()
-
-
-def help_fields(max_len: int = 1024, max_fields: int = 25) -> list[tuple[str, str]]:
-    """(group title, one line per option) for embed fields; long groups are split to fit ``max_len``."""
-    fields: list[tuple[str, str]] = []
-    for group in dict.fromkeys(info.group for info in OPTIONS.values()):
-        chunk = ""
-        for line in (_line(i)[:max_len] for i in OPTIONS.values() if i.group == group):
-            if chunk and len(chunk) + 1 + len(line) > max_len:
-                fields.append((group, chunk))
-                chunk = ""
-            chunk = f"{chunk}\n{line}" if chunk else line
-        fields += [(group, chunk)] if chunk else []
-    return fields[:max_fields]

@@ -135,12 +135,12 @@ class PresetService:
             layers.append(
                 await self.options_like(self.queue, owner_id, job_number(like), keep_seed=keep_seed)
             )
-        problems: list[str] = []
+        problems: list[Any] = []  # English lines and member errors
         if advanced_text and advanced_text.strip():
             try:
                 layers.append(parse_option_lines(advanced_text))
             except OptionsError as exc:
-                problems += exc.problems
+                problems += exc.parts  # as member errors: said in the member's language
         explicit = {k: v for k, v in (explicit or {}).items() if v is not None}
         problems += option_problems(explicit, rules=False)
         if problems:

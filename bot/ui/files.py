@@ -9,6 +9,7 @@ from pathlib import Path
 
 import discord
 
+from ..i18n import messages
 from .common import answer, bot_of
 
 
@@ -20,30 +21,30 @@ def fits(path: Path, interaction: discord.Interaction) -> bool:
 async def send_file(
     interaction: discord.Interaction, path: Path, filename: str, *, kind: str, ref: str, note: str = ""
 ) -> None:
-    """Send ``path`` (as ``filename``) to the caller, privately. The interaction must be deferred
-    or answered already; ``kind``/``ref`` let the file server find the file again for a link."""
-    size_mb = os.path.getsize(path) / 2**20
+    """Send ``path`` (as ``filename``) to the caller, privately, in their language. The interaction must
+    be deferred or answered already; ``kind``/``ref`` let the file server find the file again for a link."""
+    t = messages(interaction.locale)
+    size = f"{os.path.getsize(path) / 2**20:.1f}"
     if fits(path, interaction):
-        await answer(
-            interaction, f"{note}`{filename}` ({size_mb:.1f} MB)", file=discord.File(path, filename=filename)
-        )
+        text = note + t("`{filename}` ({size} MB)", filename=filename, size=size)
+        await answer(interaction, text, file=discord.File(path, filename=filename))
         return
     server = bot_of(interaction).file_server
-    limit_mb = interaction.filesize_limit / 2**20
+    limit = f"{interaction.filesize_limit / 2**20:.0f}"
     if server is None:
-        await answer(
-            interaction,
-            f"❌ `{filename}` is {size_mb:.1f} MB, over this server's {limit_mb:.0f} MB upload limit, and the "
-            "bot's download links are turned off: ask the operator.",
-        )
+        await answer(interaction, "❌ " + t(
+            "`{filename}` is {size} MB, over this server's {limit} MB upload limit, and the bot's download links "
+            "are turned off: ask the operator.", filename=filename, size=size, limit=limit,
+        ))  # fmt: skip
         return
     url = server.make_url(interaction.user.id, kind, ref, filename)
     expires = int(time.time() + bot_of(interaction).settings.link_lifetime_s)
     view = discord.ui.View()
-    view.add_item(discord.ui.Button(label=f"Download {filename}", url=url, style=discord.ButtonStyle.link))
-    await answer(
-        interaction,
-        f"{note}`{filename}` is {size_mb:.1f} MB, over Discord's {limit_mb:.0f} MB limit here: download it "
-        f"from the bot instead. Keep the link to yourself: it works for whoever has it until it expires <t:{expires}:R>.",
-        view=view,
-    )
+    label = t("Download {filename}", filename=filename)[:80]
+    view.add_item(discord.ui.Button(label=label, url=url, style=discord.ButtonStyle.link))
+    text = note + t(
+        "`{filename}` is {size} MB, over Discord's {limit} MB limit here: download it from the bot instead. "
+        "Keep the link to yourself: it works for whoever has it until it expires <t:{expires}:R>.",
+        filename=filename, size=size, limit=limit, expires=expires,
+    )  # fmt: skip
+    await answer(interaction, text, view=view)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import discord
 from discord import app_commands
 
+from db.library import LoraRow
+
+from ..i18n import Messages, messages
 from ..queue.library import owner_label
 from .common import choices, quiet, services_of
 
@@ -18,13 +21,15 @@ async def usable_lora_choices(
     interaction: discord.Interaction, current: str
 ) -> list[app_commands.Choice[str]]:
     """The member's own LoRAs, then those others share (for /generate and /lora download)."""
-    items = []
+    items, t = [], messages(interaction.locale)
     for usable in await services_of(interaction).library.usable(interaction.user.id):
         lora = usable.lora
         if usable.mine:
-            items.append((f"{lora.name} ({lora.base_model}){' · shared' * lora.shared}", usable.ref))
+            items.append((_own_label(lora, t), usable.ref))
         else:
-            items.append((f"{lora.name} ({lora.base_model}) · shared by {owner_label(lora)}", usable.ref))
+            label = t("{name} ({model}) · shared by {owner}", name=lora.name, model=lora.base_model,
+                      owner=owner_label(lora, t))  # fmt: skip
+            items.append((label, usable.ref))
     return choices(items, current)
 
 
@@ -32,4 +37,12 @@ async def usable_lora_choices(
 async def own_lora_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
     """Only the member's own LoRAs (what they may rename, delete, share or unshare)."""
     rows = await services_of(interaction).library.list(interaction.user.id)
-    return choices([(f"{r.name} ({r.base_model}){' · shared' * r.shared}", r.name) for r in rows], current)
+    t = messages(interaction.locale)
+    return choices([(_own_label(r, t), r.name) for r in rows], current)
+
+
+def _own_label(lora: LoraRow, t: Messages) -> str:
+    """``name (model)``, with ``· shared`` when the member shares it."""
+    if lora.shared:
+        return t("{name} ({model}) · shared", name=lora.name, model=lora.base_model)
+    return f"{lora.name} ({lora.base_model})"

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 import discord
 
 from ..datasets.captions import MAX_CAPTION_CHARS
+from ..errors import MemberError
+from ..i18n import Messages, messages
 from .common import answer, claim, defer_thinking, report_error, roles_of, run_service, services_of
 
 if TYPE_CHECKING:
@@ -25,36 +27,45 @@ if TYPE_CHECKING:
 class _Modal(discord.ui.Modal):
     """A form bound to ``owner_id``, the member it was opened for."""
 
-    def __init__(self, owner_id: int) -> None:
+    def __init__(self, owner_id: int, title: str | None = None) -> None:
         super().__init__(timeout=600)  # a dismissed form is forgotten after that
         self.owner_id = owner_id
+        if title is not None:  # in the member's language (the class's title is the English)
+            self.title = title[:45]
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         claim(interaction)
         if interaction.user.id == self.owner_id:
             return True
-        await answer(interaction, "⛔ This form belongs to the member who opened it: nothing was changed.")
+        t = messages(interaction.locale)
+        await answer(
+            interaction, "⛔ " + t("This form belongs to the member who opened it: nothing was changed.")
+        )
         return False  # discord.py keeps the form open for its owner
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
         await report_error(interaction, error, f"form {type(self).__name__}")
 
 
-class AdvancedOptionsModal(_Modal, title="Advanced training options"):
-    text = discord.ui.TextInput(
-        label="One option per line: key = value",
-        style=discord.TextStyle.paragraph,
-        placeholder="optimizer = Prodigy\nlearning_rate = 1\nnetwork_dim = 16\nmin_snr_gamma = 5",
-        required=False,
-        max_length=4000,
-    )
+def _field(modal: discord.ui.Modal, label: str, **kwargs) -> discord.ui.TextInput:
+    """A text field added to ``modal``, labelled in the member's language."""
+    field = discord.ui.TextInput(label=label, **kwargs)
+    modal.add_item(field)
+    return field
 
+
+class AdvancedOptionsModal(_Modal, title="Advanced training options"):
     def __init__(self, confirm: TrainConfirmView):
-        super().__init__(confirm.owner_id)
         from ..queue.options import format_options
 
+        t = confirm.t
+        super().__init__(confirm.owner_id, t("Advanced training options"))
         self.confirm = confirm
-        self.text.default = format_options({k: v for k, v in confirm.options.items() if k != "seed"})[:4000]
+        self.text = _field(
+            self, t("One option per line: key = value"), style=discord.TextStyle.paragraph, required=False,
+            placeholder="optimizer = Prodigy\nlearning_rate = 1\nnetwork_dim = 16\nmin_snr_gamma = 5", max_length=4000,
+            default=format_options({k: v for k, v in confirm.options.items() if k != "seed"})[:4000],
+        )  # fmt: skip
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         from ..queue.options import parse_option_lines
@@ -66,12 +77,10 @@ class AdvancedOptionsModal(_Modal, title="Advanced training options"):
 
 
 class SaveLoraModal(_Modal, title="Save to your LoRA library"):
-    name = discord.ui.TextInput(label="Name in your library", min_length=1, max_length=40)
-
-    def __init__(self, owner_id: int, job_id: int, epoch: int, default: str):
-        super().__init__(owner_id)
+    def __init__(self, owner_id: int, job_id: int, epoch: int, default: str, t: Messages):
+        super().__init__(owner_id, t("Save to your LoRA library"))
         self.job_id, self.epoch = job_id, epoch
-        self.name.default = default[:40]
+        self.name = _field(self, t("Name in your library"), min_length=1, max_length=40, default=default[:40])
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         services = services_of(interaction)
@@ -80,27 +89,23 @@ class SaveLoraModal(_Modal, title="Save to your LoRA library"):
             interaction, services.library.save(self.owner_id, self.job_id, self.epoch, self.name.value)
         )
         if lora is not None:
+            t = messages(interaction.locale)
             await answer(
                 interaction,
-                f"💾 Saved epoch {self.epoch} of job #{self.job_id} as **{lora.name}**: "
-                f"try it with `/generate lora:{lora.name}`.",
-            )
+                t("💾 Saved epoch {epoch} of job #{job} as **{name}**: try it with `/generate lora:{name}`.",
+                  epoch=self.epoch, job=self.job_id, name=lora.name),
+            )  # fmt: skip
 
 
 class TrainFurtherModal(_Modal, title="Train further"):
-    epochs = discord.ui.TextInput(label="More epochs", min_length=1, max_length=4)
-    extra = discord.ui.TextInput(
-        label="Other options (key = value lines)",
-        style=discord.TextStyle.paragraph,
-        required=False,
-        max_length=2000,
-        placeholder="learning_rate = 5e-5",
-    )
-
-    def __init__(self, owner_id: int, job: JobRow, epoch: int):
-        super().__init__(owner_id)
+    def __init__(self, owner_id: int, job: JobRow, epoch: int, t: Messages):
+        super().__init__(owner_id, t("Train further"))
         self.job, self.epoch = job, epoch
-        self.epochs.default = str(job.spec.get("epochs", 5))
+        self.epochs = _field(
+            self, t("More epochs"), min_length=1, max_length=4, default=str(job.spec.get("epochs", 5))
+        )
+        self.extra = _field(self, t("Other options (key = value lines)"), style=discord.TextStyle.paragraph,
+                            required=False, max_length=2000, placeholder="learning_rate = 5e-5")  # fmt: skip
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         from ..queue.options import parse_option_lines
@@ -114,38 +119,34 @@ class TrainFurtherModal(_Modal, title="Train further"):
         rows = await services_of(interaction).datasets.list(self.owner_id)
         dataset = next((d.name for d, _ in rows if d.id == self.job.dataset_id), None)
         if dataset is None:  # never a newer dataset that happens to have the same name
-            await answer(
-                interaction, f"❌ the dataset job #{self.job.id} trained on was deleted: train anew instead."
+            raise MemberError(
+                "the dataset job #{job} trained on was deleted: train anew instead", job=self.job.id
             )
-            return
         await show_estimate(interaction, dataset, {**base, **extra}, init_from=(self.job.id, self.epoch))
 
 
 class CompareModal(_Modal, title="Compare epochs × weights"):
-    epochs = discord.ui.TextInput(label="Epochs (up to 8)", max_length=40, placeholder="2, 4, 6")
-    weights = discord.ui.TextInput(label="Weights (up to 8)", max_length=60, default="0.6, 0.8, 1.0")
-    prompt = discord.ui.TextInput(
-        label="Prompt (empty: the preview prompt)",
-        style=discord.TextStyle.paragraph,
-        required=False,
-        max_length=1000,
-    )
-
-    def __init__(self, owner_id: int, job_id: int, saved: list[int]):
-        super().__init__(owner_id)
+    def __init__(self, owner_id: int, job_id: int, saved: list[int], t: Messages):
+        super().__init__(owner_id, t("Compare epochs × weights"))
         self.job_id = job_id
-        self.epochs.default = ", ".join(map(str, saved[-4:]))
+        self.epochs = _field(self, t("Epochs (up to 8)"), max_length=40, placeholder="2, 4, 6",
+                             default=", ".join(map(str, saved[-4:])))  # fmt: skip
+        self.weights = _field(self, t("Weights (up to 8)"), max_length=60, default="0.6, 0.8, 1.0")
+        self.prompt = _field(self, t("Prompt (empty: the preview prompt)"), style=discord.TextStyle.paragraph,
+                             required=False, max_length=1000)  # fmt: skip
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         from .common import require_posting
 
         require_posting(interaction)  # the grid is posted in this channel (on_error says why not)
-        services = services_of(interaction)
+        services, t = services_of(interaction), messages(interaction.locale)
         try:
             epochs = [int(e) for e in self.epochs.value.replace(" ", "").split(",") if e]
             weights = [float(w) for w in self.weights.value.replace(" ", "").split(",") if w]
         except ValueError:
-            await answer(interaction, "❌ Epochs are whole numbers and weights numbers, separated by commas.")
+            await answer(
+                interaction, "❌ " + t("Epochs are whole numbers and weights numbers, separated by commas.")
+            )
             return
         job = await run_service(
             interaction,
@@ -155,11 +156,15 @@ class CompareModal(_Modal, title="Compare epochs × weights"):
             ),
         )  # fmt: skip
         if job is not None:
-            await answer(
-                interaction,
-                f"🖼️ Queued **#{job.id}**: {len(epochs)} epochs × {len(weights)} weights for {job.cost} "
-                "stamina. The grid will be posted in this channel.",
+            text = t(
+                "🖼️ Queued **#{job}**: {epochs} epochs × {weights} weights for {cost} stamina. The grid will "
+                "be posted in this channel.",
+                job=job.id,
+                epochs=len(epochs),
+                weights=len(weights),
+                cost=job.cost,
             )
+            await answer(interaction, text)  # fmt: skip
 
 
 class CaptionModal(_Modal, title="Edit the caption"):

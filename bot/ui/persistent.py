@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
+from ..i18n import N_, Messages, messages
 from ..ids import parse_id
 from ..queue.service import no_epoch
 from .common import answer, claim, defer_thinking, guarded, is_operator, run_service, services_of
@@ -36,55 +37,77 @@ async def ask_cancel(interaction: discord.Interaction, job_id: int | str) -> Non
     """Cancel asks first (a mis-tap must not stop hours of training), saying what will come back."""
     from .base import ask_first
 
-    services = services_of(interaction)
+    services, t = services_of(interaction), messages(interaction.locale)
     operator = is_operator(interaction)
     job = await run_service(interaction, services.queue.job(interaction.user.id, job_id, operator=operator))
     if job is None:
         return
     if job.finished:
-        await answer(interaction, f"Job #{job.id} has already ended ({job.state}).")
+        await answer(
+            interaction, t("Job #{job} has already ended ({state}).", job=job.id, state=t(job.state))
+        )
         return
     refund = await services.queue.refund_preview(interaction.user.id, job.id, operator=operator)
 
     async def confirmed(click: discord.Interaction) -> None:
+        t = messages(click.locale)
         ended = await services.queue.cancel(click.user.id, job.id, operator=operator)
         if ended.state == "cancelled":
-            text = f"🛑 Job #{ended.id} cancelled before it started: {_refunded(ended.refunded, ended.refund_expired)}."
+            refunded = _refunded(ended.refunded, ended.refund_expired, t)
+            text = "🛑 " + t(
+                "Job #{job} cancelled before it started: {refunded}.", job=ended.id, refunded=refunded
+            )
         else:
             later = await services.queue.refund_preview(click.user.id, job.id, operator=operator)
-            text = f"🛑 Stopping job #{ended.id}: {refund_text(later)}"
+            text = "🛑 " + t("Stopping job #{job}: {refund}", job=ended.id, refund=refund_text(later, t))
         await click.response.edit_message(content=text, view=None)
 
-    question = f"Stop job #{job.id} ({job.title})? {refund_text(refund)}"
-    await ask_first(interaction, question, confirmed, label="Stop it", keep_label="Keep it")
+    question = t(
+        "Stop job #{job} ({title})? {refund}", job=job.id, title=job.title, refund=refund_text(refund, t)
+    )
+    await ask_first(interaction, question, confirmed, label=t("Stop it"), keep_label=t("Keep it"))
 
 
-def refund_text(refund: RefundPreview) -> str:
+def refund_text(refund: RefundPreview, t: Messages | None = None) -> str:
     """What stopping the job gives back, as :func:`settle` will compute it (never more than that)."""
-    expired = (
-        f" ({refund.expired} stamina expired: it was charged before a daily reset that has since topped "
-        "your balance up)" if refund.expired else ""
-    )  # fmt: skip
+    t = t or messages(None)
+    expired = t(
+        " ({expired} stamina expired: it was charged before a daily reset that has since topped your balance up)",
+        expired=refund.expired,
+    ) if refund.expired else ""  # fmt: skip
     if refund.state == "queued":
-        head = "It has not started: "
-        if refund.cost == 0:
-            return f"{head}it cost nothing."
-        if refund.refund == refund.cost:
-            return f"{head}you get all its stamina back ({refund.cost})."
+        return _not_started(refund, expired, t)
+    values = {"done": refund.done, "total": refund.total, "refund": refund.refund, "expired": expired}
+    nothing = expired or t(" (the work done is what it cost)")
+    if refund.kind == "train":
         if refund.refund == 0:
-            return f"{head}nothing comes back{expired}."
-        return f"{head}you get {refund.refund} of its {refund.cost} stamina back{expired}."
-    head = f"It is at {refund.done}/{refund.total} {refund.unit}: "
-    kept = "; saved epochs stay." if refund.kind == "train" else "."
+            return t("It is at {done}/{total} steps: nothing comes back{why}; saved epochs stay.",
+                     why=nothing, **values)  # fmt: skip
+        return t("It is at {done}/{total} steps: the steps not done are refunded (about {refund} stamina now)"
+                 "{expired}; saved epochs stay.", **values)  # fmt: skip
     if refund.refund == 0:
-        return f"{head}nothing comes back{expired or ' (the work done is what it cost)'}{kept}"
-    return f"{head}the {refund.unit} not done are refunded (about {refund.refund} stamina now){expired}{kept}"
+        return t("It is at {done}/{total} images: nothing comes back{why}.", why=nothing, **values)
+    return t("It is at {done}/{total} images: the images not done are refunded (about {refund} stamina now)"
+             "{expired}.", **values)  # fmt: skip
 
 
-def _refunded(amount: int, expired: int) -> str:
+def _not_started(refund: RefundPreview, expired: str, t: Messages) -> str:
+    if refund.cost == 0:
+        return t("It has not started: it cost nothing.")
+    if refund.refund == refund.cost:
+        return t("It has not started: you get all its stamina back ({cost}).", cost=refund.cost)
+    if refund.refund == 0:
+        return t("It has not started: nothing comes back{expired}.", expired=expired)
+    return t("It has not started: you get {refund} of its {cost} stamina back{expired}.",
+             refund=refund.refund, cost=refund.cost, expired=expired)  # fmt: skip
+
+
+def _refunded(amount: int, expired: int, t: Messages) -> str:
     if expired:
-        return f"{amount} stamina refunded, {expired} expired at a daily reset"
-    return f"{amount} stamina refunded" if amount else "nothing to refund"
+        return t(
+            "{amount} stamina refunded, {expired} expired at a daily reset", amount=amount, expired=expired
+        )
+    return t("{amount} stamina refunded", amount=amount) if amount else t("nothing to refund")
 
 
 async def download_epoch(interaction: discord.Interaction, job_id: int | str, epoch: int | str) -> None:
@@ -106,8 +129,9 @@ async def save_epoch(interaction: discord.Interaction, job_id: int | str, epoch:
     from .modals import SaveLoraModal
 
     epoch = _epoch(job.id, epoch)
+    t = messages(interaction.locale)
     await interaction.response.send_modal(
-        SaveLoraModal(interaction.user.id, job.id, epoch, f"{job.title}-e{epoch}")
+        SaveLoraModal(interaction.user.id, job.id, epoch, f"{job.title}-e{epoch}", t)
     )
 
 
@@ -117,7 +141,10 @@ async def train_further(interaction: discord.Interaction, job_id: int | str, epo
         return
     from .modals import TrainFurtherModal
 
-    await interaction.response.send_modal(TrainFurtherModal(interaction.user.id, job, _epoch(job.id, epoch)))
+    t = messages(interaction.locale)
+    await interaction.response.send_modal(
+        TrainFurtherModal(interaction.user.id, job, _epoch(job.id, epoch), t)
+    )
 
 
 def _epoch(job_id: int, value: int | str) -> int:
@@ -132,9 +159,12 @@ def _epoch(job_id: int, value: int | str) -> int:
 
 
 class CancelJobButton(discord.ui.DynamicItem[discord.ui.Button], template=rf"{PREFIX}:cancel:(?P<job>[^:]+)"):
-    def __init__(self, job_id: int | str):
+    """Its label is in ``t``'s language (the message's readers'); a click is answered in the clicker's."""
+
+    def __init__(self, job_id: int | str, t: Messages | None = None):
+        t = t or messages(None)
         button = discord.ui.Button(
-            label="Cancel job",
+            label=t("Cancel job"),
             style=discord.ButtonStyle.danger,
             custom_id=f"{PREFIX}:cancel:{job_id}",
             emoji="✖️",
@@ -165,10 +195,10 @@ class _EpochButton(discord.ui.DynamicItem[discord.ui.Button], template=r"unused"
     action, label, emoji, style = "", "", "", discord.ButtonStyle.secondary
     run: EpochAction
 
-    def __init__(self, job_id: int | str, epoch: int | str):
+    def __init__(self, job_id: int | str, epoch: int | str, t: Messages | None = None):
         super().__init__(
             discord.ui.Button(
-                label=f"{self.label} e{epoch}", emoji=self.emoji, style=self.style,
+                label=(t or messages(None))(self.label, epoch=epoch), emoji=self.emoji, style=self.style,
                 custom_id=f"{PREFIX}:{self.action}:{job_id}:{epoch}",
             )
         )  # fmt: skip
@@ -189,21 +219,21 @@ class _EpochButton(discord.ui.DynamicItem[discord.ui.Button], template=r"unused"
 
 
 class DownloadEpochButton(_EpochButton, template=rf"{PREFIX}:download:(?P<job>[^:]+):(?P<epoch>[^:]+)"):
-    action, label, emoji, style = "download", "Download", "⬇️", discord.ButtonStyle.primary
+    action, label, emoji, style = "download", N_("Download e{epoch}"), "⬇️", discord.ButtonStyle.primary
     run = staticmethod(download_epoch)
 
 
 class SaveEpochButton(_EpochButton, template=rf"{PREFIX}:save:(?P<job>[^:]+):(?P<epoch>[^:]+)"):
-    action, label, emoji, style = "save", "Save", "💾", discord.ButtonStyle.success
+    action, label, emoji, style = "save", N_("Save e{epoch}"), "💾", discord.ButtonStyle.success
     run = staticmethod(save_epoch)
 
 
 PERSISTENT_ITEMS = (CancelJobButton, DownloadEpochButton, SaveEpochButton)
 
 
-def epoch_buttons(job_id: int, epoch: int) -> list[discord.ui.Item]:
-    """Download and Save for a public message (they survive restarts)."""
-    return [DownloadEpochButton(job_id, epoch), SaveEpochButton(job_id, epoch)]
+def epoch_buttons(job_id: int, epoch: int, t: Messages | None = None) -> list[discord.ui.Item]:
+    """Download and Save for a public message (they survive restarts), labelled in ``t``'s language."""
+    return [DownloadEpochButton(job_id, epoch, t), SaveEpochButton(job_id, epoch, t)]
 
 
 # Plain buttons (inside views that end) -------------------------------------------------------------
@@ -220,14 +250,18 @@ class ActionButton(discord.ui.Button):
         await guarded(interaction, self._run(interaction))
 
 
-def epoch_action_buttons(job_id: int, epoch: int) -> list[discord.ui.Button]:
+def epoch_action_buttons(job_id: int, epoch: int, t: Messages) -> list[discord.ui.Button]:
     return [
-        ActionButton(f"Download e{epoch}", "⬇️", discord.ButtonStyle.primary, lambda i: download_epoch(i, job_id, epoch)),
-        ActionButton(f"Save e{epoch}", "💾", discord.ButtonStyle.success, lambda i: save_epoch(i, job_id, epoch)),
-        ActionButton(f"Train further from e{epoch}", "➕", discord.ButtonStyle.secondary,
+        ActionButton(t("Download e{epoch}", epoch=epoch), "⬇️", discord.ButtonStyle.primary,
+                     lambda i: download_epoch(i, job_id, epoch)),
+        ActionButton(t("Save e{epoch}", epoch=epoch), "💾", discord.ButtonStyle.success,
+                     lambda i: save_epoch(i, job_id, epoch)),
+        ActionButton(t("Train further from e{epoch}", epoch=epoch), "➕", discord.ButtonStyle.secondary,
                      lambda i: train_further(i, job_id, epoch)),
     ]  # fmt: skip
 
 
-def cancel_action_button(job_id: int) -> discord.ui.Button:
-    return ActionButton(f"Cancel #{job_id}", "✖️", discord.ButtonStyle.danger, lambda i: ask_cancel(i, job_id))
+def cancel_action_button(job_id: int, t: Messages | None = None) -> discord.ui.Button:
+    t = t or messages(None)
+    label = t("Cancel #{job}", job=job_id)
+    return ActionButton(label, "✖️", discord.ButtonStyle.danger, lambda i: ask_cancel(i, job_id))

@@ -11,6 +11,7 @@ from typing import Any
 
 import discord
 
+from ..i18n import Messages, messages
 from ..queue.eta import format_duration
 from ..queue.service import TrainingEstimate
 from .base import OwnerView
@@ -20,53 +21,60 @@ COLOR = discord.Color.blurple()
 
 
 def estimate_embed(
-    est: TrainingEstimate, options: dict[str, Any], init_from: tuple[int, int] | None
+    est: TrainingEstimate, options: dict[str, Any], init_from: tuple[int, int] | None, t: Messages
 ) -> discord.Embed:
-    per_epoch = (
-        f"{est.images} images × {est.repeats} repeats ÷ batch {est.batch_size} = {est.steps_per_epoch} steps"
-    )
-    embed = discord.Embed(title=f"Train a LoRA on '{est.dataset}'", color=COLOR)
-    embed.add_field(
-        name="Base model", value=f"{est.base_model} ({est.family.upper()}), {est.resolution} px", inline=False
-    )
-    embed.add_field(name="Steps", value=f"{per_epoch} per epoch\n× {est.epochs} epochs = **{est.total_steps} steps**",
-                    inline=False)  # fmt: skip
-    after = est.balance - est.cost
-    embed.add_field(
-        name="Cost", value=f"**{est.cost}** stamina (you have {est.balance}, {max(after, 0)} after)"
-    )
-    embed.add_field(name="Time", value=f"about {format_duration(est.eta_s)} once started")
+    """The steps arithmetic, the cost, the time and the options, in ``t``'s language."""
+    embed = discord.Embed(title=t("Train a LoRA on '{dataset}'", dataset=est.dataset), color=COLOR)
+    model = t("{model} ({family}), {resolution} px", model=est.base_model, family=est.family.upper(),
+              resolution=est.resolution)  # fmt: skip
+    embed.add_field(name=t("Base model"), value=model, inline=False)
+    steps = t(
+        "{images} images × {repeats} repeats ÷ batch {batch_size} = {per_epoch} steps per epoch\n"
+        "× {epochs} epochs = **{total} steps**",
+        images=est.images, repeats=est.repeats, batch_size=est.batch_size, per_epoch=est.steps_per_epoch,
+        epochs=est.epochs, total=est.total_steps,
+    )  # fmt: skip
+    embed.add_field(name=t("Steps"), value=steps, inline=False)
+    after = max(est.balance - est.cost, 0)
+    cost = t("**{cost}** stamina (you have {balance}, {after} after)", cost=est.cost, balance=est.balance,
+             after=after)  # fmt: skip
+    embed.add_field(name=t("Cost"), value=cost)
+    embed.add_field(name=t("Time"), value=t("about {eta} once started", eta=format_duration(est.eta_s)))
     shown = {k: v for k, v in sorted(options.items()) if k not in ("seed",)}
     if shown:
         text = "\n".join(f"{k} = {v}" for k, v in shown.items())
-        embed.add_field(name="Options", value=f"```\n{text[:990]}\n```", inline=False)
+        embed.add_field(name=t("Options"), value=f"```\n{text[:990]}\n```", inline=False)
     if init_from:
-        embed.add_field(name="Starts from", value=f"job #{init_from[0]}, epoch {init_from[1]}", inline=False)
+        start = t("job #{job}, epoch {epoch}", job=init_from[0], epoch=init_from[1])
+        embed.add_field(name=t("Starts from"), value=start, inline=False)
     if not est.affordable:
         embed.color = discord.Color.red()
-        embed.set_footer(text=f"You need {est.cost - est.balance} more stamina: lower epochs or repeats, "
-                              "or wait for the daily reset (/stamina).")  # fmt: skip
+        embed.set_footer(text=t("You need {more} more stamina: lower epochs or repeats, or wait for the daily "
+                                "reset (/stamina).", more=est.cost - est.balance))  # fmt: skip
     else:
-        embed.set_footer(text="Nothing is charged until you press Start.")
+        embed.set_footer(text=t("Nothing is charged until you press Start."))
     return embed
 
 
 class TrainConfirmView(OwnerView):
     def __init__(
         self, owner_id: int, dataset: str, options: dict[str, Any], est: TrainingEstimate,
-        init_from: tuple[int, int] | None,
+        init_from: tuple[int, int] | None, t: Messages,
     ):  # fmt: skip
         super().__init__(owner_id)
         self.dataset, self.options, self.estimate, self.init_from = dataset, options, est, init_from
+        self.t = t  # the language of the member who asked for the estimate
         self.starting = False
-        self.start.label = f"Start ({est.cost} stamina)"
+        self.start.label = t("Start ({cost} stamina)", cost=est.cost)
         self.start.disabled = not est.affordable
+        self.advanced.label, self.cancel.label = t("Advanced…"), t("Cancel")
 
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
         if not await super().interaction_check(interaction):
             return False
         if self.starting:  # a tap while the job is being queued (never a second job, never "expired")
-            await answer(interaction, "⏳ Already starting this job.")
+            t = messages(interaction.locale)
+            await answer(interaction, "⏳ " + t("Already starting this job."))
             return False
         return True
 
@@ -76,7 +84,7 @@ class TrainConfirmView(OwnerView):
         self.starting = True
         for item in self.children:
             item.disabled = True  # type: ignore[attr-defined]
-        button.label = "Starting…"
+        button.label = self.t("Starting…")
         await interaction.response.edit_message(view=self)  # copying the dataset can take a while
         try:
             await self._submit(interaction)
@@ -95,12 +103,12 @@ class TrainConfirmView(OwnerView):
         if job is None:
             await interaction.edit_original_response(view=None)
             return
-        await interaction.edit_original_response(
-            content=f"✅ Queued **job #{job.id}**: {job.total_steps} steps for {job.cost} stamina. Its progress "
-            "message and preview grids will appear in this channel; follow it in /queue.",
-            embed=None,
-            view=None,
-        )
+        text = self.t(
+            "✅ Queued **job #{job}**: {steps} steps for {cost} stamina. Its progress message and preview grids "
+            "will appear in this channel; follow it in /queue.",
+            job=job.id, steps=job.total_steps, cost=job.cost,
+        )  # fmt: skip
+        await interaction.edit_original_response(content=text, embed=None, view=None)
 
     @discord.ui.button(label="Advanced…", style=discord.ButtonStyle.secondary, emoji="⚙️")
     async def advanced(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
@@ -112,20 +120,24 @@ class TrainConfirmView(OwnerView):
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         self.stop()
         await interaction.response.edit_message(
-            content="Not started: nothing was charged.", embed=None, view=None
+            content=self.t("Not started: nothing was charged."), embed=None, view=None
         )
 
     async def refresh(self, interaction: discord.Interaction, options: dict[str, Any]) -> None:
         """Re-estimate with new options and show them on the same message."""
         if self.is_finished() or self.starting:
-            await answer(interaction, "This estimate is closed (started or cancelled): run /train again.")
+            t = messages(interaction.locale)
+            await answer(interaction, t("This estimate is closed (started or cancelled): run /train again."))
             return
         est = await run_service(interaction, _estimate(interaction, self.dataset, options))
         if est is None:
             return
         self.stop()
-        view = TrainConfirmView(self.owner_id, self.dataset, options, est, self.init_from)
-        await interaction.response.edit_message(embed=estimate_embed(est, options, self.init_from), view=view)
+        t = messages(interaction.locale)
+        view = TrainConfirmView(self.owner_id, self.dataset, options, est, self.init_from, t)
+        await interaction.response.edit_message(
+            embed=estimate_embed(est, options, self.init_from, t), view=view
+        )
         view.message = self.message
 
 
@@ -148,5 +160,6 @@ async def show_estimate(
     est = await run_service(interaction, _estimate(interaction, dataset, options))
     if est is None:
         return
-    view = TrainConfirmView(interaction.user.id, dataset, options, est, init_from)
-    view.message = await answer(interaction, embed=estimate_embed(est, options, init_from), view=view)
+    t = messages(interaction.locale)
+    view = TrainConfirmView(interaction.user.id, dataset, options, est, init_from, t)
+    view.message = await answer(interaction, embed=estimate_embed(est, options, init_from, t), view=view)
