@@ -6,6 +6,7 @@ from .datasets import DatasetCog
 from .epochs import EpochsCog
 from .generate import GenerateCog
 from .library import LibraryCog
+from .notify import NotifyCog
 from .operator import OperatorCog
 from .presets import PresetCog
 from .queue import QueueCog
@@ -23,5 +24,6 @@ COGS = (
     EpochsCog,
     GenerateCog,
     LibraryCog,
+    NotifyCog,
     OperatorCog,
 )
