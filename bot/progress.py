@@ -1,6 +1,7 @@
 """Job updates into Discord: one progress message per training job, edited in place at most once
 per ``interval`` seconds; a preview grid per saved epoch; the owner mentioned at the end;
-generated images posted when a /generate job is done.
+generated images posted when a /generate job is done. After the end is posted, ``on_end`` (the
+owner's direct message, :mod:`bot.direct`) is told, whatever became of the post.
 
 It is a subscriber of the queue's :class:`~bot.queue.bus.EventBus`. Messages go to the channel
 the job was started from (a partial messageable: no fetch, no cache needed), and the progress
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,11 +42,19 @@ KEEP_EDIT_TIMES = 100  # jobs whose edit times are kept (tests and diagnostics r
 
 
 class ProgressNotifier:
-    def __init__(self, client: discord.Client, services: Services, interval: float, clock=time.monotonic):
+    def __init__(
+        self,
+        client: discord.Client,
+        services: Services,
+        interval: float,
+        clock=time.monotonic,
+        on_end: Callable[[JobRow], Awaitable[None]] | None = None,
+    ):
         self.client = client
         self.services = services
         self.interval = interval
         self.clock = clock
+        self.on_end = on_end  # told of each end after its post; must not raise
         self._last_edit: dict[int, float] = {}
         self._pending: dict[int, asyncio.Task] = {}  # waiting for their turn
         self._inflight: set[asyncio.Task] = set()  # editing now
@@ -62,9 +72,17 @@ class ProgressNotifier:
             if update.kind == "preview_ready":
                 await self._post_preview(job, int(update.event["epoch"]), Path(update.event["path"]))
             if update.kind == "finished" and await self._first_to_announce(job):
-                await self._announce_end(job)
+                await self._ended(job, self._announce_end)
         elif update.kind == "finished" and await self._first_to_announce(job):
-            await self._post_images(job)
+            await self._ended(job, self._post_images)
+
+    async def _ended(self, job: JobRow, post: Callable[[JobRow], Awaitable[None]]) -> None:
+        """Post the end in the job's channel first; then tell ``on_end`` even if the post failed."""
+        try:
+            await post(job)
+        finally:
+            if self.on_end is not None:
+                await self.on_end(job)
 
     async def _first_to_announce(self, job: JobRow) -> bool:
         """Each end is posted once, across restarts: whoever marks it in the database posts it."""
@@ -142,9 +160,7 @@ class ProgressNotifier:
         while len(self.edits) > KEEP_EDIT_TIMES:  # oldest jobs first (dicts keep insertion order)
             del self.edits[next(iter(self.edits))]
 
-    async def _show(
-        self, job: JobRow, embed: discord.Embed, view: discord.ui.View, tries: int = 1
-    ) -> None:
+    async def _show(self, job: JobRow, embed: discord.Embed, view: discord.ui.View, tries: int = 1) -> None:
         """Edit the job's message (retrying a transient failure ``tries`` times), or post it."""
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
         for attempt in range(tries if job.message_id is not None else 0):
@@ -213,15 +229,13 @@ class ProgressNotifier:
                 allowed_mentions=_only(job.owner_id),
             )
             return
-        files = await self.services.queue.files(job.id)
-        paths = [Path(p) for _, p, grid in files if grid] + [Path(p) for _, p, grid in files if not grid]
+        batches = image_batches(job, await self.services.queue.files(job.id))
         seed = job.spec.get("options", {}).get("seed")
         text = (
             f"<@{job.owner_id}> 🎨 #{job.id} · {discord.utils.escape_mentions(job.title[:150])} · seed {seed}"
         )
         if short := shortfall(job):
             text += f"\n⚠️ {short}"
-        batches = _batches([r for p in paths if (r := trusted_job_file(job.folder, p, ".png"))])
         for part, batch in enumerate(batches or [[]]):  # the text alone when no image was made
             content = text if part == 0 else f"🎨 #{job.id} (more)"
             attached = {"files": [discord.File(p, filename=p.name) for p in batch]} if batch else {}
@@ -256,6 +270,13 @@ def _refund_note(job: JobRow) -> str:
 def _only(user_id: int) -> discord.AllowedMentions:
     """Mention the owner and nobody else, whatever a prompt or title holds."""
     return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
+
+
+def image_batches(job: JobRow, files: list[tuple[int, str, bool]]) -> list[list[Path]]:
+    """A generation's images (``files``: index, path, is the grid), the grid first, those that are
+    in the job's folder, in messages of at most MAX_FILES files and DEFAULT_UPLOAD_LIMIT bytes."""
+    paths = [Path(p) for _, p, grid in files if grid] + [Path(p) for _, p, grid in files if not grid]
+    return _batches([r for p in paths if (r := trusted_job_file(job.folder, p, ".png"))])
 
 
 def _batches(paths: list[Path]) -> list[list[Path]]:

@@ -81,13 +81,15 @@ class Role:
 
 @dataclass
 class Member:
-    """A guild member: a user plus the ids of its roles."""
+    """A guild member: a user plus the ids of its roles. ``dms_closed``: the member takes no direct
+    messages from this server's members (the bot's DMs are refused with 50007)."""
 
     user_id: int
     name: str
     roles: list[int] = field(default_factory=list)
     bot: bool = False
     joined_at: str = field(default_factory=iso_now)
+    dms_closed: bool = False
 
     def payload(self, permissions: int | None = None) -> JSON:
         data: JSON = {
