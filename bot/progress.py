@@ -22,6 +22,7 @@ import aiohttp
 import discord
 
 from .errors import DatabaseBusy
+from .i18n import Messages, messages
 from .queue.status import queue_status
 from .queue.trust import trusted_job_file
 from .ui.embeds import job_embed
@@ -142,7 +143,7 @@ class ProgressNotifier:
             status = next(
                 (s for s in await queue_status(self.services.queue, job.owner_id) if s.job.id == job_id), None
             )
-            embed = job_embed(job, status)
+            embed = job_embed(job, status, self._language(job))
             view = discord.ui.View(timeout=None)
             if not job.finished:
                 view.add_item(CancelJobButton(job.id))
@@ -176,6 +177,12 @@ class ProgressNotifier:
         message = await channel.send(embed=embed, view=view, allowed_mentions=discord.AllowedMentions.none())
         await self.services.queue.set_progress_message(job.id, message.id)
 
+    def _language(self, job: JobRow) -> Messages:
+        """The messages of the guild the job's channel is in (its preferred locale), else English."""
+        channel = self.client.get_channel(job.channel_id) if job.channel_id else None
+        guild = getattr(channel, "guild", None)
+        return messages(getattr(guild, "preferred_locale", None))
+
     def _forget(self, job_id: int) -> None:
         self._last_edit.pop(job_id, None)
         self._locks.pop(job_id, None)
@@ -187,10 +194,12 @@ class ProgressNotifier:
         if path is None:
             return
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
+        t = self._language(job)
         embed = discord.Embed(
-            title=f"Job #{job.id} · {job.title} · epoch {epoch}/{job.spec.get('epochs', '?')}",
+            title=t("Job #{job} · {title} · epoch {epoch}/{epochs}", job=job.id, title=job.title, epoch=epoch,
+                    epochs=job.spec.get("epochs", "?")),
             color=discord.Color.blurple(),
-        )
+        )  # fmt: skip
         embed.set_image(url=f"attachment://{path.name}")
         saved = {e.epoch for e in await self.services.queue.epochs(job.id)}
         view = discord.ui.View(timeout=None)
@@ -198,7 +207,7 @@ class ProgressNotifier:
             for item in epoch_buttons(job.id, epoch):
                 view.add_item(item)
         if os.path.getsize(path) > DEFAULT_UPLOAD_LIMIT:
-            embed.description = "The preview is too large to post here; see it in /epochs."
+            embed.description = t("The preview is too large to post here; see it in /epochs.")
             await channel.send(embed=embed, view=view, allowed_mentions=discord.AllowedMentions.none())
             return
         await channel.send(
@@ -209,62 +218,68 @@ class ProgressNotifier:
     async def _announce_end(self, job: JobRow) -> None:
         job = await self.services.queue.get_job(job.id) or job
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
-        refund = _refund_note(job)
+        t = self._language(job)
+        refund, values = _refund_note(job, t), {"job": job.id, "title": job.title}
         if job.state == "done":
-            text = f"<@{job.owner_id}> ✅ job #{job.id} ({job.title}) is done: pick an epoch with `/epochs job:{job.id}`."
+            text = "✅ " + t(
+                "job #{job} ({title}) is done: pick an epoch with `/epochs job:{job}`.", **values
+            )
         elif job.state == "cancelled":
-            text = f"<@{job.owner_id}> ✖️ job #{job.id} ({job.title}) was cancelled.{refund}"
+            text = "✖️ " + t("job #{job} ({title}) was cancelled.", **values) + refund
         else:  # the error itself may name paths of the server: the owner sees it in /queue
-            text = f"<@{job.owner_id}> 💥 job #{job.id} ({job.title}) failed (why: /queue).{refund}"
-        await channel.send(text, allowed_mentions=_only(job.owner_id))
+            text = "💥 " + t("job #{job} ({title}) failed (why: /queue).", **values) + refund
+        await channel.send(f"<@{job.owner_id}> {text}", allowed_mentions=_only(job.owner_id))
 
     async def _post_images(self, job: JobRow) -> None:
         job = await self.services.queue.get_job(job.id) or job
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
+        t = self._language(job)
         if job.state != "done":
-            refund = _refund_note(job)
-            why = " (why: /queue)" if job.state == "failed" else ""
+            why = t(" (why: /queue)") if job.state == "failed" else ""
             await channel.send(
-                f"<@{job.owner_id}> 🎨 #{job.id} {job.state}{why}.{refund}",
+                f"<@{job.owner_id}> 🎨 #{job.id} {t(job.state)}{why}.{_refund_note(job, t)}",
                 allowed_mentions=_only(job.owner_id),
             )
             return
         batches = image_batches(job, await self.services.queue.files(job.id))
         seed = job.spec.get("options", {}).get("seed")
-        text = (
-            f"<@{job.owner_id}> 🎨 #{job.id} · {discord.utils.escape_mentions(job.title[:150])} · seed {seed}"
+        title = discord.utils.escape_mentions(job.title[:150])
+        text = f"<@{job.owner_id}> 🎨 " + t(
+            "#{job} · {title} · seed {seed}", job=job.id, title=title, seed=seed
         )
-        if short := shortfall(job):
+        if short := shortfall(job, t):
             text += f"\n⚠️ {short}"
         for part, batch in enumerate(batches or [[]]):  # the text alone when no image was made
-            content = text if part == 0 else f"🎨 #{job.id} (more)"
+            content = text if part == 0 else t("🎨 #{job} (more)", job=job.id)
             attached = {"files": [discord.File(p, filename=p.name) for p in batch]} if batch else {}
             await channel.send(content, **attached, allowed_mentions=_only(job.owner_id))
 
 
-def shortfall(job: JobRow) -> str:
+def shortfall(job: JobRow, t: Messages) -> str:
     """For a generation that ended with fewer images than charged: how many are missing and what came
     back ('' when all were made). ``job.step`` counts the images delivered, ``total_steps`` those asked."""
     missing = job.total_steps - job.step
     if job.kind == "train" or missing <= 0:
         return ""
-    why = " (why: /queue)" if job.error else ""
-    return f"{missing} of {job.total_steps} images could not be made{why}: {_refund_words(job)}."
+    why = t(" (why: /queue)") if job.error else ""
+    return t("{missing} of {total} images could not be made{why}: {refund}.", missing=missing,
+             total=job.total_steps, why=why, refund=_refund_words(job, t))  # fmt: skip
 
 
-def _refund_words(job: JobRow) -> str:
-    expired = f"{job.refund_expired} stamina expired at a daily reset"
+def _refund_words(job: JobRow, t: Messages) -> str:
+    expired = t("{expired} stamina expired at a daily reset", expired=job.refund_expired)
     if job.refunded:
-        return f"{job.refunded} stamina refunded" + (f" ({expired})" if job.refund_expired else "")
-    return f"nothing refunded ({expired})" if job.refund_expired else "nothing refunded"
+        refunded = t("{refunded} stamina refunded", refunded=job.refunded)
+        return refunded + (f" ({expired})" if job.refund_expired else "")
+    return t("nothing refunded ({expired})", expired=expired) if job.refund_expired else t("nothing refunded")
 
 
-def _refund_note(job: JobRow) -> str:
+def _refund_note(job: JobRow, t: Messages) -> str:
     """' N stamina refunded.' after an end, or why nothing came back; '' when nothing was due."""
     if not job.refunded and not job.refund_expired:
         return ""
-    words = _refund_words(job)
-    return f" {words[0].upper()}{words[1:]}."
+    words = _refund_words(job, t)
+    return f" {words[0].upper()}{words[1:]}" + t(".")
 
 
 def _only(user_id: int) -> discord.AllowedMentions:

@@ -329,10 +329,10 @@ class InteractionSender:
         return {
             **payload,
             "guild_id": str(guild.id),
-            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
+            "guild": {"id": str(guild.id), "locale": guild.locale, "features": []},
             "member": member.payload(permissions=guild.permissions_of(member)),
             "app_permissions": str(guild.permissions_of(guild.members[self.bot_user_id])),
-            "guild_locale": "en-US",
+            "guild_locale": guild.locale,
             "authorizing_integration_owners": {"0": str(guild.id)},
             "context": 0,
         }
