@@ -25,7 +25,7 @@ SAYS = {
         "skipped": "スキップ 1 件",
         "not_image": "notes.png: 画像ではありません(PILで読めません)",
         "now_has": "データセットの画像は **2** 枚",
-        "tags_title": "chara: 画像 2 枚にタグ",
+        "tags_title": "画像 2 枚にタグ",
         "remove_button": "タグを削除…",
         "image_page": "chara · 画像 1/2",
         "caption_by": "キャプション: タガーが作成",
@@ -42,7 +42,7 @@ SAYS = {
         "skipped": "Skipped 1",
         "not_image": "notes.png: not an image (PIL cannot read it)",
         "now_has": "The dataset now has **2** images",
-        "tags_title": "chara: ",
+        "tags_title": "tags on 2 images",
         "remove_button": "Remove tags…",
         "image_page": "chara · image 1/2",
         "caption_by": "caption by the tagger",
@@ -79,7 +79,8 @@ async def _walk(w: World, member, locale: str) -> None:
     assert says["not_image"] in skipped["value"], skipped
 
     browser = await w.reply(await w.slash(member, "tags view", {"dataset": "chara"}, locale=locale))
-    assert browser.embeds[0]["title"].startswith("🏷️ " + says["tags_title"]), browser.embeds[0]
+    title = browser.embeds[0]["title"]
+    assert title.startswith("🏷️ chara: ") and says["tags_title"] in title, title
     assert first_id(browser, label=says["remove_button"])
     await w.click(browser, member, _arrow(browser, "▶️"), locale=locale)
     page = await w.server.wait_for_message(
