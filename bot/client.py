@@ -2,7 +2,8 @@
 
 Everything a command does goes through :class:`~bot.services.Services` (plain values); the
 client only owns what is Discord's: the command tree and its error handling, the per-member
-cooldowns, the progress notifier and the file server that serves download links.
+cooldowns, the progress notifier (and the direct messages at a job's end) and the file server that
+serves download links.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from .cogs import COGS
+from .direct import DirectNotifier
 from .i18n import messages
 from .i18n.commands import CatalogTranslator
 from .progress import ProgressNotifier
@@ -95,7 +97,10 @@ class LoraBot(commands.Bot):
         self.settings = services.settings
         self.file_server = file_server
         self.cooldowns = Cooldowns(services.settings.command_cooldown_s)
-        self.notifier = ProgressNotifier(self, services, services.settings.progress_interval_s)
+        self.direct = DirectNotifier(self, services)  # the owner's DM at a job's end (/notify on)
+        self.notifier = ProgressNotifier(
+            self, services, services.settings.progress_interval_s, on_end=self.direct.job_ended
+        )
         self._unsubscribe = None
 
     async def setup_hook(self) -> None:

@@ -1,6 +1,7 @@
 """Job updates into Discord: one progress message per training job, edited in place at most once
 per ``interval`` seconds; a preview grid per saved epoch; the owner mentioned at the end;
-generated images posted when a /generate job is done.
+generated images posted when a /generate job is done. After the end is posted, ``on_end`` (the
+owner's direct message, :mod:`bot.direct`) is told, whatever became of the post.
 
 It is a subscriber of the queue's :class:`~bot.queue.bus.EventBus`. Messages go to the channel
 the job was started from (a partial messageable: no fetch, no cache needed), and the progress
@@ -13,6 +14,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +22,7 @@ import aiohttp
 import discord
 
 from .errors import DatabaseBusy
+from .i18n import Messages, messages
 from .queue.status import queue_status
 from .queue.trust import trusted_job_file
 from .ui.embeds import job_embed
@@ -40,11 +43,19 @@ KEEP_EDIT_TIMES = 100  # jobs whose edit times are kept (tests and diagnostics r
 
 
 class ProgressNotifier:
-    def __init__(self, client: discord.Client, services: Services, interval: float, clock=time.monotonic):
+    def __init__(
+        self,
+        client: discord.Client,
+        services: Services,
+        interval: float,
+        clock=time.monotonic,
+        on_end: Callable[[JobRow], Awaitable[None]] | None = None,
+    ):
         self.client = client
         self.services = services
         self.interval = interval
         self.clock = clock
+        self.on_end = on_end  # told of each end after its post; must not raise
         self._last_edit: dict[int, float] = {}
         self._pending: dict[int, asyncio.Task] = {}  # waiting for their turn
         self._inflight: set[asyncio.Task] = set()  # editing now
@@ -62,9 +73,17 @@ class ProgressNotifier:
             if update.kind == "preview_ready":
                 await self._post_preview(job, int(update.event["epoch"]), Path(update.event["path"]))
             if update.kind == "finished" and await self._first_to_announce(job):
-                await self._announce_end(job)
+                await self._ended(job, self._announce_end)
         elif update.kind == "finished" and await self._first_to_announce(job):
-            await self._post_images(job)
+            await self._ended(job, self._post_images)
+
+    async def _ended(self, job: JobRow, post: Callable[[JobRow], Awaitable[None]]) -> None:
+        """Post the end in the job's channel first; then tell ``on_end`` even if the post failed."""
+        try:
+            await post(job)
+        finally:
+            if self.on_end is not None:
+                await self.on_end(job)
 
     async def _first_to_announce(self, job: JobRow) -> bool:
         """Each end is posted once, across restarts: whoever marks it in the database posts it."""
@@ -124,10 +143,11 @@ class ProgressNotifier:
             status = next(
                 (s for s in await queue_status(self.services.queue, job.owner_id) if s.job.id == job_id), None
             )
-            embed = job_embed(job, status)
+            t = self._language(job)
+            embed = job_embed(job, status, t)
             view = discord.ui.View(timeout=None)
             if not job.finished:
-                view.add_item(CancelJobButton(job.id))
+                view.add_item(CancelJobButton(job.id, t))
             self._note_edit(job_id)
             if not job.finished:
                 await self._show(job, embed, view)
@@ -142,9 +162,7 @@ class ProgressNotifier:
         while len(self.edits) > KEEP_EDIT_TIMES:  # oldest jobs first (dicts keep insertion order)
             del self.edits[next(iter(self.edits))]
 
-    async def _show(
-        self, job: JobRow, embed: discord.Embed, view: discord.ui.View, tries: int = 1
-    ) -> None:
+    async def _show(self, job: JobRow, embed: discord.Embed, view: discord.ui.View, tries: int = 1) -> None:
         """Edit the job's message (retrying a transient failure ``tries`` times), or post it."""
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
         for attempt in range(tries if job.message_id is not None else 0):
@@ -160,6 +178,12 @@ class ProgressNotifier:
         message = await channel.send(embed=embed, view=view, allowed_mentions=discord.AllowedMentions.none())
         await self.services.queue.set_progress_message(job.id, message.id)
 
+    def _language(self, job: JobRow) -> Messages:
+        """The messages of the guild the job's channel is in (its preferred locale), else English."""
+        channel = self.client.get_channel(job.channel_id) if job.channel_id else None
+        guild = getattr(channel, "guild", None)
+        return messages(getattr(guild, "preferred_locale", None))
+
     def _forget(self, job_id: int) -> None:
         self._last_edit.pop(job_id, None)
         self._locks.pop(job_id, None)
@@ -171,18 +195,20 @@ class ProgressNotifier:
         if path is None:
             return
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
+        t = self._language(job)
         embed = discord.Embed(
-            title=f"Job #{job.id} · {job.title} · epoch {epoch}/{job.spec.get('epochs', '?')}",
+            title=t("Job #{job} · {title} · epoch {epoch}/{epochs}", job=job.id, title=job.title, epoch=epoch,
+                    epochs=job.spec.get("epochs", "?")),
             color=discord.Color.blurple(),
-        )
+        )  # fmt: skip
         embed.set_image(url=f"attachment://{path.name}")
         saved = {e.epoch for e in await self.services.queue.epochs(job.id)}
         view = discord.ui.View(timeout=None)
         if epoch in saved:
-            for item in epoch_buttons(job.id, epoch):
+            for item in epoch_buttons(job.id, epoch, t):
                 view.add_item(item)
         if os.path.getsize(path) > DEFAULT_UPLOAD_LIMIT:
-            embed.description = "The preview is too large to post here; see it in /epochs."
+            embed.description = t("The preview is too large to post here; see it in /epochs.")
             await channel.send(embed=embed, view=view, allowed_mentions=discord.AllowedMentions.none())
             return
         await channel.send(
@@ -193,69 +219,80 @@ class ProgressNotifier:
     async def _announce_end(self, job: JobRow) -> None:
         job = await self.services.queue.get_job(job.id) or job
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
-        refund = _refund_note(job)
+        t = self._language(job)
+        refund, values = _refund_note(job, t), {"job": job.id, "title": job.title}
         if job.state == "done":
-            text = f"<@{job.owner_id}> ✅ job #{job.id} ({job.title}) is done: pick an epoch with `/epochs job:{job.id}`."
+            text = "✅ " + t(
+                "job #{job} ({title}) is done: pick an epoch with `/epochs job:{job}`.", **values
+            )
         elif job.state == "cancelled":
-            text = f"<@{job.owner_id}> ✖️ job #{job.id} ({job.title}) was cancelled.{refund}"
+            text = "✖️ " + t("job #{job} ({title}) was cancelled.", **values) + refund
         else:  # the error itself may name paths of the server: the owner sees it in /queue
-            text = f"<@{job.owner_id}> 💥 job #{job.id} ({job.title}) failed (why: /queue).{refund}"
-        await channel.send(text, allowed_mentions=_only(job.owner_id))
+            text = "💥 " + t("job #{job} ({title}) failed (why: /queue).", **values) + refund
+        await channel.send(f"<@{job.owner_id}> {text}", allowed_mentions=_only(job.owner_id))
 
     async def _post_images(self, job: JobRow) -> None:
         job = await self.services.queue.get_job(job.id) or job
         channel = self.client.get_partial_messageable(job.channel_id)  # type: ignore[arg-type]
+        t = self._language(job)
         if job.state != "done":
-            refund = _refund_note(job)
-            why = " (why: /queue)" if job.state == "failed" else ""
+            why = t(" (why: /queue)") if job.state == "failed" else ""
             await channel.send(
-                f"<@{job.owner_id}> 🎨 #{job.id} {job.state}{why}.{refund}",
+                f"<@{job.owner_id}> 🎨 #{job.id} {t(job.state)}{why}.{_refund_note(job, t)}",
                 allowed_mentions=_only(job.owner_id),
             )
             return
-        files = await self.services.queue.files(job.id)
-        paths = [Path(p) for _, p, grid in files if grid] + [Path(p) for _, p, grid in files if not grid]
+        batches = image_batches(job, await self.services.queue.files(job.id))
         seed = job.spec.get("options", {}).get("seed")
-        text = (
-            f"<@{job.owner_id}> 🎨 #{job.id} · {discord.utils.escape_mentions(job.title[:150])} · seed {seed}"
+        title = discord.utils.escape_mentions(job.title[:150])
+        text = f"<@{job.owner_id}> 🎨 " + t(
+            "#{job} · {title} · seed {seed}", job=job.id, title=title, seed=seed
         )
-        if short := shortfall(job):
+        if short := shortfall(job, t):
             text += f"\n⚠️ {short}"
-        batches = _batches([r for p in paths if (r := trusted_job_file(job.folder, p, ".png"))])
         for part, batch in enumerate(batches or [[]]):  # the text alone when no image was made
-            content = text if part == 0 else f"🎨 #{job.id} (more)"
+            content = text if part == 0 else t("🎨 #{job} (more)", job=job.id)
             attached = {"files": [discord.File(p, filename=p.name) for p in batch]} if batch else {}
             await channel.send(content, **attached, allowed_mentions=_only(job.owner_id))
 
 
-def shortfall(job: JobRow) -> str:
+def shortfall(job: JobRow, t: Messages) -> str:
     """For a generation that ended with fewer images than charged: how many are missing and what came
     back ('' when all were made). ``job.step`` counts the images delivered, ``total_steps`` those asked."""
     missing = job.total_steps - job.step
     if job.kind == "train" or missing <= 0:
         return ""
-    why = " (why: /queue)" if job.error else ""
-    return f"{missing} of {job.total_steps} images could not be made{why}: {_refund_words(job)}."
+    why = t(" (why: /queue)") if job.error else ""
+    return t("{missing} of {total} images could not be made{why}: {refund}.", missing=missing,
+             total=job.total_steps, why=why, refund=_refund_words(job, t))  # fmt: skip
 
 
-def _refund_words(job: JobRow) -> str:
-    expired = f"{job.refund_expired} stamina expired at a daily reset"
+def _refund_words(job: JobRow, t: Messages) -> str:
+    expired = t("{expired} stamina expired at a daily reset", expired=job.refund_expired)
     if job.refunded:
-        return f"{job.refunded} stamina refunded" + (f" ({expired})" if job.refund_expired else "")
-    return f"nothing refunded ({expired})" if job.refund_expired else "nothing refunded"
+        refunded = t("{refunded} stamina refunded", refunded=job.refunded)
+        return refunded + (f" ({expired})" if job.refund_expired else "")
+    return t("nothing refunded ({expired})", expired=expired) if job.refund_expired else t("nothing refunded")
 
 
-def _refund_note(job: JobRow) -> str:
+def _refund_note(job: JobRow, t: Messages) -> str:
     """' N stamina refunded.' after an end, or why nothing came back; '' when nothing was due."""
     if not job.refunded and not job.refund_expired:
         return ""
-    words = _refund_words(job)
-    return f" {words[0].upper()}{words[1:]}."
+    words = _refund_words(job, t)
+    return f" {words[0].upper()}{words[1:]}" + t(".")
 
 
 def _only(user_id: int) -> discord.AllowedMentions:
     """Mention the owner and nobody else, whatever a prompt or title holds."""
     return discord.AllowedMentions(everyone=False, roles=False, users=[discord.Object(user_id)])
+
+
+def image_batches(job: JobRow, files: list[tuple[int, str, bool]]) -> list[list[Path]]:
+    """A generation's images (``files``: index, path, is the grid), the grid first, those that are
+    in the job's folder, in messages of at most MAX_FILES files and DEFAULT_UPLOAD_LIMIT bytes."""
+    paths = [Path(p) for _, p, grid in files if grid] + [Path(p) for _, p, grid in files if not grid]
+    return _batches([r for p in paths if (r := trusted_job_file(job.folder, p, ".png"))])
 
 
 def _batches(paths: list[Path]) -> list[list[Path]]:

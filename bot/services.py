@@ -15,6 +15,7 @@ from .datasets.taggers import TaggerProvider
 from .queue.bus import EventBus
 from .queue.dispatcher import Dispatcher
 from .queue.generation import GenerationService, LibraryService
+from .queue.notify import NotifyService
 from .queue.presets import PresetService
 from .queue.service import QueueService
 from .queue.stamina import StaminaService
@@ -35,6 +36,7 @@ class Services:
     generation: GenerationService
     bus: EventBus
     presets: PresetService
+    notify: NotifyService
 
 
 @asynccontextmanager
@@ -60,6 +62,7 @@ async def open_services(
                 GenerationService(queue, library),
                 bus,
                 PresetService(conn, clock, queue),
+                NotifyService(conn, clock),
             )
         finally:
             await bus.close()

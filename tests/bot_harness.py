@@ -140,10 +140,13 @@ async def bot_world(
     queue: bool = False,
     trainer_command: list[str] | None = None,
     services: Services | None = None,
+    guild_locale: str = "en-US",
     **server_kwargs: Any,
 ) -> AsyncIterator[World]:
+    """The bot against a loopback Discord with one guild (in ``guild_locale``: what the bot's
+    channel posts use) and members alice, bob and the operator olga."""
     with fail_on_logged_errors("discord", "bot"):
-        async with _world(settings, queue, trainer_command, services, server_kwargs) as world:
+        async with _world(settings, queue, trainer_command, services, server_kwargs, guild_locale) as world:
             yield world
 
 
@@ -154,9 +157,11 @@ async def _world(
     trainer_command: list[str] | None,
     services: Services | None,
     server_kwargs: dict[str, Any],
+    guild_locale: str = "en-US",
 ) -> AsyncIterator[World]:
     server = LoopbackDiscord(**server_kwargs)
     guild = server.add_guild("Loopback guild", channels=("general", "training"))
+    guild.locale = guild_locale
     ops = server.add_role(guild, "Ops", permissions=MANAGE_GUILD)
     alice, bob = server.add_member(guild, "alice"), server.add_member(guild, "bob")
     olga = server.add_member(guild, "olga", roles=[ops])

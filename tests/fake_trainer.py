@@ -6,7 +6,8 @@ says nothing), ``crash_first`` (crashes unless the job resumes, then finishes), 
 (starts, then waits for SIGUSR1, at most 600 s, before it finishes: the test decides how long
 the job runs), ``longline`` (prints a 2 MiB line, then finishes), ``stream``
 (``FAKE_TRAINER_STEPS`` step events spread over ``FAKE_TRAINER_SECONDS``, an epoch file in its
-output folder, then done), ``nospace`` (fails as a full disk does). ``serve`` answers each
+output folder, then done), ``preview`` (``stream`` with a preview grid of the epoch before done),
+``preview_fail`` (``preview``, then fails instead of done), ``nospace`` (fails as a full disk does). ``serve`` answers each
 request with one image at once (a 1x1 PNG in the job's
 ``output_dir``: the bot accepts no file outside it), or with none when ``FAKE_SERVE_IMAGES`` is 0;
 with ``FAKE_SERVE_RECORD`` set, it appends each job it got to that file (JSON lines), with the bytes'
@@ -62,8 +63,9 @@ def serve() -> None:
         emit("done", request=rid, files=[str(image)])
 
 
-def stream(job: dict) -> None:
-    """Step events at a steady pace, one saved epoch in the job's own folder, then done."""
+def stream(job: dict, preview: bool = False, fail: bool = False) -> None:
+    """Step events at a steady pace, one saved epoch in the job's own folder (with its preview grid,
+    a PNG, when ``preview``), then done (failed with ``fail``)."""
     total = int(os.environ.get("FAKE_TRAINER_STEPS", "200"))
     pause = float(os.environ.get("FAKE_TRAINER_SECONDS", "5")) / total
     emit("started", total_steps=total, total_epochs=1, resumed_from_step=0)
@@ -75,6 +77,14 @@ def stream(job: dict) -> None:
     with open(path, "wb") as f:
         f.write(b"fake epoch")
     emit("epoch_saved", epoch=1, step=total, path=path)
+    if preview:
+        grid = os.path.join(job["output_dir"], "preview-e01.png")
+        with open(grid, "wb") as f:
+            f.write(PIXEL_PNG)
+        emit("preview_ready", epoch=1, path=grid)
+    if fail:
+        emit("failed", message="fake trainer: failed after epoch 1")
+        return
     emit("done", files=[path], steps=total)
 
 
@@ -85,8 +95,8 @@ def main() -> None:
         job = json.load(f)
     mode = os.environ.get("FAKE_TRAINER_MODE", "crash")
     total = 10
-    if mode == "stream":
-        return stream(job)
+    if mode in ("stream", "preview", "preview_fail"):
+        return stream(job, preview=mode != "stream", fail=mode == "preview_fail")
     if mode == "gated":  # blocked before "started": a SIGUSR1 sent once the test saw it waits, pending
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     emit("started", total_steps=total, total_epochs=1, resumed_from_step=0)

@@ -124,3 +124,24 @@ def test_a_tap_while_start_works_is_told_so(tmp_path, tiny_sd15):
             assert len(await repo.list_jobs(s.conn)) == 1
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_japanese_guild_gets_its_progress_and_end_posts_in_japanese(tmp_path, tiny_sd15):
+    settings = queue_settings(tmp_path, {"tiny-sd15": tiny_sd15}, progress_interval_s=INTERVAL)
+
+    async def scenario():
+        async with bot_world(settings, guild_locale="ja") as w:
+            s = w.services
+            job = await queued_job(w)
+            message = await w.wait_message(
+                lambda m: bool(m.embeds) and m.embeds[0]["title"].endswith(f"ジョブ #{job.id} · {job.title}"),
+                10,
+            )
+            assert [f["name"] for f in message.embeds[0]["fields"]][:2] == ["ステップ", "エポック"]
+            await s.queue.cancel(w.alice.user_id, job.id)
+            mention = await w.wait_message(
+                lambda m: f"#{job.id}" in m.content and "キャンセル" in m.content, 10
+            )
+            assert mention.content.startswith(f"<@{w.alice.user_id}> ✖️ ジョブ #{job.id}")
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))

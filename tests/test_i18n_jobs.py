@@ -87,15 +87,17 @@ async def _epochs_in_japanese(w: World, job_id: int) -> str:
     assert f"ジョブ #{job_id}" in embed["title"] and "エポック 1(保存済み 1/1)" in embed["title"], embed
     assert embed["description"] == "ステップ 3/3 · 状態: 完了", embed
     assert embed["footer"]["text"].startswith("ダウンロード:"), embed
-    assert {"e1 をダウンロード", "e1 を保存", "e1 から追加学習", "比較…"} <= set(labels(pager)), labels(pager)
+    assert {"エポック1をダウンロード", "エポック1を保存", "エポック1から追加学習", "比較…"} <= set(
+        labels(pager)
+    ), labels(pager)
     download = await w.reply(
-        await w.click(pager, w.alice, first_id(pager, label="e1 をダウンロード"), locale=JA)
+        await w.click(pager, w.alice, first_id(pager, label="エポック1をダウンロード"), locale=JA)
     )
     (lora,) = download.files
     assert lora.filename.endswith("-e01.safetensors") and download.content.endswith(" MB)"), download.content
-    further = await w.click(pager, w.alice, first_id(pager, label="e1 から追加学習"), locale=JA)
+    further = await w.click(pager, w.alice, first_id(pager, label="エポック1から追加学習"), locale=JA)
     assert further.modal["title"] == "追加学習", further.modal
-    save = await w.click(pager, w.alice, first_id(pager, label="e1 を保存"), locale=JA)
+    save = await w.click(pager, w.alice, first_id(pager, label="エポック1を保存"), locale=JA)
     assert save.modal["title"] == "LoRAライブラリに保存", save.modal
     submit = await w.server.send_modal_submit(save, w.alice, {}, locale=JA)
     await submit.wait_response(timeout=30)
@@ -186,7 +188,7 @@ def test_the_cancel_prompt_buttons_and_option_help_in_both_languages():
     assert refund_text(expired, ja).startswith(
         "まだ始まっていません。戻るスタミナはありません(スタミナ 6 は失効しました"
     )
-    assert [b.item.label for b in epoch_buttons(7, 2, ja)] == ["e2 をダウンロード", "e2 を保存"]
+    assert [b.item.label for b in epoch_buttons(7, 2, ja)] == ["エポック2をダウンロード", "エポック2を保存"]
     assert [b.item.label for b in epoch_buttons(7, 2)] == ["Download e2", "Save e2"]
     assert (
         cancel_action_button(7, ja).label == "#7 をキャンセル"

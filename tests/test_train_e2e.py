@@ -231,7 +231,7 @@ def test_invalid_job_exits_2_with_a_failed_event(tmp_path):
 def test_missing_dataset_fails_with_a_readable_message(tiny_sd15, tmp_path):
     job = base_job(tiny_sd15, tmp_path / "nope", tmp_path / "out")
     proc = run_trainer("train", "--job", str(write_job(tmp_path / "job.json", job)))
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # EXIT_INVALID_JOB: the job names a folder that is not there
     assert "does not exist" in parse_events(proc.stdout)[-1]["message"]
 
 

@@ -7,6 +7,7 @@ from .epochs import EpochsCog
 from .generate import GenerateCog
 from .help import HelpCog
 from .library import LibraryCog
+from .notify import NotifyCog
 from .operator import OperatorCog
 from .presets import PresetCog
 from .queue import QueueCog
@@ -24,6 +25,7 @@ COGS = (
     EpochsCog,
     GenerateCog,
     LibraryCog,
+    NotifyCog,
     OperatorCog,
     HelpCog,
 )

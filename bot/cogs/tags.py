@@ -7,12 +7,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..datasets.captions import split_tags
+from ..datasets.phrases import said
 from ..datasets.retag import parse_image_ids
 from ..datasets.service import ServiceError
+from ..i18n import messages
 from ..ui.base import ask_first
-from ..ui.common import answer, dataset_choices, listed, services_of, tag_choices
+from ..ui.common import answer, dataset_choices, services_of, tag_choices
 from ..ui.retag import ask_retag
-from ..ui.tags import TagBrowser, open_caption_form, open_remover
+from ..ui.tags import TagBrowser, open_caption_form, open_remover, remove_question, removed_line
 from .datasets import tagger_choices
 
 IMAGE_HELP = "Only this image (its id is on its page in /tags view); default: every image"
@@ -27,7 +29,7 @@ class TagsCog(commands.GroupCog, group_name="tags", group_description="See and p
     @app_commands.autocomplete(dataset=dataset_choices)
     async def view(self, interaction: discord.Interaction, dataset: str) -> None:
         row = await services_of(interaction).datasets.get(interaction.user.id, dataset)
-        browser = TagBrowser(interaction.user.id, row.name)
+        browser = TagBrowser(interaction.user.id, row.name, messages(interaction.locale))
         embed, files = await browser.render(interaction)
         browser.message = await answer(interaction, embed=embed, files=files, view=browser)
 
@@ -43,10 +45,10 @@ class TagsCog(commands.GroupCog, group_name="tags", group_description="See and p
         tags: str | None = None,
         image: int | None = None,
     ) -> None:
-        services = services_of(interaction)
+        services, t = services_of(interaction), messages(interaction.locale)
         row = await services.datasets.get(interaction.user.id, dataset)
         if not tags:
-            await open_remover(interaction, row.name, image)
+            await open_remover(interaction, row.name, image, t)
             return
         wanted = [t.strip() for t in tags.split(",") if t.strip()]
         owner = interaction.user.id
@@ -55,24 +57,22 @@ class TagsCog(commands.GroupCog, group_name="tags", group_description="See and p
         else:  # the tags of that one image
             images = await services.datasets.images(owner, row.name)
             known = {t for i in images if i.id == image for t in split_tags(i.caption)}
-        unknown = [t for t in wanted if t not in known]
-        if unknown or not wanted:  # say so now, not after the confirmation
+        if not wanted:
+            raise ServiceError("name at least one tag")
+        unknown = [tag for tag in wanted if tag not in known]
+        if unknown:  # say so now, not after the confirmation
             raise ServiceError(
-                f"no such tag in {row.name}: {', '.join(unknown) or '(none given)'} (see /tags view)"
+                "no such tag in {dataset}: {tags} (see /tags view)", dataset=row.name, tags=", ".join(unknown)
             )
 
         async def confirmed(click: discord.Interaction) -> None:
             result = await services.datasets.remove_tags(owner, row.name, wanted, image)
             await click.response.edit_message(
-                content=f"✂️ Removed {listed(wanted)} from {result.changed} caption(s). "
-                f"Undo with `/tags undo dataset:{row.name}`.",
-                view=None,
+                content=removed_line(wanted, result.changed, row.name, t), view=None
             )
 
-        where = f"image {image}" if image is not None else "every image"
-        await ask_first(
-            interaction, f"Remove {listed(wanted)} from {where} of **{row.name}**?", confirmed, label="Remove"
-        )
+        question = remove_question(wanted, image, row.name, t)
+        await ask_first(interaction, question, confirmed, label=t("Remove"))
 
     @app_commands.command(name="add", description="Add tags to every caption (or one image)")
     @app_commands.describe(tags="Comma-separated tags", image=IMAGE_HELP)
@@ -81,7 +81,7 @@ class TagsCog(commands.GroupCog, group_name="tags", group_description="See and p
         self, interaction: discord.Interaction, dataset: str, tags: str, image: int | None = None
     ) -> None:
         result = await services_of(interaction).datasets.add_tags(interaction.user.id, dataset, [tags], image)
-        await answer(interaction, f"🏷️ {result.description}: {result.changed} caption(s) changed.")
+        await answer(interaction, changed_line(result, messages(interaction.locale)))
 
     @app_commands.command(
         name="replace", description="Replace one tag with another everywhere (or in one image)"
@@ -94,14 +94,14 @@ class TagsCog(commands.GroupCog, group_name="tags", group_description="See and p
         result = await services_of(interaction).datasets.replace_tag(
             interaction.user.id, dataset, old, new, image
         )
-        await answer(interaction, f"🏷️ {result.description}: {result.changed} caption(s) changed.")
+        await answer(interaction, changed_line(result, messages(interaction.locale)))
 
     @app_commands.command(name="caption", description="Edit one image's caption as text (a form)")
     @app_commands.describe(image="The image's id (on its page in /tags view)")
     @app_commands.autocomplete(dataset=dataset_choices)
     async def caption(self, interaction: discord.Interaction, dataset: str, image: int) -> None:
         row = await services_of(interaction).datasets.get(interaction.user.id, dataset)
-        await open_caption_form(interaction, row.name, image)
+        await open_caption_form(interaction, row.name, image, t=messages(interaction.locale))
 
     @app_commands.command(
         name="retag", description="Tag the images again, e.g. at another threshold (asks first)"
@@ -126,4 +126,13 @@ class TagsCog(commands.GroupCog, group_name="tags", group_description="See and p
     @app_commands.autocomplete(dataset=dataset_choices)
     async def undo(self, interaction: discord.Interaction, dataset: str) -> None:
         result = await services_of(interaction).datasets.undo(interaction.user.id, dataset)
-        await answer(interaction, f"↩️ {result.description} ({result.changed} caption(s)).")
+        t = messages(interaction.locale)
+        await answer(
+            interaction,
+            "↩️ " + t("{edit} ({n} caption(s)).", edit=said(result.description, t), n=result.changed),
+        )
+
+
+def changed_line(result, t) -> str:
+    """An edit (a Phrase: "add a, b") and how many captions it changed."""
+    return "🏷️ " + t("{edit}: {n} caption(s) changed.", edit=said(result.description, t), n=result.changed)

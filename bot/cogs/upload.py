@@ -9,6 +9,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..datasets.ingest import BatchReport
+from ..datasets.phrases import said
+from ..i18n import N_, Messages, messages
 from ..ui.base import OwnerView
 from ..ui.common import answer, dataset_choices, services_of
 from ..ui.progress_line import ProgressLine, stopped_line
@@ -53,39 +55,38 @@ class UploadCog(commands.Cog):
         await ingest_attachments(interaction, dataset, files)
 
     async def add_to_dataset(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        files = list(message.attachments)
+        files, t = list(message.attachments), messages(interaction.locale)
         if not files:
             await answer(
-                interaction, "❌ That message has no attachments: pick a message with images or a zip."
+                interaction,
+                "❌ " + t("That message has no attachments: pick a message with images or a zip."),
             )
             return
         rows = await services_of(interaction).datasets.list(interaction.user.id)
         if not rows:
-            await answer(interaction, "You have no datasets yet: create one with `/dataset new` first.")
+            await answer(interaction, t("You have no datasets yet: create one with `/dataset new` first."))
             return
-        view = PickDatasetView(interaction.user.id, [d.name for d, _ in rows], files)
-        more = (
-            f" (the first 25 of your {len(rows)} datasets by name; for others use /upload)"
-            if len(rows) > 25
-            else ""
-        )
-        view.message = await answer(
-            interaction,
-            f"Add the {len(files)} attachment(s) of that message to which dataset?{more}",
-            view=view,
-        )
+        view = PickDatasetView(interaction.user.id, [d.name for d, _ in rows], files, t)
+        question = t("Add the {n} attachment(s) of that message to which dataset?", n=len(files))
+        if len(rows) > 25:
+            question += " " + t(
+                "(the first 25 of your {n} datasets by name; for others use /upload)", n=len(rows)
+            )
+        view.message = await answer(interaction, question, view=view)
 
 
 class PickDatasetView(OwnerView):
-    def __init__(self, owner_id: int, names: list[str], files: list[discord.Attachment]):
+    def __init__(self, owner_id: int, names: list[str], files: list[discord.Attachment], t: Messages):
         super().__init__(owner_id)
-        self.files = files
+        self.files, self.t = files, t
         self.pick.options = [discord.SelectOption(label=n[:100], value=n[:100]) for n in names[:25]]
+        self.pick.placeholder = t("Choose a dataset")
 
     @discord.ui.select(placeholder="Choose a dataset", min_values=1, max_values=1)
     async def pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
         self.stop()
-        await interaction.response.edit_message(content=f"Adding to **{select.values[0]}**…", view=None)
+        content = self.t("Adding to **{dataset}**…", dataset=select.values[0])
+        await interaction.response.edit_message(content=content, view=None)
         await ingest_attachments(interaction, select.values[0], self.files)
 
 
@@ -93,12 +94,12 @@ async def ingest_attachments(
     interaction: discord.Interaction, dataset: str, files: list[discord.Attachment]
 ) -> None:
     """Download, check, crop and tag the attachments, showing progress on the (deferred) answer."""
-    services = services_of(interaction)
+    services, t = services_of(interaction), messages(interaction.locale)
     limit = services.settings.max_file_mb
     too_big = [f for f in files if f.size > limit * 2**20]
     wanted = [f for f in files if f not in too_big]
     progress = ProgressLine(interaction)
-    progress.show(f"Downloading {len(wanted)} file(s)…")
+    progress.show(t("Downloading {n} file(s)…", n=len(wanted)))
     payload = list(
         zip([f.filename for f in wanted], await asyncio.gather(*(f.read() for f in wanted)), strict=True)
     )
@@ -109,23 +110,38 @@ async def ingest_attachments(
         except Exception as exc:  # the progress line ends with what happened, whatever it was
             await progress.finish()
             await interaction.edit_original_response(
-                content=stopped_line(exc, "Upload", "nothing was added"), embed=None
+                content=stopped_line(exc, N_("Upload"), N_("nothing was added"), t), embed=None
             )
             return
     await progress.finish()
-    skipped = [
-        f"{f.filename}: {f.size / 2**20:.1f} MB is over the {limit:g} MB limit per file" for f in too_big
-    ]
-    skipped += [f"{s.name}: {s.reason}" for s in report.skipped]
     info = await services.datasets.info(interaction.user.id, dataset)
+    embed = report_embed(dataset, report, too_big, limit, info, t)
+    await interaction.edit_original_response(content=None, embed=embed)
+
+
+def report_embed(
+    dataset: str, report: BatchReport, too_big: list[discord.Attachment], limit: float, info, t: Messages
+) -> discord.Embed:
+    """What an upload added and skipped (with why), in the member's language."""
+    skipped = [
+        t("{file}: {size} MB is over the {limit} MB limit per file",
+          file=f.filename, size=f"{f.size / 2**20:.1f}", limit=f"{limit:g}")
+        for f in too_big
+    ]  # fmt: skip
+    skipped += [f"{s.name}: {said(s.reason, t)}" for s in report.skipped]
     embed = discord.Embed(
-        title=f"📥 {dataset}: added {len(report.added)} image(s)",
+        title="📥 " + t("{dataset}: added {n} image(s)", dataset=dataset, n=len(report.added)),
         color=discord.Color.green() if report.added else discord.Color.orange(),
-        description=f"The dataset now has **{info.images}** images and {info.tags} distinct tags.",
+        description=t(
+            "The dataset now has **{images}** images and {tags} distinct tags.",
+            images=info.images,
+            tags=info.tags,
+        ),
     )
     if skipped:
-        embed.add_field(name=f"Skipped {len(skipped)}", value="\n".join(skipped)[:1024], inline=False)
+        embed.add_field(name=t("Skipped {n}", n=len(skipped)), value="\n".join(skipped)[:1024], inline=False)
     if report.warnings:
-        embed.add_field(name="Warnings", value="\n".join(report.warnings)[:1024], inline=False)
-    embed.set_footer(text="Next: /tags view to check the tags, then /train")
-    await interaction.edit_original_response(content=None, embed=embed)
+        warnings = "\n".join(said(w, t) for w in report.warnings)
+        embed.add_field(name=t("Warnings"), value=warnings[:1024], inline=False)
+    embed.set_footer(text=t("Next: /tags view to check the tags, then /train"))
+    return embed

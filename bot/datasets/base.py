@@ -29,7 +29,9 @@ class ServiceBase:
     async def get(self, owner_id: int, name: str) -> repo.DatasetRow:
         dataset = await repo.get_dataset(self.conn, owner_id, dataset_name(name))
         if dataset is None:
-            raise ServiceError(f"you have no dataset named '{name}' (see your datasets with /dataset list)")
+            raise ServiceError(
+                "you have no dataset named '{name}' (see your datasets with /dataset list)", name=name
+            )
         return dataset
 
     def folder(self, dataset: repo.DatasetRow) -> Path:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from db import datasets as repo
 from db.database import transaction
 
+from ..i18n import N_
 from . import captions as cap
 from .base import ServiceBase
 from .rules import (
@@ -24,7 +25,7 @@ from .rules import (
     parse_crop,
 )
 
-NOTHING = "say what to change: a new name, trigger, threshold, tagger, crop mode or crop size"
+NOTHING = N_("say what to change: a new name, trigger, threshold, tagger, crop mode or crop size")
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,13 @@ class DatasetChanges(ServiceBase):
             raise ServiceError(NOTHING)
         fields = self._new_settings(dataset, new_name, trigger, threshold, tagger, crop_mode, crop_size)
         if not fields:
-            raise ServiceError(f"'{dataset.name}' has those settings already: nothing was changed")
+            raise ServiceError("'{name}' has those settings already: nothing was changed", name=dataset.name)
         async with self._lock(dataset.id):  # a new trigger never meets an upload or re-tag half done
             try:
                 async with transaction(self.conn):
                     before = await repo.get_dataset_by_id(self.conn, dataset.id)
                     if before is None:
-                        raise ServiceError(f"dataset '{dataset.name}' was just deleted")
+                        raise ServiceError("dataset '{name}' was just deleted", name=dataset.name)
                     after = await repo.update_dataset(self.conn, dataset.id, **fields)
                     rewritten = 0
                     if after.trigger_word != before.trigger_word:
@@ -75,7 +76,8 @@ class DatasetChanges(ServiceBase):
                         )
             except sqlite3.IntegrityError:
                 raise ServiceError(
-                    f"you already have a dataset named '{fields['name']}': pick another name; nothing was changed"
+                    "you already have a dataset named '{name}': pick another name; nothing was changed",
+                    name=fields["name"],
                 ) from None
         return SettingsChange(before, after, rewritten, await repo.count_images(self.conn, dataset.id))
 

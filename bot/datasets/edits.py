@@ -10,14 +10,24 @@ from dataclasses import dataclass
 from db import datasets as repo
 from db.database import transaction
 
+from ..i18n import N_
 from . import captions as cap
 from .base import ServiceBase
+from .phrases import Phrase
 from .rules import ServiceError
+
+#: What an edit is called in the undo history: stored in English, said again in the member's language.
+REMOVED = N_("remove {tags}")
+ADDED = N_("add {tags}")
+REPLACED = N_("replace {old} with {new}")
+CAPTION = N_("caption of image {image}")
+RETAGGED = N_("re-tag with {tagger} at {threshold}")
+EDIT_NAMES = (REMOVED, ADDED, REPLACED, CAPTION, RETAGGED)
 
 
 @dataclass(frozen=True)
 class EditResult:
-    description: str
+    description: str  # a Phrase ("add a, b"): said in the member's language
     changed: int
 
 
@@ -41,16 +51,18 @@ class CaptionEdits(ServiceBase):
         dataset = await self.get(owner_id, name)
         wanted = clean_tags(tags)
         if dataset.trigger_word in wanted:
-            raise ServiceError(f"'{dataset.trigger_word}' is the trigger word and stays on every image")
+            raise ServiceError(
+                "'{tag}' is the trigger word and stays on every image", tag=dataset.trigger_word
+            )
         images = await self._edit_targets(dataset, image_id)
         present = {t for i in images for t in cap.split_tags(i.caption)}
         unknown = [t for t in wanted if t not in present]
         if unknown:
             raise ServiceError(
-                f"no such tag here: {', '.join(unknown)} (see /tags view); nothing was changed"
+                "no such tag here: {tags} (see /tags view); nothing was changed", tags=", ".join(unknown)
             )
         edit = lambda c: cap.remove_tags(c, set(wanted), dataset.trigger_word)  # noqa: E731
-        return await self._apply(dataset, images, edit, f"remove {', '.join(wanted)}")
+        return await self._apply(dataset, images, edit, Phrase(REMOVED, tags=", ".join(wanted)))
 
     async def add_tags(
         self, owner_id: int, name: str, tags: list[str], image_id: int | None = None
@@ -59,7 +71,7 @@ class CaptionEdits(ServiceBase):
         wanted = clean_tags(tags)
         images = await self._edit_targets(dataset, image_id)
         edit = lambda c: cap.add_tags(c, wanted, dataset.trigger_word)  # noqa: E731
-        return await self._apply(dataset, images, edit, f"add {', '.join(wanted)}")
+        return await self._apply(dataset, images, edit, Phrase(ADDED, tags=", ".join(wanted)))
 
     async def replace_tag(
         self, owner_id: int, name: str, old: str, new: str, image_id: int | None = None
@@ -71,13 +83,13 @@ class CaptionEdits(ServiceBase):
         old, new = olds[0], news[0]
         if old == dataset.trigger_word:
             raise ServiceError(
-                f"'{old}' is the trigger word; to change it, use /dataset edit with a new trigger"
+                "'{tag}' is the trigger word; to change it, use /dataset edit with a new trigger", tag=old
             )
         images = await self._edit_targets(dataset, image_id)
         if not any(old in cap.split_tags(i.caption) for i in images):
-            raise ServiceError(f"no such tag here: {old}; nothing was changed")
+            raise ServiceError("no such tag here: {tag}; nothing was changed", tag=old)
         return await self._apply(
-            dataset, images, lambda c: cap.replace_tag(c, old, new), f"replace {old} with {new}"
+            dataset, images, lambda c: cap.replace_tag(c, old, new), Phrase(REPLACED, old=old, new=new)
         )
 
     async def set_caption(
@@ -92,21 +104,23 @@ class CaptionEdits(ServiceBase):
             raise ServiceError("a caption needs at least one tag: nothing was changed")
         if len(text) > cap.MAX_CAPTION_CHARS:
             raise ServiceError(
-                f"that caption is {len(text)} characters, over the {cap.MAX_CAPTION_CHARS} limit: "
-                "shorten it (the trainer reads at most 225 tokens anyway); nothing was changed"
-            )
+                "that caption is {length} characters, over the {limit} limit: "
+                "shorten it (the trainer reads at most 225 tokens anyway); nothing was changed",
+                length=len(text), limit=cap.MAX_CAPTION_CHARS,
+            )  # fmt: skip
         images = await self._edit_targets(dataset, image_id)
         caption = cap.trigger_first(text, dataset.trigger_word)
 
         def edit(current: str) -> str:  # runs inside the write transaction: checks what is stored now
             if expected is not None and current != expected:
                 raise ServiceError(
-                    f"the caption of image {image_id} changed since you opened it (another edit): "
-                    "open it again; nothing was changed"
+                    "the caption of image {image} changed since you opened it (another edit): "
+                    "open it again; nothing was changed",
+                    image=image_id,
                 )
             return caption
 
-        result = await self._apply(dataset, images, edit, f"caption of image {image_id}")
+        result = await self._apply(dataset, images, edit, Phrase(CAPTION, image=image_id))
         moved = typed[0] != dataset.trigger_word
         return CaptionSaved(image_id, caption, result.changed > 0, moved)
 
@@ -116,7 +130,7 @@ class CaptionEdits(ServiceBase):
             undone = await repo.undo_last_edit(self.conn, dataset.id)
         if undone is None:
             raise ServiceError("there is no tag edit to undo")
-        return EditResult(f"undid: {undone[0]}", undone[1])
+        return EditResult(Phrase(N_("undid: {edit}"), edit=Phrase.parse(undone[0], EDIT_NAMES)), undone[1])
 
     async def _edit_targets(self, dataset: repo.DatasetRow, image_id: int | None) -> list[repo.ImageRow]:
         images = await repo.list_images(self.conn, dataset.id)
@@ -124,7 +138,7 @@ class CaptionEdits(ServiceBase):
             return images
         chosen = [i for i in images if i.id == image_id]
         if not chosen:
-            raise ServiceError(f"image {image_id} is not in dataset '{dataset.name}'")
+            raise ServiceError("image {image} is not in dataset '{name}'", image=image_id, name=dataset.name)
         return chosen
 
     async def _apply(
@@ -140,7 +154,7 @@ class CaptionEdits(ServiceBase):
             current = [i for i in await repo.list_images(self.conn, dataset.id) if i.id in wanted]
             changes = {i.id: (i.caption, new) for i in current if (new := edit(i.caption)) != i.caption}
             if changes:
-                await repo.record_caption_edit(self.conn, dataset.id, description, changes)
+                await repo.record_caption_edit(self.conn, dataset.id, str(description), changes)
         return EditResult(description, len(changes))
 
 

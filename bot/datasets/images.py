@@ -21,10 +21,13 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, ImageStat, UnidentifiedImageError
 
+from ..i18n import N_
+from .phrases import Phrase
+
 # A cut-off upload must be reported, never padded with grey (this is Pillow's default; we rely on it).
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-NOT_AN_IMAGE = "not an image (PIL cannot read it): upload PNG, JPEG, WEBP, BMP or GIF"
+NOT_AN_IMAGE = Phrase(N_("not an image (PIL cannot read it): upload PNG, JPEG, WEBP, BMP or GIF"))
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
 # Formats whose loading runs an external program (EPS runs Ghostscript): never loaded from uploads.
 UNSAFE_FORMATS = frozenset({"EPS"})
@@ -69,17 +72,21 @@ class DecodedImage:
 @dataclass
 class Skipped:
     name: str
-    reason: str  # short, and says what the person can do
+    reason: str  # short, and says what the person can do (a Phrase: said in the member's language)
 
 
 def megabytes(size: int) -> str:
     return f"{size / 2**20:.1f} MB" if size % 2**20 else f"{size // 2**20} MB"
 
 
-def too_big_reason(size: int, limit: int) -> str:
-    return (
-        f"the file is {megabytes(size)}, over the {megabytes(limit)} limit per file: "
-        "upload a smaller file (downscale the image, or split the zip)"
+def too_big_reason(size: int, limit: int) -> Phrase:
+    return Phrase(
+        N_(
+            "the file is {size}, over the {limit} limit per file: "
+            "upload a smaller file (downscale the image, or split the zip)"
+        ),
+        size=megabytes(size),
+        limit=megabytes(limit),
     )
 
 
@@ -90,7 +97,7 @@ def is_zip(data: bytes) -> bool:
 def decode_image(name: str, data: bytes, limits: Limits) -> DecodedImage | Skipped:
     """Decode, check and normalize one file; any problem with it comes back as a :class:`Skipped`."""
     if not data:
-        return Skipped(name, "the file is empty: upload it again")
+        return Skipped(name, Phrase(N_("the file is empty: upload it again")))
     if len(data) > limits.max_file_bytes:
         return Skipped(name, too_big_reason(len(data), limits.max_file_bytes))
     opened = _open_checked(name, data, limits)
@@ -101,7 +108,10 @@ def decode_image(name: str, data: bytes, limits: Limits) -> DecodedImage | Skipp
     except (ValueError, OSError):  # a color mode PIL cannot convert (LAB, odd TIFF layouts)
         return Skipped(
             name,
-            f"its color mode {opened.mode} cannot be converted to RGB: export it as an 8-bit PNG or JPEG",
+            Phrase(
+                N_("its color mode {mode} cannot be converted to RGB: export it as an 8-bit PNG or JPEG"),
+                mode=opened.mode,
+            ),
         )
     rgb.info = {}  # drop ICC/EXIF of the source: the pixels are now plain RGB, upright
     return DecodedImage(name, rgb, None, _pixels_sha256(rgb), perceptual_hash(rgb))
@@ -130,10 +140,22 @@ def expand_upload(
     return [result], []
 
 
-def _pixels_reason(size: tuple[int, int] | None, limits: Limits) -> str:
-    limit = f"{limits.max_pixels / 1e6:g} megapixel limit"
-    what = f"{size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.0f} megapixels)" if size else "far too large"
-    return f"the image is {what}, over the {limit}: downscale it and upload it again"
+def _pixels_reason(size: tuple[int, int] | None, limits: Limits) -> Phrase:
+    limit = f"{limits.max_pixels / 1e6:g}"
+    if size is None:
+        return Phrase(
+            N_(
+                "the image is far too large, over the {limit} megapixel limit: downscale it and upload it again"
+            ),
+            limit=limit,
+        )
+    return Phrase(
+        N_(
+            "the image is {width}x{height} ({megapixels} megapixels), over the {limit} megapixel limit: "
+            "downscale it and upload it again"
+        ),
+        width=size[0], height=size[1], megapixels=f"{size[0] * size[1] / 1e6:.0f}", limit=limit,
+    )  # fmt: skip
 
 
 def _open_checked(name: str, data: bytes, limits: Limits) -> Image.Image | Skipped:
@@ -147,7 +169,8 @@ def _open_checked(name: str, data: bytes, limits: Limits) -> Image.Image | Skipp
     except Exception as exc:  # plugins raise SyntaxError, struct.error, ValueError... on broken headers
         return Skipped(name, _damaged_reason(exc))
     if image.format in UNSAFE_FORMATS:
-        return Skipped(name, f"{image.format} files are not opened for safety: export it as PNG or JPEG")
+        reason = N_("{format} files are not opened for safety: export it as PNG or JPEG")
+        return Skipped(name, Phrase(reason, format=image.format))
     width, height = image.size
     if width * height > limits.max_pixels:
         return Skipped(name, _pixels_reason((width, height), limits))
@@ -158,9 +181,12 @@ def _open_checked(name: str, data: bytes, limits: Limits) -> Image.Image | Skipp
     return image
 
 
-def _damaged_reason(exc: BaseException) -> str:
+def _damaged_reason(exc: BaseException) -> Phrase:
     detail = str(exc).split("\n")[0][:80] or type(exc).__name__
-    return f"the image is damaged or cut off ({detail}): export it again or upload the original file"
+    return Phrase(
+        N_("the image is damaged or cut off ({detail}): export it again or upload the original file"),
+        detail=detail,
+    )
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -258,7 +284,10 @@ def parse_size(text: str) -> tuple[int, int]:
     match = _SIZE_RE.fullmatch(text or "")
     if match is None:
         raise ValueError(
-            f"crop size {text!r} is not understood: give one number (512) or width x height (832x1216)"
+            Phrase(
+                N_("crop size {size} is not understood: give one number (512) or width x height (832x1216)"),
+                size=repr(text),
+            )
         )
     width = int(match[1])
     height = int(match[2] or match[1])
@@ -266,8 +295,17 @@ def parse_size(text: str) -> tuple[int, int]:
         return width, height
     nearest = [min(MAX_SIDE, max(MIN_SIDE, round(side / SIZE_STEP) * SIZE_STEP)) for side in (width, height)]
     raise ValueError(
-        f"crop size {width}x{height} is not allowed: each side must be a multiple of {SIZE_STEP} "
-        f"between {MIN_SIDE} and {MAX_SIDE} (nearest allowed: {nearest[0]}x{nearest[1]})"
+        Phrase(
+            N_(
+                "crop size {size} is not allowed: each side must be a multiple of {step} "
+                "between {low} and {high} (nearest allowed: {nearest})"
+            ),
+            size=f"{width}x{height}",
+            step=SIZE_STEP,
+            low=MIN_SIDE,
+            high=MAX_SIDE,
+            nearest=f"{nearest[0]}x{nearest[1]}",
+        )  # fmt: skip
     )
 
 

@@ -28,6 +28,7 @@ import aiosqlite
 from db import datasets as repo
 from db.database import transaction
 
+from ..i18n import N_
 from . import captions as cap
 from .images import (
     DecodedImage,
@@ -38,8 +39,10 @@ from .images import (
     expand_upload,
     is_near_duplicate,
 )
+from .phrases import Phrase
 
 Progress = Callable[[str, int, int], None]
+DUPLICATE = Phrase(N_("a duplicate of an image already in the dataset"))
 
 
 class Caption(NamedTuple):
@@ -56,7 +59,7 @@ class DatasetGone(Exception):
 class BatchReport:
     added: list[str] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # Phrases: said in the member's language
 
     def summary(self) -> str:
         lines = [f"added {len(self.added)}, skipped {len(self.skipped)}"]
@@ -89,26 +92,30 @@ class Intake:
         size = (self.dataset.crop_width, self.dataset.crop_height)
         image.image, upscaled = crop_image(image.image, self.dataset.crop_mode, size)
         if upscaled:
-            self.report.warnings.append(
-                f"{image.name} is smaller than {size[0]}x{size[1]} and was upscaled: a larger picture trains better"
-            )
+            warning = N_("{name} is smaller than {size} and was upscaled: a larger picture trains better")
+            self.report.warnings.append(Phrase(warning, name=image.name, size=f"{size[0]}x{size[1]}"))
         self.seen_sha[image.sha256] = image.name
         self.seen_hash.append((image.phash, image.name))
         self.accepted.append(image)
 
     def _refusal(self, image: DecodedImage) -> str | None:
         if image.sha256 in self.seen_sha:
-            return f"the same picture as {self.seen_sha[image.sha256]}, already in"
+            return Phrase(N_("the same picture as {name}, already in"), name=self.seen_sha[image.sha256])
         near = next((n for h, n in self.seen_hash if is_near_duplicate(h, image.phash)), None)
         if near is not None:
-            return f"looks the same as {near} (near-duplicate); keep one"
+            return Phrase(N_("looks the same as {name} (near-duplicate); keep one"), name=near)
         if len(self.existing) + len(self.accepted) >= self.limit:
             return full_reason(self.limit)
         return None
 
 
-def full_reason(limit: int) -> str:
-    return f"the dataset is full ({limit} images): remove some with /dataset remove-images first"
+def full_reason(limit: int) -> Phrase:
+    return Phrase(
+        N_(
+            "the dataset is full ({limit} images): delete some first (Delete image, on their pages in /tags view)"
+        ),
+        limit=limit,
+    )
 
 
 def decode_batch(
@@ -187,7 +194,7 @@ async def _insert_checked(
             twin = await repo.image_by_sha256(
                 conn, dataset_id, row.sha256
             )  # the unique index has the last word
-            reason = _duplicate_reason(twin) if twin else "a duplicate of an image already in the dataset"
+            reason = _duplicate_reason(twin) if twin else DUPLICATE
         if reason is None:
             count += 1
         else:
@@ -201,14 +208,20 @@ def _late_refusal(row: repo.NewImage, since: list[repo.ImageRow], count: int, li
         return _duplicate_reason(twin)
     near = next((i for i in since if is_near_duplicate(i.phash, row.phash)), None)
     if near is not None:
-        return f"looks the same as image {near.id} ({near.original_name}) (near-duplicate); keep one"
+        return Phrase(
+            N_("looks the same as image {id} ({name}) (near-duplicate); keep one"),
+            id=near.id,
+            name=near.original_name,
+        )
     if count >= limit:
         return full_reason(limit)
     return None
 
 
-def _duplicate_reason(twin: repo.ImageRow) -> str:
-    return f"a duplicate of image {twin.id} ({twin.original_name}), already in the dataset"
+def _duplicate_reason(twin: repo.ImageRow) -> Phrase:
+    return Phrase(
+        N_("a duplicate of image {id} ({name}), already in the dataset"), id=twin.id, name=twin.original_name
+    )
 
 
 def write_pngs(folder: Path, names: list[str], images: list[DecodedImage]) -> list[Path]:

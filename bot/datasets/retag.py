@@ -20,7 +20,9 @@ from db.database import transaction
 
 from . import ingest
 from .base import ServiceBase
+from .edits import RETAGGED
 from .ingest import Progress
+from .phrases import Phrase
 from .rules import ServiceError, check_tagger, check_threshold
 from .taggers import TaggerProvider
 
@@ -47,7 +49,7 @@ class RetagPlan:
 
 @dataclass(frozen=True)
 class RetagResult:
-    description: str
+    description: str  # a Phrase: said in the member's language
     tagged: int
     changed: int  # captions that came out different
     kept: int  # the member's own captions left alone (keep_own)
@@ -107,7 +109,7 @@ class Retagging(ServiceBase):
                 )  # fmt: skip
             tagged = {i.id: r for i, r in zip(targets, results, strict=True) if r is not None}
             saves = _saves(dataset, image_ids, tagger, threshold)
-            description = f"re-tag with {tagger} at {threshold:g}"
+            description = Phrase(RETAGGED, tagger=tagger, threshold=f"{threshold:g}")
             new = (tagger, threshold) if saves else None
             changed = await self._store_retag(dataset.id, tagged, description, keep_own, new)
         unreadable = [i.original_name for i, r in zip(targets, results, strict=True) if r is None]
@@ -124,7 +126,7 @@ class Retagging(ServiceBase):
     ) -> list[repo.ImageRow]:
         images = await repo.list_images(self.conn, dataset.id)
         if not images:
-            raise ServiceError(f"dataset '{dataset.name}' has no images yet: upload some first")
+            raise ServiceError("dataset '{name}' has no images yet: upload some first", name=dataset.name)
         if image_ids is None:
             return images
         if not image_ids:
@@ -132,9 +134,10 @@ class Retagging(ServiceBase):
         unknown = sorted(set(image_ids) - {i.id for i in images})
         if unknown:
             raise ServiceError(
-                f"no image {', '.join(map(str, unknown))} in dataset '{dataset.name}' "
-                "(the ids are on the image pages of /tags view); nothing was re-tagged"
-            )
+                "no image {ids} in dataset '{name}' (the ids are on the image pages of /tags view); "
+                "nothing was re-tagged",
+                ids=", ".join(map(str, unknown)), name=dataset.name,
+            )  # fmt: skip
         return [i for i in images if i.id in set(image_ids)]
 
     async def _store_retag(
@@ -159,7 +162,9 @@ class Retagging(ServiceBase):
                 if captions[i.id][0] != i.caption or i.caption_source != "tagger"
             }
             if changes:
-                await repo.record_caption_edit(self.conn, dataset_id, description, changes, source="tagger")
+                await repo.record_caption_edit(
+                    self.conn, dataset_id, str(description), changes, source="tagger"
+                )
             await repo.set_ratings(self.conn, dataset_id, {k: rating for k, (_c, rating) in captions.items()})
             if new is not None:
                 await repo.update_dataset(self.conn, dataset_id, tagger=new[0], general_threshold=new[1])
@@ -178,7 +183,7 @@ def tagger_errors() -> Iterator[None]:
     try:
         yield
     except TaggerError as exc:
-        raise ServiceError(f"the tagger is not available ({exc}); ask the operator") from None
+        raise ServiceError("the tagger is not available ({why}); ask the operator", why=exc) from None
 
 
 def tag_files(
@@ -224,6 +229,7 @@ def parse_image_ids(text: str | None) -> list[int] | None:
         return list(dict.fromkeys(int(part) for part in text.replace(",", " ").split()))
     except ValueError:
         raise ServiceError(
-            f"'{text[:40]}' is not a list of image ids: type ids such as 3, 5, 8 (on the image pages "
-            "of /tags view), or leave it empty for every image"
+            "'{text}' is not a list of image ids: type ids such as 3, 5, 8 (on the image pages "
+            "of /tags view), or leave it empty for every image",
+            text=text[:40],
         ) from None

@@ -19,6 +19,16 @@ MAX_TRIGGER_CHARS = 64
 class ServiceError(MemberError):
     """A request that cannot be done; the message is for the member."""
 
+    @classmethod
+    def of(cls, error: BaseException) -> ServiceError:
+        """``error`` as a ServiceError: its message id and values when it has them (a member error,
+        a :class:`~.phrases.Phrase`), else its text."""
+        for source in (error, *error.args[:1]):
+            msgid, values = getattr(source, "msgid", None), getattr(source, "values", None)
+            if isinstance(msgid, str) and isinstance(values, dict):
+                return cls(msgid, **values)
+        return cls(str(error))
+
 
 def dataset_name(text: str) -> str:
     """A typed name as stored: stripped and in Unicode NFC, so "été" typed either way is one name."""
@@ -54,21 +64,27 @@ def check_trigger(trigger: str) -> str:
 
 def check_crop_mode(crop_mode: str) -> str:
     if crop_mode not in CROP_MODES:
-        raise ServiceError(f"crop mode must be one of {', '.join(CROP_MODES)}")
+        raise ServiceError("crop mode must be one of {modes}", modes=", ".join(CROP_MODES))
     return crop_mode
 
 
 def check_tagger(settings: Settings, tagger: str) -> str:
     choices = settings.tagger_choices()
     if tagger not in choices:  # members pick from the operator's list, never a path or repo of their own
-        raise ServiceError(f"unknown tagger '{tagger}': choose one of {', '.join(choices)}")
+        raise ServiceError(
+            "unknown tagger '{tagger}': choose one of {choices}", tagger=tagger, choices=", ".join(choices)
+        )
     return tagger
 
 
-def check_threshold(value: float, label: str = "threshold") -> float:
-    if not 0 < value < 1:
-        raise ServiceError(f"the {label} must be between 0 and 1 (e.g. 0.35), not {value}")
-    return value
+def check_threshold(value: float, *, character: bool = False) -> float:
+    if 0 < value < 1:
+        return value
+    if character:
+        raise ServiceError(
+            "the character threshold must be between 0 and 1 (e.g. 0.35), not {value}", value=value
+        )
+    raise ServiceError("the threshold must be between 0 and 1 (e.g. 0.35), not {value}", value=value)
 
 
 def crop_size(text: str | None, family: str) -> tuple[int, int]:
@@ -83,4 +99,4 @@ def parse_crop(text: str) -> tuple[int, int]:
     try:
         return parse_size(text)
     except ValueError as exc:
-        raise ServiceError(str(exc)) from None
+        raise ServiceError.of(exc) from None

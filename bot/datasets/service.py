@@ -22,6 +22,8 @@ from pathlib import Path
 from db import datasets as repo
 from db.database import DatabaseFull, is_disk_full, transaction
 
+from ..i18n import N_
+from ..registry import RegistryError
 from . import captions as cap
 from . import ingest, rules
 from .changes import DatasetChanges, SettingsChange
@@ -41,19 +43,21 @@ SWEEP_AGE_S = 3600
 class DiskFull(ServiceError):
     """The server's disk (or the database file) is full: the request stored nothing."""
 
-    def __init__(self, message: str = "the server ran out of disk space"):
-        super().__init__(message)
+    def __init__(self, message: str = N_("the server ran out of disk space"), /, **values: object):
+        super().__init__(message, **values)
 
 
 @contextmanager
-def _out_of_space(outcome: str) -> Iterator[None]:
+def _out_of_space(outcome: ServiceError) -> Iterator[None]:
     """A full disk (ENOSPC, SQLITE_FULL) inside the block becomes :class:`DiskFull`, saying ``outcome``."""
     try:
         yield
     except (OSError, sqlite3.OperationalError, DatabaseFull) as exc:
         if not is_disk_full(exc):
             raise
-        raise DiskFull(f"the server ran out of disk space; {outcome}. Tell the operator") from exc
+        raise DiskFull(
+            N_("the server ran out of disk space; {outcome}. Tell the operator"), outcome=outcome
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -93,13 +97,13 @@ class DatasetService(CaptionEdits, Retagging, DatasetChanges):
         check_tagger(self.settings, tagger)
         try:
             family = self.registry.family(base_model)
-        except (ValueError, RuntimeError) as exc:  # unknown key, or a model whose family cannot be read
-            raise ServiceError(str(exc)) from None
+        except RegistryError as exc:  # unknown key, or a model whose family cannot be read
+            raise ServiceError.of(exc) from None
         width, height = rules.crop_size(crop_size, family)
         gth = general_threshold if general_threshold is not None else self.settings.general_threshold
         cth = character_threshold if character_threshold is not None else self.settings.character_threshold
         check_threshold(gth)
-        check_threshold(cth, "character threshold")
+        check_threshold(cth, character=True)
         try:
             async with transaction(self.conn):
                 return await repo.insert_dataset(
@@ -108,7 +112,9 @@ class DatasetService(CaptionEdits, Retagging, DatasetChanges):
                     general_threshold=gth, character_threshold=cth,
                 )  # fmt: skip
         except sqlite3.IntegrityError:
-            raise ServiceError(f"you already have a dataset named '{name}': pick another name") from None
+            raise ServiceError(
+                "you already have a dataset named '{name}': pick another name", name=name
+            ) from None
 
     async def list(self, owner_id: int) -> list[tuple[repo.DatasetRow, int]]:
         return await repo.list_datasets(self.conn, owner_id)
@@ -141,7 +147,7 @@ class DatasetService(CaptionEdits, Retagging, DatasetChanges):
         notify = ingest.threadsafe(progress)
         report = BatchReport()
         limit = self.settings.max_images_per_dataset
-        with _out_of_space("nothing was added"):
+        with _out_of_space(ServiceError("nothing was added")):
             async with self._lock(dataset.id):  # this process's uploads to it take turns
                 existing = await repo.list_images(self.conn, dataset.id)
                 folder = self.folder(dataset)
@@ -156,7 +162,9 @@ class DatasetService(CaptionEdits, Retagging, DatasetChanges):
                         frozenset(i.id for i in existing),
                     )  # fmt: skip
                 except ingest.DatasetGone:
-                    raise ServiceError(f"dataset '{dataset.name}' was deleted during the upload") from None
+                    raise ServiceError(
+                        "dataset '{name}' was deleted during the upload", name=dataset.name
+                    ) from None
         report.added += added
         report.skipped += refused
         return report
@@ -192,8 +200,11 @@ class DatasetService(CaptionEdits, Retagging, DatasetChanges):
                 known = {i.id for i in await repo.list_images(self.conn, dataset.id)}
                 unknown = sorted(set(image_ids) - known)
                 if unknown:
-                    ids = ", ".join(map(str, unknown))
-                    raise ServiceError(f"no image {ids} in dataset '{dataset.name}'; nothing was removed")
+                    raise ServiceError(
+                        "no image {ids} in dataset '{name}'; nothing was removed",
+                        ids=", ".join(map(str, unknown)),
+                        name=dataset.name,
+                    )
                 names = await repo.delete_images(self.conn, dataset.id, sorted(set(image_ids)))
             for file_name in names:
                 (self.folder(dataset) / file_name).unlink(missing_ok=True)
@@ -211,14 +222,16 @@ class DatasetService(CaptionEdits, Retagging, DatasetChanges):
         dataset = await self.get(owner_id, name)
         images = await repo.list_images(self.conn, dataset.id)
         if not images:
-            raise ServiceError(f"dataset '{dataset.name}' has no images yet: upload some first")
+            raise ServiceError("dataset '{name}' has no images yet: upload some first", name=dataset.name)
         out = Path(out_dir)
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise ServiceError(f"{out} is not an empty folder: export into a new folder")
+            raise ServiceError("{folder} is not an empty folder: export into a new folder", folder=out)
         try:
             await asyncio.to_thread(_export_files, self.folder(dataset), out, images)
         except OSError as exc:
-            raise ServiceError(f"cannot write to {out}: {exc.strerror or exc}") from None
+            raise ServiceError(
+                "cannot write to {folder}: {why}", folder=out, why=exc.strerror or exc
+            ) from None
         return out
 
 

@@ -17,7 +17,9 @@ import zipfile
 import zlib
 from zipfile import ZipFile, ZipInfo
 
+from ..i18n import N_
 from .images import DecodedImage, Limits, Skipped, Transform, decode_image, is_zip, megabytes, too_big_reason
+from .phrases import Phrase
 
 # Deflate peaks near 1032:1 (long runs of one byte). Flat illustrations saved as BMP can pass 200:1, so
 # only the extreme is refused here; the per-file and per-zip caps enforced while reading are the real guard.
@@ -29,9 +31,19 @@ CAPTION_SUFFIX = ".txt"
 IGNORED_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini"})
 IGNORE = ""  # a triage result: leave the entry out without a word (folders, dotfiles, OS clutter)
 
-CORRUPT_ZIP = "not a readable zip (damaged, or not a zip at all): zip the images again and upload it"
-NO_IMAGES = "the zip holds no images"
-NESTED_ZIP = "zips inside zips are not opened: upload it separately"
+CORRUPT_ZIP = Phrase(
+    N_("not a readable zip (damaged, or not a zip at all): zip the images again and upload it")
+)
+NO_IMAGES = Phrase(N_("the zip holds no images"))
+NESTED_ZIP = Phrase(N_("zips inside zips are not opened: upload it separately"))
+NOT_UTF8 = Phrase(N_("the caption is not UTF-8 text: save it as UTF-8 and upload again"))
+SYMLINK = Phrase(N_("it is a symbolic link, not a file: put the image itself in the zip"))
+NOT_A_FILE = Phrase(N_("it is not a regular file: put only images and .txt captions in the zip"))
+PASSWORD = Phrase(N_("it is password-protected: zip it again without a password"))
+OVER_BUDGET = Phrase(N_("the zip unpacks to more than its limit in all: split it into smaller zips"))
+UNSUPPORTED = Phrase(
+    N_("its compression method is not supported: zip it again with standard (deflate) compression")
+)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -63,9 +75,17 @@ def expand_zip(
     return images, skipped
 
 
-def _too_many_entries(count: int | None, limits: Limits) -> str:
-    what = f"{count} entries" if count is not None else "too long a file list"
-    return f"the zip has {what}, over the {limits.max_zip_entries}-entry limit: split it into smaller zips"
+def _too_many_entries(count: int | None, limits: Limits) -> Phrase:
+    if count is None:
+        return Phrase(
+            N_("the zip has too long a file list, over the {limit}-entry limit: split it into smaller zips"),
+            limit=limits.max_zip_entries,
+        )
+    return Phrase(
+        N_("the zip has {count} entries, over the {limit}-entry limit: split it into smaller zips"),
+        count=count,
+        limit=limits.max_zip_entries,
+    )
 
 
 def _directory_problem(data: bytes, limits: Limits) -> str | None:
@@ -86,9 +106,10 @@ def _contents_problem(entries: list[ZipInfo], limits: Limits) -> str | None:
         return _too_many_entries(len(entries), limits)
     declared = sum(info.file_size for info in entries)
     if declared > limits.max_zip_total_bytes:
-        return (
-            f"the zip unpacks to {megabytes(declared)}, over the {megabytes(limits.max_zip_total_bytes)} "
-            "limit for one zip: split it into smaller zips"
+        return Phrase(
+            N_("the zip unpacks to {size}, over the {limit} limit for one zip: split it into smaller zips"),
+            size=megabytes(declared),
+            limit=megabytes(limits.max_zip_total_bytes),
         )
     return None
 
@@ -148,9 +169,7 @@ def _attach_captions(
         except UnicodeDecodeError:
             if label not in reported:
                 reported.add(label)
-                skipped.append(
-                    Skipped(label, "the caption is not UTF-8 text: save it as UTF-8 and upload again")
-                )
+                skipped.append(Skipped(label, NOT_UTF8))
     return skipped
 
 
@@ -158,7 +177,10 @@ def _triage(info: ZipInfo, limits: Limits) -> str | None:
     """A skip reason for an entry, IGNORE to leave it out silently, or None to read it."""
     unsafe = _unsafe_path(info.filename)
     if unsafe is not None:
-        return f"unsafe path in the zip ({unsafe}): zip the folder's files again with a standard zip tool"
+        return Phrase(
+            N_("unsafe path in the zip ({why}): zip the folder's files again with a standard zip tool"),
+            why=unsafe,
+        )
     parts = [part for part in info.filename.split("/") if part not in ("", ".")]
     if info.is_dir() or not parts or any(p.startswith(".") or p.lower() in IGNORED_NAMES for p in parts):
         return IGNORE
@@ -166,33 +188,34 @@ def _triage(info: ZipInfo, limits: Limits) -> str | None:
     if kind == stat.S_IFDIR:
         return IGNORE
     if kind == stat.S_IFLNK:
-        return "it is a symbolic link, not a file: put the image itself in the zip"
+        return SYMLINK
     if kind not in (0, stat.S_IFREG):
-        return "it is not a regular file: put only images and .txt captions in the zip"
+        return NOT_A_FILE
     if info.filename.lower().endswith(".zip"):
         return NESTED_ZIP
     if info.flag_bits & 0x1:
-        return "it is password-protected: zip it again without a password"
+        return PASSWORD
     return _size_problem(info, limits)
 
 
-def _unsafe_path(filename: str) -> str | None:
+def _unsafe_path(filename: str) -> Phrase | None:
     if "\\" in filename:
-        return "a backslash in the path"
+        return Phrase(N_("a backslash in the path"))
     if filename.startswith("/"):
-        return "an absolute path"
+        return Phrase(N_("an absolute path"))
     if _DRIVE.match(filename):
-        return "a drive letter in the path"
+        return Phrase(N_("a drive letter in the path"))
     if ".." in filename.split("/"):
-        return "'..' climbs out of the folder"
+        return Phrase(N_("'..' climbs out of the folder"))
     return None
 
 
 def _size_problem(info: ZipInfo, limits: Limits) -> str | None:
     if info.file_size > limits.max_file_bytes:
-        return (
-            f"it unpacks to {megabytes(info.file_size)}, over the {megabytes(limits.max_file_bytes)} "
-            "limit per file: downscale it or save it as JPEG/PNG"
+        return Phrase(
+            N_("it unpacks to {size}, over the {limit} limit per file: downscale it or save it as JPEG/PNG"),
+            size=megabytes(info.file_size),
+            limit=megabytes(limits.max_file_bytes),
         )
     if _bomb_ratio(info.file_size, info.compress_size):
         return _bomb_reason(info.file_size, info.compress_size)
@@ -203,9 +226,11 @@ def _bomb_ratio(unpacked: int, packed: int) -> bool:
     return unpacked > RATIO_CHECK_BYTES and unpacked > ZIP_BOMB_RATIO * max(1, packed)
 
 
-def _bomb_reason(unpacked: int, packed: int) -> str:
-    ratio = unpacked / max(1, packed)
-    return f"it expands {ratio:.0f}:1, like a zip bomb: put the original image files in the zip"
+def _bomb_reason(unpacked: int, packed: int) -> Phrase:
+    ratio = f"{unpacked / max(1, packed):.0f}"
+    return Phrase(
+        N_("it expands {ratio}:1, like a zip bomb: put the original image files in the zip"), ratio=ratio
+    )
 
 
 def _read_capped(archive: ZipFile, info: ZipInfo, limits: Limits, budget: int) -> bytes | str:
@@ -217,15 +242,20 @@ def _read_capped(archive: ZipFile, info: ZipInfo, limits: Limits, budget: int) -
             while chunk := stream.read(CHUNK_BYTES):
                 size += len(chunk)
                 if size > limits.max_file_bytes:
-                    return f"it unpacks to over {megabytes(limits.max_file_bytes)}, the limit per file"
+                    return Phrase(
+                        N_("it unpacks to over {limit}, the limit per file"),
+                        limit=megabytes(limits.max_file_bytes),
+                    )
                 if size > budget:
-                    return "the zip unpacks to more than its limit in all: split it into smaller zips"
+                    return OVER_BUDGET
                 if _bomb_ratio(size, info.compress_size):
                     return _bomb_reason(size, info.compress_size)
                 chunks.append(chunk)
     except NotImplementedError:
-        return "its compression method is not supported: zip it again with standard (deflate) compression"
+        return UNSUPPORTED
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError) as exc:
         detail = str(exc).split("\n")[0][:80] or type(exc).__name__
-        return f"it is damaged in the zip ({detail}): zip the images again and upload it"
+        return Phrase(
+            N_("it is damaged in the zip ({detail}): zip the images again and upload it"), detail=detail
+        )
     return b"".join(chunks)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .components import component_data, find_component, modal_submit_components
+from .direct import DMChannel, dm_context, interaction_place
 from .options import OptionBuilder, can_use, nest, split_command_name, walk_subcommands
 from .state import (
     JSON,
@@ -206,8 +207,9 @@ class InteractionSender:
         """Dispatch a component INTERACTION_CREATE (type 3): ``member`` clicks a button
         (or picks ``values`` in a select) with ``custom_id`` on a recorded ``message``.
 
-        The component type is the one on the message.  LookupError when the message
-        has no such component or is ephemeral and not ``member``'s; ValueError for a
+        The component type is the one on the message, which is in a guild channel or in
+        ``member``'s DM with the bot.  LookupError when the message has no such component,
+        is ephemeral and not ``member``'s, or is in another member's DM; ValueError for a
         disabled component or select values that are not among its options or not
         within ``min_values``..``max_values``.
         """
@@ -215,11 +217,8 @@ class InteractionSender:
         if component is None:
             raise LookupError(f"message {message.id} has no component with custom_id {custom_id!r}")
         _require_shown(message, member)
-        channel = self.find_channel(message.channel_id)
-        if channel is None:
-            raise LookupError(f"message {message.id} is not in a known channel")
+        guild, channel = self.place_of(message.channel_id, member)
         data = component_data(component, component_type, values)
-        guild = self.guilds[channel.guild_id]
         return await self._dispatch_interaction(
             3, data, guild, member, channel, message=message.data, locale=locale
         )
@@ -245,8 +244,7 @@ class InteractionSender:
         if member.user_id != interaction.user_id:
             raise ValueError(f"the modal was shown to user {interaction.user_id}, not {member.name}")
         components = modal_submit_components(modal.get("components") or [], values or {})
-        guild = self.guilds[int(interaction.guild_id or 0)]
-        channel = guild.channels[interaction.channel_id]
+        guild, channel = interaction_place(self, interaction)
         message: JSON | None = None
         if interaction.type == 3 and "message" in interaction.payload:
             current = self.find_message(int(interaction.payload["message"]["id"]))
@@ -262,15 +260,16 @@ class InteractionSender:
         self: LoopbackDiscord,
         kind: int,
         data: JSON,
-        guild: Guild,
+        guild: Guild | None,
         member: Member,
-        channel: Channel,
+        channel: Channel | DMChannel,
         *,
         message: JSON | None = None,
         attachment_size_limit: int | None = None,
         locale: str = "en-US",
     ) -> Interaction:
-        """Build the full INTERACTION_CREATE payload, record it and dispatch it.
+        """Build the full INTERACTION_CREATE payload, record it and dispatch it (``guild`` None:
+        from ``member``'s DM with the bot).
 
         discord.py kills the client on a payload without ``id``, ``application_id``,
         ``type``, ``token``, ``version``, ``attachment_size_limit`` or
@@ -287,7 +286,7 @@ class InteractionSender:
             id=inter_id,
             token=token,
             type=kind,
-            guild_id=guild.id,
+            guild_id=None if guild is None else guild.id,
             channel_id=channel.id,
             user_id=member.user_id,
             payload=payload,
@@ -305,32 +304,37 @@ class InteractionSender:
         self: LoopbackDiscord,
         kind: int,
         data: JSON,
-        guild: Guild,
+        guild: Guild | None,
         member: Member,
-        channel: Channel,
+        channel: Channel | DMChannel,
         inter_id: int,
         token: str,
         limit: int,
     ) -> JSON:
-        return {
+        payload: JSON = {
             "id": str(inter_id),
             "application_id": str(self.application_id),
             "type": kind,
             "data": data,
-            "guild_id": str(guild.id),
-            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
             "channel_id": str(channel.id),
             "channel": channel.payload(),
-            "member": member.payload(permissions=guild.permissions_of(member)),
             "token": token,
             "version": 1,
-            "app_permissions": str(guild.permissions_of(guild.members[self.bot_user_id])),
             "locale": "en-US",
-            "guild_locale": "en-US",
             "entitlements": [],
+            "attachment_size_limit": limit,
+        }
+        if guild is None:  # the bot's DM: ``user`` instead of ``member``, no guild
+            return {**payload, **dm_context(member)}
+        return {
+            **payload,
+            "guild_id": str(guild.id),
+            "guild": {"id": str(guild.id), "locale": guild.locale, "features": []},
+            "member": member.payload(permissions=guild.permissions_of(member)),
+            "app_permissions": str(guild.permissions_of(guild.members[self.bot_user_id])),
+            "guild_locale": guild.locale,
             "authorizing_integration_owners": {"0": str(guild.id)},
             "context": 0,
-            "attachment_size_limit": limit,
         }
 
 

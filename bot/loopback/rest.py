@@ -12,6 +12,7 @@ import logging
 from aiohttp import web
 
 from . import validate
+from .direct import DirectRoutes, DMChannel, cannot_message_user
 from .messages import new_message, resolve_files, without_content
 from .responses import error, invalid, json_response, unknown_message
 from .state import JSON, RecordedMessage, snowflake
@@ -22,7 +23,7 @@ __all__ = ["API", "Rest", "error", "invalid", "json_response"]
 log = logging.getLogger(__name__)
 
 
-class Rest(InteractionRoutes):
+class Rest(DirectRoutes, InteractionRoutes):
     """Route handlers bound to one stand-in."""
 
     def add_routes(self, app: web.Application) -> None:
@@ -36,6 +37,7 @@ class Rest(InteractionRoutes):
             r.add_put(f"{base}/commands", self.put_commands)
             r.add_post(f"{base}/commands", self.post_command)
         self.add_interaction_routes(app)
+        self.add_direct_routes(app)
         r.add_post(f"{API}/channels/{{cid}}/messages", self.create_message)
         chan_msg = f"{API}/channels/{{cid}}/messages/{{mid}}"
         r.add_get(chan_msg, self.get_message)
@@ -131,9 +133,12 @@ class Rest(InteractionRoutes):
     # -- channel messages -----------------------------------------------------
 
     async def create_message(self, request: web.Request) -> web.Response:
-        channel = self.s.find_channel(int(request.match_info["cid"]))
+        cid = int(request.match_info["cid"])
+        channel = self.s.find_channel(cid) or self.s.find_dm_channel(cid)
         if channel is None:
             return error(404, 10003, "Unknown Channel")
+        if isinstance(channel, DMChannel) and not self.s.takes_dms(channel.recipient_id):
+            return cannot_message_user()
         checked = await self._new_message_body(request, self.s.upload_limit)
         if isinstance(checked, web.Response):
             return checked
@@ -141,7 +146,7 @@ class Rest(InteractionRoutes):
         message = new_message(
             base_url=self.s.http_url,
             channel_id=channel.id,
-            guild_id=channel.guild_id,
+            guild_id=getattr(channel, "guild_id", None),  # None in a DM
             author=self.s.bot_user_payload(),
             payload=body,
             files=resolve_files(body, uploads, []),

@@ -13,7 +13,8 @@ Usage::
     await server.close()
 
 The members' side (slash commands with subcommands and attachments, autocomplete,
-context menus, components, modals) is in :mod:`bot.loopback.interactions`.
+context menus, components, modals) is in :mod:`bot.loopback.interactions`; direct messages
+(the bot's DMs, members who closed theirs, buttons clicked in a DM) in :mod:`bot.loopback.direct`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from aiohttp import web
 
 from . import validate
 from .components import custom_ids
+from .direct import DirectMessages, DMChannel
 from .files import UploadLike, as_upload, recorded_file
 from .gateway import Gateway
 from .interactions import InteractionSender
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 BOT_INVITE_PERMISSIONS = 0x400 | 0x800 | 0x4000 | 0x8000 | 0x10000 | 0x40000
 
 
-class LoopbackDiscord(InteractionSender):
+class LoopbackDiscord(DirectMessages, InteractionSender):
     """An in-memory Discord (REST + gateway) served by aiohttp on 127.0.0.1.
 
     ``upload_limit``: the bot's upload limit (413 over it); ``member_upload_limit``:
@@ -87,7 +89,8 @@ class LoopbackDiscord(InteractionSender):
         self.clock = clock  # the ack deadline and the token lifetime run on it
         self.token = token  # None: any bot token is accepted
         self.guilds: dict[int, Guild] = {}
-        self.messages: dict[int, list[RecordedMessage]] = {}
+        self.messages: dict[int, list[RecordedMessage]] = {}  # channel id (a DM's too) -> messages
+        self.dm_channels: dict[int, DMChannel] = {}  # user id -> the bot's DM channel with them
         self.commands: dict[int | None, list[JSON]] = {}  # None: global commands
         self.interactions: dict[int, Interaction] = {}
         self.ephemeral_files: dict[int, tuple[int, RecordedFile]] = {}  # id -> (channel id, file)

@@ -81,13 +81,15 @@ class Role:
 
 @dataclass
 class Member:
-    """A guild member: a user plus the ids of its roles."""
+    """A guild member: a user plus the ids of its roles. ``dms_closed``: the member takes no direct
+    messages from this server's members (the bot's DMs are refused with 50007)."""
 
     user_id: int
     name: str
     roles: list[int] = field(default_factory=list)
     bot: bool = False
     joined_at: str = field(default_factory=iso_now)
+    dms_closed: bool = False
 
     def payload(self, permissions: int | None = None) -> JSON:
         data: JSON = {
@@ -143,6 +145,7 @@ class Guild:
     roles: dict[int, Role] = field(default_factory=dict)
     channels: dict[int, Channel] = field(default_factory=dict)
     members: dict[int, Member] = field(default_factory=dict)
+    locale: str = "en-US"  #: the community's language (preferred_locale): what channel posts use
 
     def permissions_of(self, member: Member) -> int:
         """The member's guild-level permissions (all of them for the owner or an admin)."""
@@ -182,7 +185,7 @@ class Guild:
             "banner": None,
             "premium_tier": 0,
             "premium_subscription_count": 0,
-            "preferred_locale": "en-US",
+            "preferred_locale": self.locale,
             "public_updates_channel_id": None,
             "nsfw_level": 0,
             "premium_progress_bar_enabled": False,

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import discord
 
+from ..i18n import Messages, messages
 from .common import answer, claim, report_error
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,8 @@ class OwnerView(discord.ui.View):
         claim(interaction)
         if interaction.user.id == self.owner_id:
             return True
-        await answer(interaction, "⛔ These buttons belong to the member who ran the command.")
+        t = messages(interaction.locale)  # the one who clicked
+        await answer(interaction, "⛔ " + t("These buttons belong to the member who ran the command."))
         return False
 
     async def on_error(
@@ -45,26 +47,31 @@ class OwnerView(discord.ui.View):
 
 
 class ConfirmView(OwnerView):
-    """Confirm / Cancel. ``on_confirm(interaction)`` runs on Confirm; both remove the buttons."""
+    """Confirm / Cancel. ``on_confirm(interaction)`` runs on Confirm; both remove the buttons.
+    The labels are in ``t``'s language (the member's); ``confirm_label`` comes translated."""
 
     def __init__(
         self,
         owner_id: int,
         on_confirm: Callable[[discord.Interaction], Awaitable[None]],
         *,
-        confirm_label: str = "Confirm",
+        confirm_label: str | None = None,
         style: discord.ButtonStyle = discord.ButtonStyle.success,
+        t: Messages | None = None,
     ):
         super().__init__(owner_id)
+        t = t or messages(None)
         self.busy = False
         self._on_confirm = on_confirm
-        self.confirm.label = confirm_label
+        self.confirm.label = confirm_label or t("Confirm")
         self.confirm.style = style
+        self.cancel.label = t("Cancel")
 
     @discord.ui.button(label="Confirm", style=discord.ButtonStyle.success)
     async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         if self.busy:  # a second tap while the first one runs
-            await answer(interaction, "⏳ Already on it.")
+            t = messages(interaction.locale)
+            await answer(interaction, "⏳ " + t("Already on it."))
             return
         self.busy = True
         try:
@@ -77,8 +84,9 @@ class ConfirmView(OwnerView):
     @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         self.stop()
+        t = messages(interaction.locale)
         await interaction.response.edit_message(
-            content="Cancelled: nothing was changed.", embed=None, view=None
+            content=t("Cancelled: nothing was changed."), embed=None, view=None
         )
 
 
@@ -88,9 +96,14 @@ async def ask_first(
     on_confirm: Callable[[discord.Interaction], Awaitable[None]],
     *,
     label: str,
-    keep_label: str = "Cancel",
+    keep_label: str | None = None,
 ) -> None:
-    """Answer with ``question`` and a red ``label`` button that runs ``on_confirm`` (a destructive step)."""
-    view = ConfirmView(interaction.user.id, on_confirm, confirm_label=label, style=discord.ButtonStyle.danger)
-    view.cancel.label = keep_label
+    """Answer with ``question`` and a red ``label`` button that runs ``on_confirm`` (a destructive step);
+    ``question`` and the labels come in the member's language, Cancel is put in it."""
+    t = messages(interaction.locale)
+    view = ConfirmView(
+        interaction.user.id, on_confirm, confirm_label=label, style=discord.ButtonStyle.danger, t=t
+    )
+    if keep_label:
+        view.cancel.label = keep_label
     view.message = await answer(interaction, question[:2000], view=view)

@@ -74,31 +74,36 @@ def job_line(status: JobStatus, *, owner: bool = False, t: Messages | None = Non
     return f"{head}\n  {detail}{f' · {when}' if when else ''}"
 
 
-def job_embed(job: JobRow, status: JobStatus | None) -> discord.Embed:
-    """The public progress message of a training job (edited in place); a failure's details
-    (they may name the server's paths) stay in the owner's /queue."""
+def job_embed(job: JobRow, status: JobStatus | None, t: Messages | None = None) -> discord.Embed:
+    """The public progress message of a training job (edited in place), in the guild's language; a
+    failure's details (they may name the server's paths) stay in the owner's /queue."""
+    t = t or messages(None)
     embed = discord.Embed(
-        title=f"{STATE_ICONS.get(job.state, '')} Job #{job.id} · {job.title}"[:256],
+        title=f"{STATE_ICONS.get(job.state, '')} " + t("Job #{job} · {title}", job=job.id, title=job.title),
         color=COLORS.get(job.state, discord.Color.blurple()),
     )
+    embed.title = embed.title[:256]
     epochs = job.spec.get("epochs", "?")
     embed.description = progress_bar(job.step, job.total_steps)
-    embed.add_field(name="Step", value=f"{job.step}/{job.total_steps}")
-    embed.add_field(name="Epoch", value=f"{job.epoch}/{epochs}")
+    embed.add_field(name=t("Step"), value=f"{job.step}/{job.total_steps}")
+    embed.add_field(name=t("Epoch"), value=f"{job.epoch}/{epochs}")
     if job.loss is not None:
-        embed.add_field(name="Loss", value=f"{job.loss:.4f}")
-    when = timing(status)
+        embed.add_field(name=t("Loss"), value=f"{job.loss:.4f}")
+    when = timing(status, t)
     if when:
-        embed.add_field(name="When", value=when, inline=False)
+        embed.add_field(name=t("When"), value=when, inline=False)
     if job.state == "done":
-        embed.add_field(name="Next", value=f"Pick an epoch: `/epochs job:{job.id}`", inline=False)
+        embed.add_field(
+            name=t("Next"), value=t("Pick an epoch: `/epochs job:{job}`", job=job.id), inline=False
+        )
     elif job.state == "failed":
-        embed.add_field(name="Failed", value="the owner sees why in /queue", inline=False)
+        embed.add_field(name=t("Failed"), value=t("the owner sees why in /queue"), inline=False)
     if job.finished and job.refunded:
-        embed.add_field(name="Refunded", value=f"{job.refunded} stamina")
+        embed.add_field(name=t("Refunded"), value=t("{amount} stamina", amount=job.refunded))
     embed.set_footer(
-        text=f"{job.base_model} · {job.resolution} px · batch {job.batch_size} · cost {job.cost}"
-    )
+        text=t("{model} · {resolution} px · batch {batch} · cost {cost}", model=job.base_model,
+               resolution=job.resolution, batch=job.batch_size, cost=job.cost)
+    )  # fmt: skip
     return embed
 
 

@@ -171,20 +171,27 @@ class CaptionModal(_Modal, title="Edit the caption"):
     """One image's caption as text, prefilled with the current one. Saved through the service (the
     trigger word is put first; empty, too long or changed meanwhile: a message, nothing saved)."""
 
-    text = discord.ui.TextInput(
-        label="Comma-separated tags; the trigger stays first",
-        style=discord.TextStyle.paragraph,
-        required=False,  # an emptied form reaches the bot, which says why it cannot be saved
-        max_length=MAX_CAPTION_CHARS,
-    )
-
     def __init__(
-        self, owner_id: int, dataset: str, image_id: int, caption: str, browser: TagBrowser | None = None
+        self,
+        owner_id: int,
+        dataset: str,
+        image_id: int,
+        caption: str,
+        browser: TagBrowser | None = None,
+        t: Messages | None = None,
     ):
         super().__init__(owner_id)
-        self.title = f"Caption of image {image_id}"[:45]
+        self.t = t = t or messages(None)
+        self.title = t("Caption of image {image}", image=image_id)[:45]
         self.dataset, self.image_id, self.caption, self.browser = dataset, image_id, caption, browser
-        self.text.default = caption[:MAX_CAPTION_CHARS]
+        self.text = discord.ui.TextInput(
+            label=t("Comma-separated tags; the trigger stays first")[:45],
+            style=discord.TextStyle.paragraph,
+            required=False,  # an emptied form reaches the bot, which says why it cannot be saved
+            max_length=MAX_CAPTION_CHARS,
+            default=caption[:MAX_CAPTION_CHARS],
+        )
+        self.add_item(self.text)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
         services = services_of(interaction)
@@ -193,10 +200,14 @@ class CaptionModal(_Modal, title="Edit the caption"):
         )  # a bad caption: on_error says why, nothing is saved
         if self.browser is not None and interaction.message is not None:
             await self.browser.show(interaction)  # the image's page, with its new caption
-        note = " (the trigger word stays first)" if saved.trigger_moved else ""
-        text = (
-            f"✏️ Saved the caption of image {saved.image_id}{note}. Undo with `/tags undo dataset:{self.dataset}`."
-            if saved.changed
-            else f"The caption of image {saved.image_id} is unchanged."
-        )
+        t, said = self.t, {"image": saved.image_id, "dataset": self.dataset}
+        if not saved.changed:
+            text = t("The caption of image {image} is unchanged.", **said)
+        elif saved.trigger_moved:
+            text = "✏️ " + t("Saved the caption of image {image} (the trigger word stays first). "
+                             "Undo with `/tags undo dataset:{dataset}`.", **said)  # fmt: skip
+        else:
+            text = "✏️ " + t(
+                "Saved the caption of image {image}. Undo with `/tags undo dataset:{dataset}`.", **said
+            )
         await answer(interaction, text)

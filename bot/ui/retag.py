@@ -1,6 +1,6 @@
 """Re-tag with a question first: what will be re-tagged, with which tagger and threshold, and how
 many of the member's own captions (edited by hand, or from a zip) it replaces. Then the tagging's
-progress on the same message, and what changed."""
+progress on the same message, and what changed; all in the member's language."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import discord
 
 from ..datasets.retag import RetagPlan, RetagResult
+from ..i18n import N_, Messages, messages
 from .base import OwnerView
 from .common import answer, services_of
 from .progress_line import ProgressLine, stopped_line
@@ -25,65 +26,75 @@ async def ask_retag(
     plan = await services_of(interaction).datasets.plan_retag(
         interaction.user.id, dataset, image_ids, tagger, threshold
     )
-    view = RetagView(interaction.user.id, plan)
-    view.message = await answer(interaction, retag_question(plan), view=view)
+    t = messages(interaction.locale)
+    view = RetagView(interaction.user.id, plan, t)
+    view.message = await answer(interaction, retag_question(plan, t), view=view)
 
 
-def retag_question(plan: RetagPlan) -> str:
+def retag_question(plan: RetagPlan, t: Messages) -> str:
+    said = {"dataset": plan.dataset, "tagger": plan.tagger, "threshold": f"{plan.threshold:g}"}
     if plan.image_ids is None:
-        what = f"all {plan.images} image(s) of **{plan.dataset}**"
+        lines = [t("Re-tag all {n} image(s) of **{dataset}** with `{tagger}` at threshold {threshold}?",
+                   n=plan.images, **said)]  # fmt: skip
     elif plan.images == 1:
-        what = f"image {plan.image_ids[0]} of **{plan.dataset}**"
+        lines = [t("Re-tag image {image} of **{dataset}** with `{tagger}` at threshold {threshold}?",
+                   image=plan.image_ids[0], **said)]  # fmt: skip
     else:
         ids = ", ".join(map(str, plan.image_ids[:20])) + (" …" if plan.images > 20 else "")
-        what = f"{plan.images} images of **{plan.dataset}** ({ids})"
-    lines = [f"Re-tag {what} with `{plan.tagger}` at threshold {plan.threshold:g}?"]
-    lines += replaced_lines(plan)
+        lines = [t("Re-tag {n} images of **{dataset}** ({ids}) with `{tagger}` at threshold {threshold}?",
+                   n=plan.images, ids=ids, **said)]  # fmt: skip
+    lines += replaced_lines(plan, t)
     if plan.saves_settings:
-        lines.append(
-            f"`{plan.tagger}` at {plan.threshold:g} becomes the dataset's setting for later uploads."
-        )
-    lines.append(f"You can undo it with `/tags undo dataset:{plan.dataset}`.")
+        lines.append(t("`{tagger}` at {threshold} becomes the dataset's setting for later uploads.", **said))
+    lines.append(t("You can undo it with `/tags undo dataset:{dataset}`.", dataset=plan.dataset))
     return "\n".join(lines)
 
 
-def replaced_lines(plan: RetagPlan) -> list[str]:
+def replaced_lines(plan: RetagPlan, t: Messages) -> list[str]:
     """What the re-tag replaces of the member's own captions."""
     lines = []
     if plan.hand:
-        lines.append(f"⚠️ **{plan.hand} caption(s) you edited by hand will be replaced.**")
+        lines.append(t("⚠️ **{n} caption(s) you edited by hand will be replaced.**", n=plan.hand))
     if plan.zip:
-        lines.append(f"⚠️ **{plan.zip} caption(s) that came with your zip will be replaced.**")
+        lines.append(t("⚠️ **{n} caption(s) that came with your zip will be replaced.**", n=plan.zip))
     if not lines:
-        lines.append("No caption here was edited by hand: only the tagger's captions are replaced.")
+        lines.append(t("No caption here was edited by hand: only the tagger's captions are replaced."))
     return lines
 
 
-def result_line(dataset: str, result: RetagResult) -> str:
-    line = f"🏷️ Re-tagged {result.tagged} image(s) of **{dataset}**: {result.changed} caption(s) changed"
+def result_line(dataset: str, result: RetagResult, t: Messages) -> str:
+    counts = {"tagged": result.tagged, "dataset": dataset, "changed": result.changed}
     if result.kept:
-        line += f", {result.kept} of your own kept as they were"
-    line += "."
+        lines = [t("🏷️ Re-tagged {tagged} image(s) of **{dataset}**: {changed} caption(s) changed, "
+                   "{kept} of your own kept as they were.", kept=result.kept, **counts)]  # fmt: skip
+    else:
+        lines = [t("🏷️ Re-tagged {tagged} image(s) of **{dataset}**: {changed} caption(s) changed.", **counts)]
     if result.unreadable:
         names = ", ".join(result.unreadable[:10])
-        line += (
-            f"\n⚠️ {len(result.unreadable)} image file(s) could not be read and kept their caption: {names}."
-        )
+        lines.append(t("⚠️ {n} image file(s) could not be read and kept their caption: {names}.",
+                       n=len(result.unreadable), names=names))  # fmt: skip
     if result.saved_settings:
-        line += "\nThe new tagger and threshold are the dataset's settings now."
-    return line + f"\nUndo with `/tags undo dataset:{dataset}`; check with `/tags view dataset:{dataset}`."
+        lines.append(t("The new tagger and threshold are the dataset's settings now."))
+    lines.append(
+        t(
+            "Undo with `/tags undo dataset:{dataset}`; check with `/tags view dataset:{dataset}`.",
+            dataset=dataset,
+        )
+    )
+    return "\n".join(lines)
 
 
 class RetagView(OwnerView):
     """Re-tag all (replaces the member's own captions) / keep them (re-tag only the tagger's) / cancel."""
 
-    def __init__(self, owner_id: int, plan: RetagPlan):
+    def __init__(self, owner_id: int, plan: RetagPlan, t: Messages):
         super().__init__(owner_id)
-        self.plan = plan
+        self.plan, self.t = plan, t
         self.started = False
-        self.retag_all.label = f"Re-tag {plan.images}" if plan.images > 1 else "Re-tag"
+        self.retag_all.label = t("Re-tag {n}", n=plan.images) if plan.images > 1 else t("Re-tag")
+        self.cancel.label = t("Cancel")
         if 0 < plan.own < plan.images:
-            self.keep.label = f"Keep my {plan.own}, re-tag {plan.images - plan.own}"
+            self.keep.label = t("Keep my {own}, re-tag {rest}", own=plan.own, rest=plan.images - plan.own)
         else:
             self.remove_item(self.keep)
 
@@ -98,16 +109,18 @@ class RetagView(OwnerView):
     @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         self.stop()
-        await interaction.response.edit_message(content="Cancelled: nothing was changed.", view=None)
+        await interaction.response.edit_message(content=self.t("Cancelled: nothing was changed."), view=None)
 
     async def run(self, interaction: discord.Interaction, keep_own: bool) -> None:
+        t = self.t
         if self.started:  # a second tap while the first one runs
-            await answer(interaction, "⏳ Already on it.")
+            await answer(interaction, "⏳ " + t("Already on it."))
             return
         self.started = True
         self.stop()
         plan = self.plan
-        await interaction.response.edit_message(content=f"⏳ Re-tagging **{plan.dataset}**…", view=None)
+        content = "⏳ " + t("Re-tagging **{dataset}**…", dataset=plan.dataset)
+        await interaction.response.edit_message(content=content, view=None)
         progress = ProgressLine(interaction)
         try:
             result = await services_of(interaction).datasets.retag(
@@ -117,8 +130,8 @@ class RetagView(OwnerView):
         except Exception as exc:  # the progress line ends with what happened, whatever it was
             await progress.finish()
             await interaction.edit_original_response(
-                content=stopped_line(exc, "Re-tag", "no caption was changed")
+                content=stopped_line(exc, N_("Re-tag"), N_("no caption was changed"), t)
             )
             return
         await progress.finish()
-        await interaction.edit_original_response(content=result_line(plan.dataset, result))
+        await interaction.edit_original_response(content=result_line(plan.dataset, result, t))

@@ -11,29 +11,32 @@ from pathlib import Path
 import discord
 
 from ..datasets.captions import MAX_CAPTION_CHARS, TagCount, split_tags
+from ..i18n import N_, Messages, messages
 from .base import OwnerView
 from .common import answer, listed, run_service, services_of
 
 THUMB = 256
 PAGE_TAGS = 25
-SOURCES = {"tagger": "by the tagger", "zip": "from your zip", "hand": "edited by hand"}
+#: Where a caption came from (db.datasets.CAPTION_SOURCES).
+SOURCES = {"tagger": N_("by the tagger"), "zip": N_("from your zip"), "hand": N_("edited by hand")}
 
 
-def frequency_embed(dataset: str, table: list[TagCount], images: int) -> discord.Embed:
+def frequency_embed(dataset: str, table: list[TagCount], images: int, t: Messages) -> discord.Embed:
     """The merged tag frequency as a bar table (the guide's lower panel)."""
     width = max((len(t.tag) for t in table[:40]), default=3)
     lines = [
         f"{t.tag[:28].ljust(min(width, 28))} {'█' * max(1, round(t.share * 10)):<10} {t.count}"
         for t in table[:40]
     ]
-    more = f"\n… and {len(table) - 40} more" if len(table) > 40 else ""
+    more = "\n" + t("… and {n} more", n=len(table) - 40) if len(table) > 40 else ""
     embed = discord.Embed(
-        title=f"🏷️ {dataset}: {len(table)} tags on {images} images",
-        description=("```\n" + "\n".join(lines) + "\n```" + more)[:4096] if lines else "No tags yet.",
+        title="🏷️ "
+        + t("{dataset}: {tags} tags on {images} images", dataset=dataset, tags=len(table), images=images),
+        description=("```\n" + "\n".join(lines) + "\n```" + more)[:4096] if lines else t("No tags yet."),
         color=discord.Color.blurple(),
     )
     embed.set_footer(
-        text="▶ to see each image · Remove tags… to prune · Re-tag… to tag again (undo: /tags undo)"
+        text=t("▶ to see each image · Remove tags… to prune · Re-tag… to tag again (undo: /tags undo)")
     )
     return embed
 
@@ -52,37 +55,47 @@ def thumbnail(path: Path) -> bytes:
 class TagBrowser(OwnerView):
     """Page 0: tag frequency; page n: image n with its caption and a thumbnail."""
 
-    def __init__(self, owner_id: int, dataset: str):
+    def __init__(self, owner_id: int, dataset: str, t: Messages):
         super().__init__(owner_id)
-        self.dataset = dataset
+        self.dataset, self.t = dataset, t
         self.page = 0
         self.image_id: int | None = None
+        self.overview.label, self.remove.label = t("Tags"), t("Remove tags…")
+        self.delete.label, self.caption.label = t("Delete image"), t("Edit caption")
+        self.jump.placeholder = t("Go to…")
 
     async def render(self, interaction: discord.Interaction) -> tuple[discord.Embed, list[discord.File]]:
-        services = services_of(interaction)
+        services, t = services_of(interaction), self.t
         images = await services.datasets.images(self.owner_id, self.dataset)
         self.page = max(0, min(self.page, len(images)))
         self.prev.disabled = self.page == 0
         self.next.disabled = self.page >= len(images)
         self.delete.disabled = self.caption.disabled = self.page == 0
-        self.retag.label = "Re-tag image…" if self.page else "Re-tag all…"
+        self.retag.label = t("Re-tag image…") if self.page else t("Re-tag all…")
         self._fill_jump(len(images))
         if self.page == 0:
             self.image_id = None
             table = await services.datasets.tag_table(self.owner_id, self.dataset)
-            return frequency_embed(self.dataset, table, len(images)), []
+            return frequency_embed(self.dataset, table, len(images), t), []
         image = images[self.page - 1]
         self.image_id = image.id  # the buttons act on the image shown, even if others change
         row = await services.datasets.get(self.owner_id, self.dataset)
         data = await asyncio.to_thread(thumbnail, services.datasets.image_path(row, image))
         embed = discord.Embed(
-            title=f"{self.dataset} · image {self.page}/{len(images)} (id {image.id})",
+            title=t(
+                "{dataset} · image {page}/{pages} (id {id})",
+                dataset=self.dataset,
+                page=self.page,
+                pages=len(images),
+                id=image.id,
+            ),  # fmt: skip
             description=", ".join(f"`{t}`" for t in split_tags(image.caption))[:4096],
             color=discord.Color.blurple(),
         )
         embed.set_thumbnail(url="attachment://thumb.jpg")
-        source = SOURCES.get(image.caption_source, image.caption_source)
-        embed.set_footer(text=f"{image.original_name} · {image.width}x{image.height} · caption {source}")
+        source = t(SOURCES[image.caption_source]) if image.caption_source in SOURCES else image.caption_source
+        embed.set_footer(text=t("{file} · {size} · caption {source}", file=image.original_name,
+                                size=f"{image.width}x{image.height}", source=source))  # fmt: skip
         return embed, [discord.File(io.BytesIO(data), filename="thumb.jpg")]
 
     def _fill_jump(self, count: int) -> None:
@@ -91,7 +104,9 @@ class TagBrowser(OwnerView):
         pages = [0, *range(1, count + 1, step)][:25]
         self.jump.options = [
             discord.SelectOption(
-                label="Tag frequency" if p == 0 else f"Image {p}", value=str(p), default=p == self.page
+                label=self.t("Tag frequency") if p == 0 else self.t("Image {page}", page=p),
+                value=str(p),
+                default=p == self.page,
             )
             for p in pages
         ]
@@ -124,35 +139,36 @@ class TagBrowser(OwnerView):
 
     @discord.ui.button(label="Remove tags…", emoji="✂️", style=discord.ButtonStyle.primary)
     async def remove(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        await open_remover(interaction, self.dataset, self.image_id)
+        await open_remover(interaction, self.dataset, self.image_id, self.t)
 
     @discord.ui.button(label="Delete image", emoji="🗑️", style=discord.ButtonStyle.danger, row=1)
     async def delete(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         from .base import ask_first
 
-        services = services_of(interaction)
+        services, t = services_of(interaction), self.t
         images = await services.datasets.images(self.owner_id, self.dataset)
         image = next((i for i in images if i.id == self.image_id), None)
         if image is None:
-            await answer(interaction, "That image is gone already: press ◀ or ▶ to refresh.")
+            await answer(interaction, t("That image is gone already: press ◀ or ▶ to refresh."))
             return
         owner, dataset = self.owner_id, self.dataset
+        said = {"id": image.id, "name": image.original_name, "dataset": dataset}
 
         async def confirmed(click: discord.Interaction) -> None:
             await services.datasets.remove_images(owner, dataset, [image.id])
             left = len(await services.datasets.images(owner, dataset))
-            await click.response.edit_message(
-                content=f"🗑️ Deleted image {image.id} ({image.original_name}): {left} left in **{dataset}**.",
-                view=None,
+            content = "🗑️ " + t(
+                "Deleted image {id} ({name}): {left} left in **{dataset}**.", left=left, **said
             )
+            await click.response.edit_message(content=content, view=None)
 
-        question = f"Delete image {image.id} ({image.original_name}) from **{dataset}**?"
-        await ask_first(interaction, question, confirmed, label="Delete")
+        question = t("Delete image {id} ({name}) from **{dataset}**?", **said)
+        await ask_first(interaction, question, confirmed, label=t("Delete"))
 
     @discord.ui.button(label="Edit caption", emoji="✏️", style=discord.ButtonStyle.secondary, row=1)
     async def caption(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
         if self.image_id is not None:
-            await open_caption_form(interaction, self.dataset, self.image_id, self)
+            await open_caption_form(interaction, self.dataset, self.image_id, self, self.t)
 
     @discord.ui.button(label="Re-tag all…", emoji="🔁", style=discord.ButtonStyle.secondary, row=1)
     async def retag(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
@@ -163,31 +179,42 @@ class TagBrowser(OwnerView):
 
 
 async def open_caption_form(
-    interaction: discord.Interaction, dataset: str, image_id: int, browser: TagBrowser | None = None
+    interaction: discord.Interaction,
+    dataset: str,
+    image_id: int,
+    browser: TagBrowser | None = None,
+    t: Messages | None = None,
 ) -> None:
     """Answer with the caption form of one image, prefilled with its caption (a modal must be the
     first answer, so this reads the caption and nothing slow)."""
     from .modals import CaptionModal
 
+    t = t or messages(interaction.locale)
     images = await services_of(interaction).datasets.images(interaction.user.id, dataset)
     image = next((i for i in images if i.id == image_id), None)
     if image is None:
-        await answer(interaction, f"❌ image {image_id} is not in dataset '{dataset}' (see /tags view).")
-    elif len(image.caption) > MAX_CAPTION_CHARS:
-        await answer(
-            interaction,
-            f"❌ The caption of image {image_id} is longer than a form holds ({MAX_CAPTION_CHARS} characters): "
-            "edit it with `/tags remove` and `/tags add image:…` instead.",
+        text = t(
+            "image {image} is not in dataset '{dataset}' (see /tags view).", image=image_id, dataset=dataset
         )
+        await answer(interaction, "❌ " + text)
+    elif len(image.caption) > MAX_CAPTION_CHARS:
+        text = t(
+            "The caption of image {image} is longer than a form holds ({limit} characters): "
+            "edit it with `/tags remove` and `/tags add image:…` instead.",
+            image=image_id, limit=MAX_CAPTION_CHARS,
+        )  # fmt: skip
+        await answer(interaction, "❌ " + text)
     else:
         await interaction.response.send_modal(
-            CaptionModal(interaction.user.id, dataset, image_id, image.caption, browser)
+            CaptionModal(interaction.user.id, dataset, image_id, image.caption, browser, t)
         )
 
 
-async def open_remover(interaction: discord.Interaction, dataset: str, image_id: int | None) -> None:
+async def open_remover(
+    interaction: discord.Interaction, dataset: str, image_id: int | None, t: Messages | None = None
+) -> None:
     """Answer with a select menu of the dataset's (or one image's) tags, most frequent first."""
-    view = TagRemover(interaction.user.id, dataset, image_id)
+    view = TagRemover(interaction.user.id, dataset, image_id, t or messages(interaction.locale))
     if not await view.load(interaction):
         return
     view.message = await answer(interaction, view.prompt(), view=view)
@@ -196,9 +223,10 @@ async def open_remover(interaction: discord.Interaction, dataset: str, image_id:
 class TagRemover(OwnerView):
     """Pick tags (25 per page) → Remove → confirm → removed from every caption (or one image)."""
 
-    def __init__(self, owner_id: int, dataset: str, image_id: int | None):
+    def __init__(self, owner_id: int, dataset: str, image_id: int | None, t: Messages):
         super().__init__(owner_id)
-        self.dataset, self.image_id = dataset, image_id
+        self.dataset, self.image_id, self.t = dataset, image_id, t
+        self.pick.placeholder, self.more.label = t("Tags to remove"), t("More tags ▶")
         self.tags: list[TagCount] = []
         self.chunk = 0
         self.chosen: set[str] = set()
@@ -215,31 +243,38 @@ class TagRemover(OwnerView):
             table = [t for t in table if t.tag in mine]
         self.tags = [t for t in table if t.tag != row.trigger_word]
         if not self.tags:
-            await answer(interaction, "There are no tags to remove (the trigger word always stays).")
+            await answer(interaction, self.t("There are no tags to remove (the trigger word always stays)."))
             return False
         self._fill()
         return True
 
     def prompt(self) -> str:
-        where = (
-            f"image {self.image_id}" if self.image_id is not None else f"every image of **{self.dataset}**"
-        )
-        picked = f" Chosen: {listed(sorted(self.chosen))}." if self.chosen else ""
-        pages = -(-len(self.tags) // PAGE_TAGS)
-        return f"Pick tags to remove from {where} (page {self.chunk + 1}/{pages}).{picked}"[:2000]
+        t = self.t
+        page = {"page": self.chunk + 1, "pages": -(-len(self.tags) // PAGE_TAGS)}
+        if self.image_id is not None:
+            text = t(
+                "Pick tags to remove from image {image} (page {page}/{pages}).", image=self.image_id, **page
+            )
+        else:
+            text = t("Pick tags to remove from every image of **{dataset}** (page {page}/{pages}).",
+                     dataset=self.dataset, **page)  # fmt: skip
+        if self.chosen:
+            text += " " + t("Chosen: {tags}.", tags=listed(sorted(self.chosen), t=t))
+        return text[:2000]
 
     def _fill(self) -> None:
         first = self.chunk * PAGE_TAGS
         part = self.tags[first : first + PAGE_TAGS]
         self.pick.options = [  # the value is the index: a tag may be longer than 100 characters
-            discord.SelectOption(label=t.tag[:100], value=str(first + i), description=f"on {t.count} image(s)",
-                                 default=t.tag in self.chosen)
-            for i, t in enumerate(part)
+            discord.SelectOption(label=tag.tag[:100], value=str(first + i), default=tag.tag in self.chosen,
+                                 description=self.t("on {n} image(s)", n=tag.count))
+            for i, tag in enumerate(part)
         ]  # fmt: skip
         self.pick.max_values = len(part)
         self.more.disabled = len(self.tags) <= PAGE_TAGS
         self.apply.disabled = not self.chosen
-        self.apply.label = f"Remove {len(self.chosen)} tag(s)" if self.chosen else "Remove"
+        n = len(self.chosen)
+        self.apply.label = self.t("Remove {n} tag(s)", n=n) if n else self.t("Remove")
 
     @discord.ui.select(placeholder="Tags to remove", min_values=0, max_values=1)
     async def pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
@@ -259,23 +294,34 @@ class TagRemover(OwnerView):
         from .base import ConfirmView
 
         tags = sorted(self.chosen)
-        owner, dataset, image_id = self.owner_id, self.dataset, self.image_id
+        owner, dataset, image_id, t = self.owner_id, self.dataset, self.image_id, self.t
 
         async def confirmed(click: discord.Interaction) -> None:
             services = services_of(click)
             result = await run_service(click, services.datasets.remove_tags(owner, dataset, tags, image_id))
             if result is not None:
-                await click.response.edit_message(
-                    content=f"✂️ Removed {listed(tags)} from {result.changed} caption(s). "
-                    f"Undo with `/tags undo dataset:{dataset}`.",
-                    view=None,
-                )
+                content = removed_line(tags, result.changed, dataset, t)
+                await click.response.edit_message(content=content, view=None)
 
         self.stop()
-        where = f"image {image_id}" if image_id is not None else "every image"
-        view = ConfirmView(owner, confirmed, confirm_label="Remove", style=discord.ButtonStyle.danger)
-        await interaction.response.edit_message(
-            content=f"Remove {listed(tags)} from {where} of **{dataset}**?"[:2000],
-            view=view,
-        )
+        view = ConfirmView(owner, confirmed, confirm_label=t("Remove"), style=discord.ButtonStyle.danger, t=t)
+        content = remove_question(tags, image_id, dataset, t)
+        await interaction.response.edit_message(content=content, view=view)
         view.message = self.message
+
+
+def remove_question(tags: list[str], image_id: int | None, dataset: str, t: Messages) -> str:
+    """Remove these tags from every image (or one image) of the dataset?"""
+    if image_id is not None:
+        text = t("Remove {tags} from image {image} of **{dataset}**?",
+                 tags=listed(tags, t=t), image=image_id, dataset=dataset)  # fmt: skip
+    else:
+        text = t("Remove {tags} from every image of **{dataset}**?", tags=listed(tags, t=t), dataset=dataset)
+    return text[:2000]
+
+
+def removed_line(tags: list[str], changed: int, dataset: str, t: Messages) -> str:
+    return "✂️ " + t(
+        "Removed {tags} from {n} caption(s). Undo with `/tags undo dataset:{dataset}`.",
+        tags=listed(tags, t=t), n=changed, dataset=dataset,
+    )  # fmt: skip
