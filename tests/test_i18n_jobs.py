@@ -19,7 +19,7 @@ from bot.queue.options import OptionsError, parse_option_lines
 from bot.queue.refunds import RefundPreview
 from bot.ui.common import friendly_error
 from bot.ui.persistent import cancel_action_button, epoch_buttons, refund_text
-from tests.bot_harness import World, bot_world, first_id
+from tests.bot_harness import World, bot_world, first_id, progress_message
 from tests.queue_helpers import make_dataset, queue_settings
 from tests.test_dispatcher import finished
 
@@ -207,3 +207,24 @@ def test_the_cancel_prompt_buttons_and_option_help_in_both_languages():
     assert "例: `optimizer=AdamW`" in help_text("optimizer", t=ja)
     assert help_fields(t=ja)[0][0] == "ステップ数"
     assert help_fields()[0][0] == "Steps"
+
+
+def test_a_public_cancel_button_asks_in_the_clickers_language(settings):
+    async def scenario():
+        async with bot_world(settings) as w:  # no queue: the job waits, its progress message has Cancel
+            await make_dataset(w.services, owner=w.alice.user_id, images=3)
+            job = await w.services.queue.submit_training(w.alice.user_id, "chara", {"epochs": 1},
+                                                         channel_id=w.channel.id)  # fmt: skip
+            progress = await progress_message(w, job.id)
+            ask = await w.reply(await w.click(progress, w.alice, f"lorabot:cancel:{job.id}", locale=JA))
+            assert ask.content == (
+                f"ジョブ #{job.id}(chara)を停止しますか? まだ始まっていません。スタミナ {job.cost} がすべて戻ります。"
+            ), ask.content
+            assert labels(ask) == ["停止する", "続ける"], labels(ask)
+            await w.click(ask, w.alice, first_id(ask, label="停止する"), locale=JA)
+            said = f"🛑 ジョブ #{job.id} を開始前にキャンセルしました: スタミナ {job.cost} を返還。"
+            await w.server.wait_for_message(lambda m: m is ask and m.content == said, 10)
+            again = await w.reply(await w.click(progress, w.bob, f"lorabot:cancel:{job.id}", locale="en-US"))
+            assert again.content == f"❌ you have no job #{job.id} (see your jobs with /queue)", again.content
+
+    run(scenario())
