@@ -27,7 +27,7 @@ def test_a_missing_token_is_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: settings: LORABOT_DISCORD_TOKEN is not set: put the bot's token (Developer Portal > Bot) in .env; "
-        "see .env.example"
+        "see .env.example (fix it in .env or the environment; 'python -m bot check' checks them all)"
     ]
 
 
