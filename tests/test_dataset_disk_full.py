@@ -171,6 +171,6 @@ def test_the_cli_says_the_disk_is_full_in_one_error_line(tmp_path, monkeypatch, 
     code = main(["dataset", "add", "d", "--user", "1", "p0.png", "p1.png", "p2.png"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and err == [
-        "error: the server ran out of disk space; nothing was added. Tell the operator"
+        "error: the server ran out of disk space; nothing was added: free some space, then try again"
     ], err
     assert files_in(tmp_path / "data" / "datasets") == []
