@@ -104,3 +104,23 @@ def test_transcript_shows_the_commands_and_the_grids(demo):
     assert len(grids) >= 3 and all(p.is_file() for p in grids)
     downloaded = {p.read_bytes() for p in (out / "downloads").glob("*.png")}
     assert downloaded <= {p.read_bytes() for p in grids}
+
+
+@pytest.mark.slow
+def test_the_demo_in_japanese_writes_a_japanese_transcript(tmp_path, capsys):
+    """``--locale ja``: the member's Discord and the guild in Japanese; every step still passes (the
+    script finds the bot's labels through the catalogs) and the transcript holds the bot's Japanese."""
+    status = asyncio.run(run_demo(str(tmp_path / "out"), locale="ja"))
+    printed = capsys.readouterr().out
+    assert status == 0, printed[-3000:]
+    page = (tmp_path / "out" / "transcript.html").read_text(encoding="utf-8")
+    for said in (
+        "データセット",
+        "キャプション",
+        "スタミナ",
+        "エポック",
+        "をダウンロード",
+        "キューに追加しました",
+    ):
+        assert said in page, said
+    assert "Queued **job" not in page and "is done: pick an epoch" not in page

@@ -60,6 +60,10 @@ def _parser() -> argparse.ArgumentParser:
         "--family", choices=list(FAMILIES), default=DEFAULT_FAMILY,
         help=f"the tiny base model's family (default {DEFAULT_FAMILY})",
     )  # fmt: skip
+    demo.add_argument(
+        "--locale", default="en-US",
+        help="the member's Discord language: ja writes the whole conversation in Japanese (default en-US)",
+    )  # fmt: skip
     admin.add_parsers(groups)
     datasets.add_parser(groups)
     queue.add_parsers(groups)
@@ -110,7 +114,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.group == "demo":
         from ..demo import run_demo
 
-        return await run_demo(args.out, args.family)
+        return await run_demo(args.out, args.family, args.locale)
     if args.group == "models":  # the registry file only: no database, and it may be the thing to fix
         return models.run_models(args, settings)
     # an operator at a terminal can wait for a lock the bot holds a moment; a member cannot

@@ -22,16 +22,17 @@ from .world import DemoError
 __all__ = ["DemoError", "run_demo"]
 
 
-async def run_demo(out: str, family: str = DEFAULT_FAMILY) -> int:
-    """Run the demo into the folder ``out`` on the tiny model of ``family``; 0 on success, 1 (after
-    one line on stderr) on failure."""
+async def run_demo(out: str, family: str = DEFAULT_FAMILY, locale: str = "en-US") -> int:
+    """Run the demo into the folder ``out`` on the tiny model of ``family``, the member's Discord in
+    ``locale`` (``ja``: the whole conversation in Japanese); 0 on success, 1 (after one line on
+    stderr) on failure."""
     import sys
 
     started = time.monotonic()
     folder = Path(out).resolve()
     try:
         _prepare(folder)
-        written = await asyncio.wait_for(_run(folder, family), 600)
+        written = await asyncio.wait_for(_run(folder, family, locale), 600)
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("demo interrupted (run it again: it starts afresh)", file=sys.stderr)
         return 130
@@ -74,7 +75,7 @@ def _prepare(folder: Path) -> None:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
 
 
-async def _run(folder: Path, family: str) -> list[Path]:
+async def _run(folder: Path, family: str, locale: str) -> list[Path]:
     """The flow; returns the files written."""
     from ..settings import Settings
     from . import script
@@ -93,7 +94,7 @@ async def _run(folder: Path, family: str) -> list[Path]:
         f"LoRA bot demo → {folder} (offline: loopback Discord, tiny {family_label(family)} model, CPU)"
     )
     logging.getLogger("discord").setLevel(logging.WARNING)
-    async with demo_world(settings) as w:
+    async with demo_world(settings, locale) as w:
         await script.make_dataset(w, f"tiny-{family}")
         job_id = await script.start_training(w)
         await script.watch_training(w, job_id)
@@ -111,8 +112,9 @@ def _save_images(w, generated, folder: Path) -> list[Path]:
     out = folder / "downloads"
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    previews = [m for m in w.server.channel_messages(w.channel)
-                if m.files and m.embeds and "epoch" in (m.embeds[0].get("title") or "")]  # fmt: skip
+    previews = [
+        m for m in w.server.channel_messages(w.channel) if m.files and m.embeds
+    ]  # the preview grids: the only embeds with files; fmt: skip
     for i, m in enumerate(previews, 1):
         path = out / f"preview-{i}-{m.files[0].filename}"
         path.write_bytes(m.files[0].data)

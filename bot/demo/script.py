@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import string
 from pathlib import Path
 
+from ..i18n import Messages, messages
 from ..loopback import RecordedMessage, Upload
 from .samples import sample_files
 from .world import DemoError, World
@@ -13,6 +15,23 @@ from .world import DemoError, World
 #: Options for a fast run on the tiny model (saved as the preset "fast").
 FAST = "mixed_precision=no, optimizer=AdamW, preview_steps=2, network_dim=4, network_alpha=2, repeats=1, resolution=64"
 DATASET, TRIGGER = "mascot", "tkmascot"
+#: What the bot says that the script waits for (message ids: the member's language finds them).
+QUEUED = (
+    "✅ Queued **job #{job}**: {steps} steps for {cost} stamina. Its progress message and preview grids "
+    "will appear in this channel; follow it in /queue."
+)
+DONE = "job #{job} ({title}) is done: pick an epoch with `/epochs job:{job}`."
+
+
+def _t(w: World) -> Messages:
+    return messages(w.locale)
+
+
+def fixed_part(t: Messages, msgid: str) -> str:
+    """The translated message's text before its first placeholder (what a label starts with)."""
+    names = {name for _, name, _, _ in string.Formatter().parse(msgid) if name}
+    marked = t(msgid, **dict.fromkeys(names, "\x00"))
+    return marked.split("\x00")[0].strip() or marked.replace("\x00", "").strip()
 
 
 def say(text: str) -> None:
@@ -37,8 +56,8 @@ async def make_dataset(w: World, base_model: str) -> None:
     select = next(c for row in menu.components for c in row["components"] if c["type"] == 3)
     option = next((o for o in select["options"] if o["label"] != TRIGGER), select["options"][0])
     await w.click(menu, "", values=[option["value"]])
-    await w.click(menu, "Remove 1")
-    await w.click(menu, "Remove")
+    await w.click(menu, _t(w)("Remove {n} tag(s)", n=1))
+    await w.click(menu, _t(w)("Remove"))
     say(f"[4] /tags remove (select menu) → {_first_line(menu)}")
 
 
@@ -51,11 +70,12 @@ async def start_training(w: World) -> int:
     fields = (
         {f["name"]: f["value"] for f in (estimate.embeds[0].get("fields") or [])} if estimate.embeds else {}
     )
-    cost = re.search(r"\*\*(\d+)\*\* stamina", str(fields))
+    cost = re.search(r"\*\*(\d+)\*\*", str(fields))
     say(f"[6] /train → estimate: {cost.group(1) if cost else '?'} stamina; clicking Start")
-    await w.click(estimate, "Start")
-    await w.wait_message(lambda m: m is estimate and "Queued" in m.content, 30, "queue confirmation")
-    found = re.search(r"job #(\d+)", estimate.content)
+    await w.click(estimate, fixed_part(_t(w), "Start ({cost} stamina)"))
+    queued = fixed_part(_t(w), QUEUED)
+    await w.wait_message(lambda m: m is estimate and queued in m.content, 30, "queue confirmation")
+    found = re.search(r"#(\d+)", estimate.content)
     if not found:
         raise DemoError(f"unexpected answer to Start: {_first_line(estimate)}")
     say(f"[7] queued → {_first_line(estimate)}")
@@ -78,7 +98,7 @@ async def watch_training(w: World, job_id: int, timeout: float = 300) -> None:
                 f"    training: {job.state}, step {job.step}/{job.total_steps}, epoch {job.epoch}/{epochs}{loss}"
             )
         for m in w.server.channel_messages(w.channel):
-            if m.files and m.embeds and "epoch" in (m.embeds[0].get("title") or "") and m.id not in grids:
+            if m.files and m.embeds and m.id not in grids:  # the preview grids (the only embeds with files)
                 grids.add(m.id)
                 say(f"    preview grid posted: {m.embeds[0]['title']} ({m.files[0].filename})")
         if job.finished:
@@ -88,9 +108,8 @@ async def watch_training(w: World, job_id: int, timeout: float = 300) -> None:
         await asyncio.sleep(0.1)
     else:
         raise DemoError(f"training job #{job_id} did not finish in {timeout:.0f} s")
-    await w.wait_message(
-        lambda m: f"job #{job_id}" in m.content and "is done" in m.content, 60, "done message"
-    )
+    done = _t(w)(DONE, job=job_id, title=DATASET)
+    await w.wait_message(lambda m: done in m.content, 60, "done message")
     say(f"[8] job #{job_id} done; the bot mentioned the member")
 
 
@@ -98,7 +117,7 @@ async def pick_epoch(w: World, job_id: int, out: Path) -> Path:
     """Step 8: /epochs, download the last epoch, save it to the library; returns the downloaded file."""
     inter = await w.slash("epochs", {"job": str(job_id)})
     pager = await w.reply(inter)
-    download = await w.click(pager, "Download e2")
+    download = await w.click(pager, _t(w)("Download e{epoch}", epoch=2))
     lora = next((f for f in (await w.reply(download)).files if f.filename.endswith(".safetensors")), None)
     if lora is None:
         raise DemoError("the Download button gave no .safetensors file")
@@ -106,7 +125,7 @@ async def pick_epoch(w: World, job_id: int, out: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(lora.data)
     say(f"[9] /epochs → Download e2 → {path} ({len(lora.data):,} bytes)")
-    save = await w.click(pager, "Save e2")
+    save = await w.click(pager, _t(w)("Save e{epoch}", epoch=2))
     if save.modal is None:
         raise DemoError(f"Save e2 opened no form: {_first_line(await w.reply(save))}")
     saved = await w.reply(await w.submit(save))

@@ -30,6 +30,7 @@ class World:
     channel: Channel
     member: Member
     services: Services
+    locale: str = "en-US"  #: the member's Discord language (and the guild's)
     actions: list[tuple[Interaction, str]] = field(default_factory=list)
     #: interaction id of a click -> (message id, its data and files as the member saw them before it)
     before: dict[int, tuple[int, dict, list]] = field(default_factory=dict)
@@ -37,7 +38,7 @@ class World:
     async def slash(self, command: str, options: dict[str, Any] | None = None) -> Interaction:
         """Send ``/command`` with ``options`` and wait for the bot's first answer."""
         inter = await self.server.send_interaction(self.guild, self.member, command, options or {},
-                                                   channel=self.channel)  # fmt: skip
+                                                   channel=self.channel, locale=self.locale)  # fmt: skip
         self.actions.append((inter, f"/{command}"))
         await _answered(inter, f"/{command}")
         return inter
@@ -48,7 +49,9 @@ class World:
         """Click the component labelled ``label`` (a select when ``values`` is given)."""
         custom_id = find_component(message, label, select=values is not None)
         seen = (message.id, copy.deepcopy(message.data), list(message.files))
-        inter = await self.server.send_component(message, self.member, custom_id, values=values)
+        inter = await self.server.send_component(
+            message, self.member, custom_id, values=values, locale=self.locale
+        )
         self.before[inter.id] = seen
         picked = [o["label"] for r in message.components for c in r.get("components") or []
                   for o in c.get("options") or [] if o.get("value") in (values or [])]  # fmt: skip
@@ -58,7 +61,7 @@ class World:
 
     async def submit(self, inter: Interaction, values: dict[str, Any] | None = None) -> Interaction:
         """Submit the form the bot opened on ``inter``."""
-        sub = await self.server.send_modal_submit(inter, self.member, values or {})
+        sub = await self.server.send_modal_submit(inter, self.member, values or {}, locale=self.locale)
         title = (inter.modal or {}).get("title") or "the form"
         self.actions.append((sub, f"submitted “{title}”"))
         await _answered(sub, title)
@@ -103,10 +106,12 @@ def find_component(message: RecordedMessage, label: str, *, select: bool = False
 
 
 @contextlib.asynccontextmanager
-async def demo_world(settings: Settings) -> AsyncIterator[World]:
-    """The stand-in with guild "Mascot Club", member "newcomer" in #training, and the bot connected."""
+async def demo_world(settings: Settings, locale: str = "en-US") -> AsyncIterator[World]:
+    """The stand-in with guild "Mascot Club" (in ``locale``), member "newcomer" (Discord in ``locale``)
+    in #training, and the bot connected."""
     server = LoopbackDiscord(bot_name="LoRA Bot")
     guild = server.add_guild("Mascot Club", channels=("general", "training"))
+    guild.locale = locale
     member = server.add_member(guild, "newcomer")
     channel = next(c for c in guild.channels.values() if c.name == "training")
     async with server, contextlib.AsyncExitStack() as stack:
@@ -117,4 +122,4 @@ async def demo_world(settings: Settings) -> AsyncIterator[World]:
             running_bot(services, queue=True, file_server=files, guild_ready_timeout=0.05)
         )
         await stack.enter_async_context(running_client(server, bot, timeout=30))
-        yield World(server, guild, channel, member, services)
+        yield World(server, guild, channel, member, services, locale=locale)
