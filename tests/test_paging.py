@@ -78,3 +78,45 @@ def test_stamina_pages_through_the_whole_history_past_100(tmp_path, tiny_sd15):
             assert ja.embeds[0]["title"] == "⚡ スタミナ" and "付与" in ja.embeds[0]["fields"][0]["value"]
 
     asyncio.run(asyncio.wait_for(scenario(), 180))
+
+
+def test_dataset_and_lora_lists_and_the_add_to_dataset_picker_page_past_25(tmp_path, tiny_sd15):
+    from bot.loopback import Upload
+    from db import library as lib
+    from tests.test_dataset_service import picture
+
+    settings = queue_settings(tmp_path, {"tiny-sd15": tiny_sd15}, command_cooldown_s=0)
+
+    async def scenario():
+        async with bot_world(settings) as w:
+            owner = w.alice.user_id
+            names = [f"set{i:02d}" for i in range(30)]
+            for name in names:
+                await w.services.datasets.create(owner, name, "tiny-sd15", "tk")
+            async with transaction(w.services.conn):
+                for i in range(27):
+                    await lib.insert_lora(w.services.conn, owner, f"lora{i:02d}", "/nonexistent.safetensors",
+                                          "tiny-sd15", "sd15", None, None)  # fmt: skip
+            listing = await w.reply(await w.slash(w.alice, "dataset list"))
+            shown, last = await _walk_pages(w, w.alice, listing, r"\bset(\d\d)\b")
+            assert sorted(shown) == [n[3:] for n in names] and last == "page 2/2"
+            loras = await w.reply(await w.slash(w.alice, "lora list", locale="ja"))
+            shown, last = await _walk_pages(w, w.alice, loras, r"\blora(\d\d)\b")
+            assert sorted(map(int, shown)) == list(range(27)) and last.endswith("3/3 ページ")
+            posted = await w.server.post_message(w.channel, w.bob, "look", [Upload("a.png", picture(1))])
+            inter = await w.server.send_message_command(w.guild, w.alice, "Add to dataset", posted)
+            await inter.wait_response()
+            menu = await w.reply(inter)
+            first = [o["value"] for o in menu.components[0]["components"][0]["options"]]
+            assert first == names[:25] and "page 1/2" in menu.content
+            arrow = next(c for row in menu.components for c in row["components"]
+                         if (c.get("emoji") or {}).get("name") == "▶️")  # fmt: skip
+            await w.click(menu, w.alice, arrow["custom_id"])
+            await w.server.wait_for_message(lambda m: m is menu and "page 2/2" in m.content, 10)
+            select = menu.components[0]["components"][0]
+            assert [o["value"] for o in select["options"]] == names[25:]
+            await w.click(menu, w.alice, select["custom_id"], values=["set29"])
+            await w.server.wait_for_message(lambda m: m is menu and bool(m.embeds), 30)
+            assert len(await w.services.datasets.images(owner, "set29")) == 1
+
+    asyncio.run(asyncio.wait_for(scenario(), 180))

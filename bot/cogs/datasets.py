@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import discord
@@ -13,6 +14,7 @@ from ..i18n import Messages, messages
 from ..ui.base import OwnerView, ask_first
 from ..ui.common import answer, base_model_choices, choices, dataset_choices, quiet, services_of
 from ..ui.embeds import table
+from ..ui.pages import LIST_PAGE, PagedView
 
 CropMode = Literal["none", "center", "focus"]
 
@@ -75,10 +77,14 @@ class DatasetCog(commands.GroupCog, group_name="dataset", group_description="You
         if not rows:
             await answer(interaction, t("You have no datasets yet: start with `/dataset new`."))
             return
-        lines = [(d.name, str(n), d.base_model, d.trigger_word) for d, n in rows]
         headers = (t("name"), t("images"), t("model"), t("trigger"))
-        embed = discord.Embed(title=t("Your datasets"), description=table(lines, headers))
-        await answer(interaction, embed=embed)
+
+        def render(page_rows: Sequence, page: int, pages: int) -> discord.Embed:
+            lines = [(d.name, str(n), d.base_model, d.trigger_word) for d, n in page_rows]
+            return discord.Embed(title=t("Your datasets"), description=table(lines, headers))
+
+        view = PagedView(interaction.user.id, rows, render, t, per_page=LIST_PAGE)
+        view.message = await answer(interaction, embed=view.embed(), view=view)
 
     @app_commands.command(name="info", description="One dataset: images, tags, settings")
     @app_commands.autocomplete(name=dataset_choices)

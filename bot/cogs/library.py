@@ -4,6 +4,7 @@ rename or delete)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,11 +19,13 @@ from ..ui.common import answer, defer_thinking, services_of
 from ..ui.embeds import table
 from ..ui.files import send_file
 from ..ui.loras import own_lora_choices, usable_lora_choices
+from ..ui.pages import PagedView
 
 if TYPE_CHECKING:
     from db.library import LoraRow
 
 MAX_FIELD = 1024  # an embed field's value
+LIBRARY_PAGE = 10  # LoRAs per /lora list page (the shared table field holds 1024 characters)
 
 
 @app_commands.guild_only()
@@ -38,7 +41,14 @@ class LibraryCog(commands.GroupCog, group_name="lora", group_description="Your s
         if not own and not shared:
             await answer(interaction, t("Your library is empty: save an epoch from `/epochs`."))
             return
-        await answer(interaction, embed=library_embed(own, shared, t))
+        items = [(True, r) for r in own] + [(False, r) for r in shared]  # yours first, then shared ones
+
+        def render(page_items: Sequence, page: int, pages: int) -> discord.Embed:
+            mine = [r for is_own, r in page_items if is_own]
+            return library_embed(mine, [r for is_own, r in page_items if not is_own], t, empty_own=not own)
+
+        view = PagedView(interaction.user.id, items, render, t, per_page=LIBRARY_PAGE)
+        view.message = await answer(interaction, embed=view.embed(), view=view)
 
     @app_commands.command(name="download", description="Download a saved or shared LoRA (.safetensors)")
     @app_commands.autocomplete(name=usable_lora_choices)
@@ -101,14 +111,21 @@ class LibraryCog(commands.GroupCog, group_name="lora", group_description="Your s
         await answer(interaction, f"🔒 {said}")
 
 
-def library_embed(own: list[LoraRow], shared: list[LoraRow], t: Messages) -> discord.Embed:
-    """The member's LoRAs as a table, and those others share, in ``t``'s language."""
+def library_embed(
+    own: list[LoraRow], shared: list[LoraRow], t: Messages, *, empty_own: bool = True
+) -> discord.Embed:
+    """The member's LoRAs as a table, and those others share, in ``t``'s language (one page of
+    them; ``empty_own``: the member has none at all, not just none on this page)."""
     lines = [(r.name, r.base_model, r.trigger_word, _origin(r.job_id, r.epoch), t("yes") if r.shared else "")
              for r in own]  # fmt: skip
     headers = (t("name"), t("model"), t("trigger"), t("from"), t("shared"))
     embed = discord.Embed(
         title="📚 " + t("Your LoRAs"),
-        description=table(lines, headers) if own else t("None yet: save an epoch from `/epochs`."),
+        description=table(lines, headers)
+        if own
+        else t("None yet: save an epoch from `/epochs`.")
+        if empty_own
+        else None,
     )
     if shared:
         others = [(r.name, r.base_model, r.trigger_word, owner_label(r, t)) for r in shared]

@@ -67,27 +67,56 @@ class UploadCog(commands.Cog):
             await answer(interaction, t("You have no datasets yet: create one with `/dataset new` first."))
             return
         view = PickDatasetView(interaction.user.id, [d.name for d, _ in rows], files, t)
-        question = t("Add the {n} attachment(s) of that message to which dataset?", n=len(files))
-        if len(rows) > 25:
-            question += " " + t(
-                "(the first 25 of your {n} datasets by name; for others use /upload)", n=len(rows)
-            )
-        view.message = await answer(interaction, question, view=view)
+        view.message = await answer(interaction, view.question(), view=view)
 
 
 class PickDatasetView(OwnerView):
+    """A menu of the member's datasets, 25 at a time (Discord's most), ◀ ▶ for the others."""
+
+    PER_PAGE = 25
+
     def __init__(self, owner_id: int, names: list[str], files: list[discord.Attachment], t: Messages):
         super().__init__(owner_id)
-        self.files, self.t = files, t
-        self.pick.options = [discord.SelectOption(label=n[:100], value=n[:100]) for n in names[:25]]
+        self.names, self.files, self.t, self.page = names, files, t, 0
+        self.pages = -(-len(names) // self.PER_PAGE)
         self.pick.placeholder = t("Choose a dataset")
+        self.previous.label, self.next.label = t("Previous"), t("Next")
+        if self.pages == 1:
+            self.remove_item(self.previous)
+            self.remove_item(self.next)
+        self._show_page()
 
-    @discord.ui.select(placeholder="Choose a dataset", min_values=1, max_values=1)
+    def question(self) -> str:
+        text = self.t("Add the {n} attachment(s) of that message to which dataset?", n=len(self.files))
+        if self.pages > 1:
+            text += " " + self.t("(page {page}/{pages} of your datasets)", page=self.page + 1, pages=self.pages)
+        return text
+
+    def _show_page(self) -> None:
+        names = self.names[self.page * self.PER_PAGE : (self.page + 1) * self.PER_PAGE]
+        self.pick.options = [discord.SelectOption(label=n[:100], value=n[:100]) for n in names]
+        self.previous.disabled = self.page == 0
+        self.next.disabled = self.page >= self.pages - 1
+
+    async def _turn(self, interaction: discord.Interaction, step: int) -> None:
+        self.page = min(max(self.page + step, 0), self.pages - 1)
+        self._show_page()
+        await interaction.response.edit_message(content=self.question(), view=self)
+
+    @discord.ui.select(placeholder="Choose a dataset", min_values=1, max_values=1, row=0)
     async def pick(self, interaction: discord.Interaction, select: discord.ui.Select) -> None:
         self.stop()
         content = self.t("Adding to **{dataset}**…", dataset=select.values[0])
         await interaction.response.edit_message(content=content, view=None)
         await ingest_attachments(interaction, select.values[0], self.files)
+
+    @discord.ui.button(emoji="◀️", style=discord.ButtonStyle.secondary, row=1)
+    async def previous(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await self._turn(interaction, -1)
+
+    @discord.ui.button(emoji="▶️", style=discord.ButtonStyle.secondary, row=1)
+    async def next(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
+        await self._turn(interaction, 1)
 
 
 async def ingest_attachments(

@@ -16,6 +16,7 @@ from ..i18n import Messages
 from .base import OwnerView
 
 PER_PAGE = 10
+LIST_PAGE = 15  #: rows of a one-line-per-item table (datasets) on one page
 
 Render = Callable[[Sequence[Any], int, int], discord.Embed]
 
