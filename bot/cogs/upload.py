@@ -11,8 +11,8 @@ from discord.ext import commands
 from ..datasets.ingest import BatchReport
 from ..datasets.phrases import said
 from ..i18n import N_, Messages, messages
-from ..ui.base import OwnerView
 from ..ui.common import answer, dataset_choices, services_of
+from ..ui.pages import PageTurner, page_count, page_items
 from ..ui.progress_line import ProgressLine, stopped_line
 
 
@@ -70,37 +70,31 @@ class UploadCog(commands.Cog):
         view.message = await answer(interaction, view.question(), view=view)
 
 
-class PickDatasetView(OwnerView):
+class PickDatasetView(PageTurner):
     """A menu of the member's datasets, 25 at a time (Discord's most), ◀ ▶ for the others."""
 
     PER_PAGE = 25
 
     def __init__(self, owner_id: int, names: list[str], files: list[discord.Attachment], t: Messages):
-        super().__init__(owner_id)
-        self.names, self.files, self.t, self.page = names, files, t, 0
-        self.pages = -(-len(names) // self.PER_PAGE)
+        super().__init__(owner_id, page_count(len(names), self.PER_PAGE), t)
+        self.names, self.files = names, files
         self.pick.placeholder = t("Choose a dataset")
-        self.previous.label, self.next.label = t("Previous"), t("Next")
-        if self.pages == 1:
-            self.remove_item(self.previous)
-            self.remove_item(self.next)
-        self._show_page()
+        self.show_page()
 
     def question(self) -> str:
         text = self.t("Add the {n} attachment(s) of that message to which dataset?", n=len(self.files))
         if self.pages > 1:
-            text += " " + self.t("(page {page}/{pages} of your datasets)", page=self.page + 1, pages=self.pages)
+            text += " " + self.t(
+                "(page {page}/{pages} of your datasets)", page=self.page + 1, pages=self.pages
+            )
         return text
 
-    def _show_page(self) -> None:
-        names = self.names[self.page * self.PER_PAGE : (self.page + 1) * self.PER_PAGE]
+    def show_page(self) -> None:
+        super().show_page()
+        names = page_items(self.names, self.page, self.PER_PAGE)
         self.pick.options = [discord.SelectOption(label=n[:100], value=n[:100]) for n in names]
-        self.previous.disabled = self.page == 0
-        self.next.disabled = self.page >= self.pages - 1
 
-    async def _turn(self, interaction: discord.Interaction, step: int) -> None:
-        self.page = min(max(self.page + step, 0), self.pages - 1)
-        self._show_page()
+    async def send_page(self, interaction: discord.Interaction) -> None:
         await interaction.response.edit_message(content=self.question(), view=self)
 
     @discord.ui.select(placeholder="Choose a dataset", min_values=1, max_values=1, row=0)
@@ -109,14 +103,6 @@ class PickDatasetView(OwnerView):
         content = self.t("Adding to **{dataset}**…", dataset=select.values[0])
         await interaction.response.edit_message(content=content, view=None)
         await ingest_attachments(interaction, select.values[0], self.files)
-
-    @discord.ui.button(emoji="◀️", style=discord.ButtonStyle.secondary, row=1)
-    async def previous(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        await self._turn(interaction, -1)
-
-    @discord.ui.button(emoji="▶️", style=discord.ButtonStyle.secondary, row=1)
-    async def next(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        await self._turn(interaction, 1)
 
 
 async def ingest_attachments(
