@@ -278,10 +278,11 @@ async def _jobs(
     rows = await services_of(interaction).queue.list_jobs(
         None if everyone else interaction.user.id, active=everyone, kind=kind, limit=100
     )
+    t = messages(interaction.locale)
     typed = current.strip().lstrip("#").casefold()
     hits = [j for j in rows if typed in f"{j.id} {j.title}".casefold()]  # newest first, as stored
     return [
-        app_commands.Choice(name=f"#{j.id} {j.title} ({j.state})"[:100], value=str(j.id))
+        app_commands.Choice(name=f"#{j.id} {j.title} ({t(j.state)})"[:100], value=str(j.id))
         for j in hits[:MAX_CHOICES]
     ]
 
