@@ -43,7 +43,6 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from PIL import Image, ImageDraw
@@ -51,7 +50,8 @@ from PIL import Image, ImageDraw
 from bot.queue.bus import JobUpdate
 from bot.queue.dispatcher import Dispatcher
 from bot.queue.generation import GenerateRequest
-from bot.queue.workers import EventHandler, GenerationLane, LocalTrainerWorker, Outcome
+from bot.queue.runner import EventHandler, Launch, OnStart, Outcome
+from bot.queue.workers import GenerationLane, LocalTrainerWorker
 from bot.services import Services, open_services
 from bot.settings import Settings, load_settings
 from db import jobs as repo
@@ -63,7 +63,6 @@ TRAIN_OPTIONS = {"repeats": 1, "epochs": 1, "resolution": 64, "mixed_precision":
                  "previews": False, "network_dim": 4, "network_alpha": 2}  # fmt: skip
 GENERATE = GenerateRequest("tkchar, red", base_model="tiny-sd15", steps=4, size="64")
 TIMEOUT_S = 300.0
-OnStart = Callable[[int], Awaitable[None]]
 log = functools.partial(print, file=sys.stderr, flush=True)
 
 
@@ -106,19 +105,19 @@ class TimedWorker(LocalTrainerWorker):
         self.spawned: dict[str, float] = {}
         self.recorded: dict[str, float] = {}
 
-    async def run(self, job_file: Path, log_file: Path, on_event: EventHandler, on_start: OnStart) -> Outcome:
-        key = str(job_file.parent)
+    async def run(self, launch: Launch, on_event: EventHandler, on_start: OnStart) -> Outcome:
+        key = str(launch.folder)
 
-        async def start(pid: int) -> None:
+        async def start(pid: int | None, where: str) -> None:
             self.spawned[key] = time.time()
-            await on_start(pid)
+            await on_start(pid, where)
 
         async def event(event: dict[str, Any]) -> None:
             await on_event(event)
             if event["event"] == "started":
                 self.recorded.setdefault(key, time.time())
 
-        return await super().run(job_file, log_file, event, start)
+        return await super().run(launch, event, start)
 
 
 def make_dispatcher(services: Services) -> tuple[Dispatcher, TimedWorker]:
@@ -127,7 +126,7 @@ def make_dispatcher(services: Services) -> tuple[Dispatcher, TimedWorker]:
     worker = TimedWorker(s.devices[0], s.hang_timeout_s)
     lane = GenerationLane(s.devices[0], s.hang_timeout_s, s.data_dir / "logs" / "generate.log")
     dispatcher = Dispatcher(
-        services.conn, s, services.registry, services.bus, [worker], [lane], services.queue.clock
+        services.conn, s, services.registry, services.bus, [worker, lane], services.queue.clock
     )
     services.queue.on_change = dispatcher.wake
     return dispatcher, worker

@@ -87,6 +87,18 @@ class Settings(BaseSettings):
     )
 
     # Queue and workers -----------------------------------------------------------------------------
+    ray_address: str = Field(
+        "",
+        description="a Ray cluster to train and generate on too: 'auto' or the head's address"
+        " (host:6379); empty: this host's devices only (pip install -e '.[ray]')",
+    )
+    ray_generate_gpus: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="the share of a GPU each cluster node's /generate process reserves"
+        " (0: it shares the node's first GPU with training)",
+    )
     devices: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["cpu"],
         description='one worker each: CUDA device ids like ["0", "1"], or "cpu"',
@@ -196,9 +208,11 @@ class Settings(BaseSettings):
 
     @field_validator("devices")
     @classmethod
-    def _device_names(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError('name at least one device, e.g. ["cpu"] or ["0"]')
+    def _device_names(cls, value: list[str], info) -> list[str]:
+        if not value and not info.data.get("ray_address"):
+            raise ValueError(
+                'name at least one device, e.g. ["cpu"] or ["0"] (none only with LORABOT_RAY_ADDRESS)'
+            )
         for device in value:
             if device != "cpu" and not re.fullmatch(r"\d+(,\d+)*", device):
                 raise ValueError(f"'{device}' is neither 'cpu' nor CUDA device ids like '0' or '0,1'")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,14 +161,34 @@ async def count_active(conn: aiosqlite.Connection, owner_id: int) -> int:
 
 
 async def claim_next(
-    conn: aiosqlite.Connection, kind: str, device: str, now: float | None = None
+    conn: aiosqlite.Connection,
+    kind: str,
+    device: str,
+    now: float | None = None,
+    admits: Callable[[str, str], bool] | None = None,
 ) -> JobRow | None:
-    """Take the first queued job of ``kind`` for ``device`` (queued -> running), or None."""
+    """Take the first queued job of ``kind`` for ``device`` (queued -> running), or None.
+
+    ``admits(base_model, family)``: only a job it admits is taken (the first of the queue's
+    order that it admits; the others stay queued for other devices)."""
+    now = now or time.time()
+    where = "kind = ? AND state = 'queued'"
+    if admits is None:
+        pick = f"(SELECT id FROM jobs WHERE {where} ORDER BY priority DESC, id LIMIT 1)"
+        args: tuple[Any, ...] = (kind,)
+    else:
+        async with conn.execute(
+            f"SELECT id, base_model, family FROM jobs WHERE {where} ORDER BY priority DESC, id LIMIT 500",
+            (kind,),
+        ) as cur:
+            ids = [job_id for job_id, model, family in await cur.fetchall() if admits(model, family)]
+        if not ids:
+            return None
+        pick, args = "?", (ids[0],)
     async with conn.execute(
         "UPDATE jobs SET state = 'running', device = ?, attempts = attempts + 1, started_at = ?, pid = NULL,"
-        " last_event_at = ? WHERE id = (SELECT id FROM jobs WHERE kind = ? AND state = 'queued'"
-        f" ORDER BY priority DESC, id LIMIT 1) AND state = 'queued' RETURNING {_COLUMNS}",
-        (device, now or time.time(), now or time.time(), kind),
+        f" last_event_at = ? WHERE id = {pick} AND state = 'queued' RETURNING {_COLUMNS}",
+        (device, now, now, *args),
     ) as cur:
         row = await cur.fetchone()
     return _job(row) if row else None

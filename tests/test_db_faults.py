@@ -175,7 +175,7 @@ def test_a_trainer_out_of_disk_fails_with_the_refund_once_the_ledger_can_be_writ
             raise sqlite3.OperationalError("database or disk is full")
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr("bot.queue.dispatcher.settle", ledger_full_for_a_while)
+    monkeypatch.setattr("bot.queue.ending.settle", ledger_full_for_a_while)
 
     async def body(s, dispatcher, updates):
         await make_dataset(s, images=4)

@@ -180,7 +180,7 @@ async def _not_taken(dispatcher) -> None:
     looks = record_calls(dispatcher, "_claim")
 
     def taken() -> list:
-        return [job for (kind, _), job in looks if kind == "train"]
+        return [job for (runner,), job in looks if runner.kind == "train"]
 
     await wait_until(lambda: len(taken()) >= 2, 30, 0.05, "the dispatcher to look for training jobs twice")
     assert taken() == [None] * len(taken())

@@ -104,10 +104,10 @@ def test_a_running_job_and_tiny_model_speeds(tmp_path):
             await repo.update_progress(s.conn, job.id, step=7, steps_per_s=7.0)
             assert (await queue_status(s.queue))[0].ends_in_s == pytest.approx(1.0)
 
-            dispatcher = Dispatcher(s.conn, settings, s.queue.registry, None, [], [])
-            await dispatcher._record_rate(dataclasses.replace(job, steps_per_s=500.0))  # tiny-sd15
+            dispatcher = Dispatcher(s.conn, settings, s.queue.registry, None, [])
+            await dispatcher.ends.record_rate(dataclasses.replace(job, steps_per_s=500.0))  # tiny-sd15
             assert await repo.step_rates(s.conn, "sd15") == []  # would make real SD1.5 ETAs say "0s"
-            await dispatcher._record_rate(dataclasses.replace(job, base_model="real-sd15", steps_per_s=4.0))
+            await dispatcher.ends.record_rate(dataclasses.replace(job, base_model="real-sd15", steps_per_s=4.0))
             est = await s.queue.estimate_training(1, "chara", dict(FOURTEEN))
             assert est.eta_s == pytest.approx(startup_seconds("sd15") + 14 / 4.0)
 

@@ -60,7 +60,11 @@ def save_training_state(run: Run) -> None:
 
 
 def restore_training_state(run: Run, saved: dict) -> None:
-    if saved["fingerprint"] != state.job_fingerprint(run.job, saved["seed"]):
+    fits = (
+        state.job_fingerprint(run.job, saved["seed"]),
+        state.job_fingerprint(run.job, saved["seed"], True),
+    )
+    if saved["fingerprint"] not in fits:
         raise TrainError(
             "the saved state belongs to a job with other settings; resume with the same job file"
         )

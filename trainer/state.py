@@ -46,11 +46,18 @@ def state_path(job: TrainJob) -> Path:
     return Path(job.output_dir) / f"{job.output_name}-state.pt"
 
 
-def job_fingerprint(job: TrainJob, seed: int) -> str:
+#: Where the job's files lie: a job resumed on another host (a cluster node, or the bot's own
+#: after a node was lost) has other folders and the same training.
+_PLACES = {"dataset_dir", "output_dir"}
+
+
+def job_fingerprint(job: TrainJob, seed: int, with_places: bool = False) -> str:
+    """What the saved state belongs to; ``with_places``: as states saved before the cluster hashed it."""
+    skip = _NOT_TRAINING if with_places else _NOT_TRAINING | _PLACES
     data = {
         k: v
         for k, v in job.model_dump(by_alias=True).items()
-        if k not in _NOT_TRAINING and not (k in _HASHED_WHEN_SET and v is None)
+        if k not in skip and not (k in _HASHED_WHEN_SET and v is None)
     }
     data["seed"] = seed
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -32,7 +32,7 @@ def check(env_file: Path, timeout: float) -> int:
     """One line per check; exit 0 when none failed (warnings do not fail)."""
     settings, results = _check_settings(env_file)
     _print_results(results)
-    steps = [_check_data_dir, _check_database, _check_models, _check_taggers, _check_devices,
+    steps = [_check_data_dir, _check_database, _check_models, _check_taggers, _check_devices, _check_cluster,
              _check_discord, _check_http, lambda s: _check_trainer(s, timeout)] if settings else []  # fmt: skip
     for step in steps:
         try:
@@ -162,6 +162,8 @@ def _check_tagger(s: Settings, source: str) -> Result:
 
 
 def _check_devices(s: Settings) -> list[Result]:
+    if not s.devices:
+        return [(True, "no local device: jobs run on the Ray cluster's GPUs only")]
     if all(d == "cpu" for d in s.devices):
         return [(True, "device cpu")]
     import torch  # only when CUDA devices are configured: it takes a moment
@@ -181,6 +183,14 @@ def _check_devices(s: Settings) -> list[Result]:
                 "LORABOT_DEVICES") if absent else names  # fmt: skip
         results.append((not absent, f"device {device}: {text}"))
     return results
+
+
+def _check_cluster(s: Settings) -> list[Result]:
+    if not s.ray_address:
+        return []
+    from ..cluster.report import check_cluster  # Ray only when a cluster is configured
+
+    return check_cluster(s)
 
 
 def _check_discord(s: Settings) -> list[Result]:

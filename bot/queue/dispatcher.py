@@ -1,15 +1,15 @@
-"""The dispatcher: hands queued jobs to workers, records their events, ends them, recovers.
+"""The dispatcher: hands queued jobs to runners, records their events, ends them, recovers.
 
-It runs in the bot process (asyncio). Per configured device there is one training worker and
-one generation lane; with ``generate_alongside_training`` off, the two take turns on the
-device. Jobs are claimed from SQLite (priority first, then FIFO) with a conditional update, so
-the queue survives restarts and the operator CLI (another process) can cancel and pause.
+It runs in the bot process (asyncio). Every :class:`~.runner.Runner` (a local training worker or
+generation lane per configured device, a cluster GPU's) gets one loop: claim, run, record,
+settle. Without ``generate_alongside_training`` the local runners of one device take turns. Jobs
+are claimed from SQLite (priority first, then FIFO) with a conditional update, so the queue
+survives restarts and the operator CLI (another process) can cancel and pause.
 
 Recovery: on start, jobs left ``running`` by a dead process are put back in the queue and
 resume from their last saved state (``resume``), or fail with the refund after
-``max_attempts`` starts. A trainer that crashes, or is silent for ``hang_timeout_s``, is
-handled the same way. Charges happen once at submission; refunds once at the end (the ledger
-allows no second one).
+``max_attempts`` starts. A trainer that crashes, is silent for ``hang_timeout_s``, or whose
+cluster node is lost is handled the same way (:mod:`.ending`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 
@@ -31,17 +31,31 @@ from db.database import transaction, until_written, wait_for_writes, write_patie
 from ..registry import ModelRegistry
 from ..settings import Settings
 from .bus import EventBus, JobUpdate
-from .outcome import bounded_step, failure_message, why
-from .record import generation_job, job_paths, write_training_job
+from .ending import JobEnder
+from .outcome import why
+from .record import generation_job, training_job
 from .recorder import EventRecorder
 from .recovery import DispatcherLock, kill_orphan
-from .settle import settle
+from .runner import Launch, Runner
 from .stamina import StaminaService
-from .workers import GenerationLane, Outcome, StartError, TrainingWorker
+from .workers import StartError
 
 log = logging.getLogger(__name__)
 POLL_S = 1.0
 STOP_WRITE_S = 10.0
+#: A queued job that every runner of its kind declines (no host has its model, no GPU is large
+#: enough) fails with the reasons after this long (a node that restarts comes back meanwhile).
+UNPLACEABLE_GRACE_S = 60.0
+
+
+class RemoteJobs(Protocol):
+    """The cluster side of recovery: jobs whose device names a cluster node."""
+
+    def owns(self, device: str | None) -> bool: ...
+
+    async def stop_orphan(self, job: repo.JobRow) -> bool:
+        """Stop the job's remote process if it still runs; False when the cluster cannot say."""
+        ...
 
 
 class Dispatcher:
@@ -51,8 +65,7 @@ class Dispatcher:
         settings: Settings,
         registry: ModelRegistry,
         bus: EventBus,
-        workers: list[TrainingWorker],
-        lanes: list[GenerationLane],
+        runners: list[Runner],
         clock: Callable[[], float] = time.time,
         stamina: StaminaService | None = None,
     ):
@@ -60,47 +73,66 @@ class Dispatcher:
         self.settings = settings
         self.registry = registry
         self.bus = bus
-        self.workers = workers
-        self.lanes = lanes
+        self.runners = list(runners)
         self.clock = clock
-        self.stamina = stamina
+        self.remote: RemoteJobs | None = None
+        self.ends = JobEnder(conn, settings, registry, bus, clock, stamina, self.wake)
         self._wakers: list[asyncio.Event] = []
         self._tasks: list[asyncio.Task] = []
-        self._running: dict[int, Any] = {}  # job id -> the worker or lane running it
+        self._loops: dict[int, asyncio.Task] = {}  # id(runner) -> its loop
+        self._retired: set[int] = set()
+        self._running: dict[int, Runner] = {}  # job id -> the runner running it
         self._stopping: set[asyncio.Task] = set()
         self._claimed: set[int] = set()  # jobs this dispatcher took and has not finished handling
-        self._recorders: dict[int, EventRecorder] = {}
-        self._device_locks = {w.device: asyncio.Lock() for w in workers}
+        self._declined_since: dict[int, float] = {}
+        self._device_locks: dict[str, asyncio.Lock] = {}
         self._lock = DispatcherLock(settings.data_dir / "dispatcher.lock")
+        self._started = False
 
     # Life cycle ------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Take the data folder's dispatcher lock, recover, and start the worker loops."""
+        """Take the data folder's dispatcher lock, recover, and start the runner loops."""
         self._lock.acquire()
         await self.recover()
-        for worker in self.workers:
-            self._tasks.append(
-                asyncio.create_task(self._training_loop(worker), name=f"train-{worker.device}")
-            )
-        for lane in self.lanes:
-            self._tasks.append(
-                asyncio.create_task(self._generation_loop(lane), name=f"generate-{lane.device}")
-            )
-        self._tasks.append(asyncio.create_task(self._watch_cancels(), name="cancel-watch"))
+        self._started = True
+        for runner in self.runners:
+            self._start_loop(runner)
+        self._tasks.append(asyncio.create_task(self._watch(), name="queue-watch"))
+
+    def add_runner(self, runner: Runner) -> None:
+        """A runner that came later (a cluster node joined): it serves from now on."""
+        self.runners.append(runner)
+        if self._started:
+            self._start_loop(runner)
+        self.wake()
+
+    def retire_runner(self, runner: Runner) -> None:
+        """The runner's host went away: its loop ends once its current job (if any) has ended."""
+        self._retired.add(id(runner))
+        self.runners = [r for r in self.runners if r is not runner]
+        self.wake()
+
+    def _start_loop(self, runner: Runner) -> None:
+        task = asyncio.create_task(self._loop(runner), name=f"{runner.kind}-{runner.device}")
+        self._loops[id(runner)] = task
+        task.add_done_callback(lambda _: self._loops.pop(id(runner), None))
 
     async def stop(self) -> None:
         """Stop the loops; running jobs stay ``running`` and resume on the next start."""
         interrupted = list(self._claimed)
         try:
-            for task in self._tasks:
+            tasks = [*self._tasks, *self._loops.values()]
+            for task in tasks:
                 task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            if tasks:  # bounded: a task that swallows its cancel does not keep the bot from stopping
+                _, stuck = await asyncio.wait(tasks, timeout=STOP_WRITE_S)
+                if stuck:
+                    log.warning("stopping the queue: %s did not stop", ", ".join(t.get_name() for t in stuck))
             self._tasks.clear()
-            for lane in self.lanes:
-                await lane.close()
+            for runner in self.runners:
+                with contextlib.suppress(Exception):
+                    await runner.close()
             if interrupted:  # a planned restart is not a crash: it does not use up one of the job's starts
                 await self._uncount(interrupted)
         finally:
@@ -142,11 +174,17 @@ class Dispatcher:
                 await self._recover_one(job, "the bot stopped while it ran")
 
     async def _recover_one(self, job: repo.JobRow, why: str) -> None:
-        await asyncio.to_thread(kill_orphan, job.pid, job.folder)
-        if job.state == "cancelling":
-            await self._end(job, "cancelled", job.step)
+        if self.remote is not None and self.remote.owns(job.device):
+            if not await self.remote.stop_orphan(job):
+                log.warning("job #%d ran on %s, which cannot be reached: it resumes once it is silent "
+                            "for the hang timeout", job.id, job.device)  # fmt: skip
+                return
         else:
-            await self._retry_or_fail(job, why)
+            await asyncio.to_thread(kill_orphan, job.pid, job.folder)
+        if job.state == "cancelling":
+            await self.ends.end(job, "cancelled", job.step)
+        else:
+            await self.ends.retry_or_fail(job, why)
 
     async def _reap_stranded(self) -> None:
         """No job stays ``running`` without a live process: one this dispatcher is not handling (its
@@ -160,60 +198,53 @@ class Dispatcher:
                 log.warning("job #%d was %s with no process handling it: recovering it", job.id, job.state)
                 await self._recover_one(job, "its process was lost")
 
-    async def _retry_or_fail(self, job: repo.JobRow, why: str) -> None:
-        if job.attempts >= self.settings.max_attempts:
-            await self._end(job, "failed", job.step, f"{why}, {job.attempts} times: the job was stopped")
-            return
-        log.warning("job #%d: %s; it resumes (start %d of %d)", job.id, why, job.attempts + 1,
-                    self.settings.max_attempts)  # fmt: skip
-        await self._requeue(job, {"reason": why}, error=f"restarted: {why}",
-                            **({"step": 0} if job.kind == "generate" else {}))  # fmt: skip
+    # Claiming and running --------------------------------------------------------------------------
 
-    async def _requeue(self, job: repo.JobRow, event: dict[str, Any], **values: Any) -> None:
-        """Put a running job back in the queue; one cancelled meanwhile ends as cancelled instead."""
-
-        async def requeue() -> repo.JobRow | None:
-            async with transaction(self.conn):
-                return await repo.transition(self.conn, job.id, ("running",), "queued", pid=None, **values)
-
-        back = await until_written(requeue, f"job #{job.id}: putting it back in the queue")
-        if back is not None:
-            self.bus.publish(JobUpdate(back, "requeued", event))
-            self.wake()
-            return
-        current = await repo.get_job(self.conn, job.id)
-        if current is not None and current.state == "cancelling":
-            await self._end(current, "cancelled", current.step)
-
-    async def _end(self, job: repo.JobRow, state: str, done: int, error: str | None = None) -> None:
-        """Settle the job (state and refund) however long the database takes to take it."""
-        ended = await until_written(
-            lambda: settle(self.conn, job.id, state, done, error, now=self.clock(), stamina=self.stamina),
-            f"job #{job.id}: ending it as {state}",
-        )
-        if ended is not None:
-            self.bus.publish(JobUpdate(ended, "finished", {"state": state, "refunded": ended.refunded}))
-
-    # Claiming --------------------------------------------------------------------------------------
-
-    async def _claim(self, kind: str, device: str) -> repo.JobRow | None:
+    async def _claim(self, runner: Runner) -> repo.JobRow | None:
         # reads first (they never wait for a writer): the write lock only when there is work
-        if await repo.get_flag(self.conn, "paused") == "1" or not await repo.has_queued(self.conn, kind):
+        if await repo.get_flag(self.conn, "paused") == "1" or not await repo.has_queued(
+            self.conn, runner.kind
+        ):
             return None
+        if not await runner.ready():
+            return None
+        admits = None if runner.local else (lambda model, family: runner.declines(model, family) is None)
         async with transaction(self.conn):
             if await repo.get_flag(self.conn, "paused") == "1":
                 return None
-            job = await repo.claim_next(self.conn, kind, device, self.clock())
+            job = await repo.claim_next(self.conn, runner.kind, runner.device, self.clock(), admits)
         if job is not None:
             self._claimed.add(job.id)
         return job
 
-    def _device_lock(self, device: str) -> contextlib.AbstractAsyncContextManager:
-        if self.settings.generate_alongside_training or device not in self._device_locks:
+    def _device_lock(self, runner: Runner) -> contextlib.AbstractAsyncContextManager:
+        if self.settings.generate_alongside_training or not runner.local:
             return contextlib.nullcontext()
-        return self._device_locks[device]
+        return self._device_locks.setdefault(runner.device, asyncio.Lock())
 
-    async def _guarded(self, running, job: repo.JobRow) -> None:
+    async def _loop(self, runner: Runner) -> None:
+        wait_for_writes()
+        wake = self._waker()
+        while id(runner) not in self._retired:
+            try:
+                async with self._device_lock(runner):
+                    job = await self._claim(runner)
+                    if job is not None:
+                        await self._free_lanes(runner)
+                        await self._guarded(self._run(runner, job), job)
+                        continue
+            except Exception:  # the database, most likely: log it and keep the device serving
+                log.exception("%s loop on %s", runner.kind, runner.device)
+            await self._idle(wake)
+
+    async def _free_lanes(self, runner: Runner) -> None:
+        """Without generation alongside training, a local lane's loaded model leaves the device first."""
+        if runner.kind == "train" and runner.local and not self.settings.generate_alongside_training:
+            for other in self.runners:
+                if other.kind == "generate" and other.local and other.device == runner.device:
+                    await other.close()
+
+    async def _guarded(self, running: Awaitable[None], job: repo.JobRow) -> None:
         """Run one job; an unexpected error ends in a retry (or failure with the refund), never a dead loop."""
         try:
             await running
@@ -224,180 +255,61 @@ class Dispatcher:
             self._running.pop(job.id, None)
             current = await repo.get_job(self.conn, job.id)
             if current is not None and not current.finished:  # if this fails too, _reap_stranded does it
-                await self._retry_or_fail(current, f"an internal error ({type(exc).__name__}: {exc})"[:300])
+                await self.ends.retry_or_fail(
+                    current, f"an internal error ({type(exc).__name__}: {exc})"[:300]
+                )
 
-    async def _free_lane(self, device: str) -> None:
-        """Without generation alongside training, the lane's loaded model leaves the device first."""
-        if not self.settings.generate_alongside_training:
-            for lane in self.lanes:
-                if lane.device == device:
-                    await lane.close()
+    def _launch(self, runner: Runner, job: repo.JobRow) -> Launch:
+        if job.kind == "train":
+            request = training_job(self.registry, job, runner.device)
+        else:
+            request = generation_job(self.registry, job, runner.device)
+            Path(request["output_dir"]).mkdir(parents=True, exist_ok=True)
+        return Launch(job.id, job.kind, job.attempts, Path(job.folder), request, job.base_model, job.family)
 
-    async def _infrastructure_fault(self, job: repo.JobRow, what: str) -> None:
-        """The trainer cannot even start (bad command, missing interpreter): every job would fail the
-        same way, so put this one back without using up a start and pause the queue for an operator."""
-        log.error("%s: the queue is paused until an operator fixes it ('python -m bot queue resume')", what)
-
-        async def pause() -> None:
-            async with transaction(self.conn):
-                await repo.set_flag(self.conn, "paused", "1", None)
-
-        await until_written(pause, "pausing the queue")
-        await self._requeue(
-            job, {"reason": what, "paused": True}, error=what, attempts=max(0, job.attempts - 1)
-        )
-
-    # Training --------------------------------------------------------------------------------------
-
-    async def _training_loop(self, worker: TrainingWorker) -> None:
-        wait_for_writes()
-        wake = self._waker()
-        while True:
-            try:
-                async with self._device_lock(worker.device):
-                    job = await self._claim("train", worker.device)
-                    if job is not None:
-                        await self._free_lane(worker.device)
-                        await self._guarded(self._run_training(worker, job), job)
-                        continue
-            except Exception:  # the database, most likely: log it and keep the device serving
-                log.exception("training loop on %s", worker.device)
-            await self._idle(wake)
-
-    async def _run_training(self, worker: TrainingWorker, job: repo.JobRow) -> None:
+    async def _run(self, runner: Runner, job: repo.JobRow) -> None:
         try:
-            job_file = await asyncio.to_thread(write_training_job, self.registry, job, worker.device)
+            launch = await asyncio.to_thread(self._launch, runner, job)
         except Exception as exc:  # base model gone from the registry, snapshot missing, disk full
-            await self._end(job, "failed", job.step, f"the job cannot start: {why(exc)}")
+            await self.ends.end(job, "failed", job.step, f"the job cannot start: {why(exc)}")
             return
-        _, log_file = job_paths(job)
-        recorder = self._recording(job, worker)
-        try:
-            outcome = await worker.run(job_file, log_file, self._on_event(recorder), self._on_start(recorder))
-        except StartError as exc:
-            await self._stop_recording(job, recorder)
-            await self._infrastructure_fault(job, f"the trainer could not start ({exc})")
-            return
-        await self._stop_recording(job, recorder)
-        await self._finish(job, outcome)
-
-    def _recording(self, job: repo.JobRow, runner: Any) -> EventRecorder:
-        """The job runs on ``runner`` from now on; its events are recorded in the background."""
         recorder = EventRecorder(self.conn, job, self.bus, self.clock)
-        self._recorders[job.id] = recorder
         self._running[job.id] = runner
         self.bus.publish(JobUpdate(job, "running", {"device": runner.device, "attempt": job.attempts}))
-        return recorder
+
+        async def on_event(event: dict[str, Any]) -> None:
+            recorder.add(event)  # never waits for the database: the trainer's output keeps flowing
+
+        async def on_start(pid: int | None, where: str) -> None:
+            recorder.started(pid, where)
+
+        try:
+            outcome = await runner.run(launch, on_event, on_start)
+        except StartError as exc:
+            await self._stop_recording(job, recorder)
+            process = "trainer" if job.kind == "train" else "generation process"
+            await self.ends.infrastructure_fault(job, f"the {process} could not start ({exc})")
+            return
+        await self._stop_recording(job, recorder)
+        await self.ends.finish(job, outcome)
 
     async def _stop_recording(self, job: repo.JobRow, recorder: EventRecorder) -> None:
         """The process has ended: every event it sent is stored before the job is ended."""
         self._running.pop(job.id, None)
-        try:
-            await recorder.close()
-        finally:
-            self._recorders.pop(job.id, None)
+        await recorder.close()
 
-    @staticmethod
-    def _on_start(recorder: EventRecorder):
-        async def started(pid: int) -> None:
-            recorder.started(pid)
+    # Watching the queue ----------------------------------------------------------------------------
 
-        return started
-
-    @staticmethod
-    def _on_event(recorder: EventRecorder):
-        async def handle(event: dict[str, Any]) -> None:
-            recorder.add(event)  # never waits for the database: the trainer's output keeps flowing
-
-        return handle
-
-    async def _finish(self, job: repo.JobRow, outcome: Outcome) -> None:
-        """End the job by how its process ended: done, cancelled, failed, or crashed (retry)."""
-        current = await repo.get_job(self.conn, job.id)
-        if current is None or current.finished:
-            return
-        terminal = outcome.terminal or {}
-        kind = terminal.get("event")
-        if kind == "done":
-            await self._done(current)
-        elif kind == "failed":
-            await self._end(current, "failed", current.step, failure_message(str(terminal.get("message", "failed"))))
-        elif current.state == "cancelling":
-            done = bounded_step(terminal.get("step"), current) if current.kind == "train" else current.step
-            await self._end(current, "cancelled", done)
-        elif outcome.hung:
-            await self._retry_or_fail(
-                current, f"its process sent nothing for {self.settings.hang_timeout_s:g} s"
-            )
-        else:
-            code = outcome.exit_code
-            await self._retry_or_fail(current, f"its process stopped unexpectedly (exit code {code})")
-
-    async def _done(self, job: repo.JobRow) -> None:
-        """A training job is done whole; a generation is paid for the images it delivered only."""
-        if job.kind == "train":
-            await until_written(lambda: self._record_rate(job), f"job #{job.id}: its speed")
-            await self._end(job, "done", job.total_steps)
-            return
-        delivered = sum(1 for _, _, grid in await repo.files(self.conn, job.id) if not grid)
-        delivered = min(delivered, job.total_steps)
-        missing = job.total_steps - delivered
-        note = f"{missing} of {job.total_steps} images could not be made" if missing else None
-        await self._end(job, "done", delivered, note)
-
-    async def _record_rate(self, job: repo.JobRow) -> None:
-        entry = self.registry.entries.get(job.base_model)
-        if entry is not None and entry.tiny:  # a tiny model's speed would make real ETAs say "0s"
-            return
-        if job.steps_per_s:
-            async with transaction(self.conn):
-                await repo.record_step_rate(
-                    self.conn, job.family, job.resolution, job.batch_size, job.steps_per_s
-                )
-
-    # Generation ------------------------------------------------------------------------------------
-
-    async def _generation_loop(self, lane: GenerationLane) -> None:
-        wait_for_writes()
-        wake = self._waker()
-        while True:
-            try:
-                async with self._device_lock(lane.device):
-                    job = await self._claim("generate", lane.device)
-                    if job is not None:
-                        await self._guarded(self._run_generation(lane, job), job)
-                        continue
-            except Exception:
-                log.exception("generation loop on %s", lane.device)
-            await self._idle(wake)
-
-    async def _run_generation(self, lane: GenerationLane, job: repo.JobRow) -> None:
-        try:
-            request = await asyncio.to_thread(generation_job, self.registry, job, lane.device)
-            Path(request["output_dir"]).mkdir(parents=True, exist_ok=True)
-        except Exception as exc:
-            await self._end(job, "failed", job.step, f"the job cannot start: {why(exc)}")
-            return
-        recorder = self._recording(job, lane)
-        try:
-            outcome = await lane.run(str(job.id), request, self._on_event(recorder))
-        except StartError as exc:
-            await self._stop_recording(job, recorder)
-            await self._infrastructure_fault(job, f"the generation process could not start ({exc})")
-            return
-        await self._stop_recording(job, recorder)
-        await self._finish(job, outcome)
-
-    # Cancelling ------------------------------------------------------------------------------------
-
-    async def _watch_cancels(self) -> None:
-        """Stop the processes of jobs marked ``cancelling`` (by a member, an operator or the CLI)."""
+    async def _watch(self) -> None:
+        """Cancels, unannounced ends, stranded and unplaceable jobs: each on its own, so a cancel is
+        delivered whatever the database does to the others."""
         wait_for_writes()
         asked: set[int] = set()
         wake = self._waker()
         while True:
-            for step in (partial(self._deliver_cancels, asked), self._publish_unannounced, self._reap_stranded):
-                try:  # each on its own: a cancel is delivered whatever the database does to the others
+            for step in (partial(self._deliver_cancels, asked), self._publish_unannounced, self._reap_stranded,
+                         self._fail_unplaceable):  # fmt: skip
+                try:
                     await step()
                 except Exception:
                     log.exception("watching the queue")
@@ -418,9 +330,24 @@ class Dispatcher:
                 continue
             asked.add(job.id)
             self.bus.publish(JobUpdate(job, "cancelling"))
-            stop = runner.stop(str(job.id)) if isinstance(runner, GenerationLane) else runner.stop()
-            task = asyncio.create_task(stop, name=f"stop-{job.id}")
+            task = asyncio.create_task(runner.stop(job.id), name=f"stop-{job.id}")
             self._stopping.add(task)  # keep a reference until it is done
             task.add_done_callback(self._stopping.discard)
         asked &= set(self._running)
 
+    async def _fail_unplaceable(self) -> None:
+        """A queued job that every runner of its kind declines for UNPLACEABLE_GRACE_S fails, refunded."""
+        if not any(not r.local for r in self.runners):
+            return  # local runners take every job
+        now, seen = self.clock(), set()
+        for job in await repo.list_jobs(self.conn, states=("queued",), limit=1000):
+            runners = [r for r in self.runners if r.kind == job.kind]
+            reasons = [r.declines(job.base_model, job.family) for r in runners]
+            if not runners or not all(reasons):
+                continue
+            seen.add(job.id)
+            since = self._declined_since.setdefault(job.id, now)
+            if now - since >= UNPLACEABLE_GRACE_S:
+                why = "; ".join(sorted({str(r) for r in reasons}))
+                await self.ends.end(job, "failed", job.step, f"no host can run it: {why}"[:500])
+        self._declined_since = {k: v for k, v in self._declined_since.items() if k in seen}

@@ -3,7 +3,7 @@
 :func:`record_event` stores one trainer event (events table, progress columns, saved epochs,
 previews, generated images) in one transaction, after checking it: the trainer is not trusted
 (:class:`UntrustedEvent`; file paths must lie in the job's output folder, see :mod:`.trust`), and
-a job keeps a bounded sample of its step events. :func:`write_training_job` and
+a job keeps a bounded sample of its step events. :func:`training_job` and
 :func:`generation_job` build the trainer's job from what the member asked for (the job's
 ``spec``) and where the operator's registry says the base model is.
 """
@@ -11,8 +11,6 @@ a job keeps a bounded sample of its step events. :func:`write_training_job` and
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,12 +25,6 @@ from ..registry import ModelRegistry
 from .trust import trusted_job_file
 
 
-def job_paths(job: repo.JobRow) -> tuple[Path, Path]:
-    """(job file, log file) of a job's current attempt."""
-    folder = Path(job.folder)
-    return folder / "job.json", folder / f"trainer-{job.attempts}.log"
-
-
 def _model(registry: ModelRegistry, job: repo.JobRow, device: str) -> dict[str, Any]:
     entry = registry.ensure_available(job.base_model)  # raises RegistryError when the key is gone
     return {
@@ -43,8 +35,8 @@ def _model(registry: ModelRegistry, job: repo.JobRow, device: str) -> dict[str, 
     }
 
 
-def write_training_job(registry: ModelRegistry, job: repo.JobRow, device: str) -> Path:
-    """Write ``job.json`` for ``python -m trainer train``; a restarted job resumes from its saved state."""
+def training_job(registry: ModelRegistry, job: repo.JobRow, device: str) -> dict[str, Any]:
+    """The job for ``python -m trainer train``; a restarted job resumes from its saved state."""
     folder = Path(job.folder)
     data = {
         **job.spec["options"],
@@ -56,11 +48,7 @@ def write_training_job(registry: ModelRegistry, job: repo.JobRow, device: str) -
     }
     if not Path(data["dataset_dir"]).is_dir():
         raise FileNotFoundError(f"the job's dataset snapshot {data['dataset_dir']} is missing")
-    path, _ = job_paths(job)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return data
 
 
 def generation_job(registry: ModelRegistry, job: repo.JobRow, device: str) -> dict[str, Any]:

@@ -64,9 +64,10 @@ class EventRecorder:
         self._pending.append(("event", event, self.clock()))
         self._wake.set()
 
-    def started(self, pid: int) -> None:
-        """The process is up: its pid is stored (for recovery and cancels across restarts)."""
-        self._pending.append(("pid", pid, self.clock()))
+    def started(self, pid: int | None, where: str | None = None) -> None:
+        """The process is up: its pid (for recovery and cancels across restarts) and where it runs
+        (a cluster node) are stored."""
+        self._pending.append(("pid", (pid, where), self.clock()))
         self._wake.set()
 
     async def close(self) -> None:
@@ -94,7 +95,9 @@ class EventRecorder:
                 what, item, at = self._pending.popleft()
                 try:
                     if what == "pid":
-                        await until_written(partial(self._store_pid, item, at), f"job #{self.job.id}: its pid")
+                        await until_written(
+                            partial(self._store_pid, item, at), f"job #{self.job.id}: its pid"
+                        )
                     else:
                         await self._store_event(item, at)
                 except asyncio.CancelledError:
@@ -106,9 +109,11 @@ class EventRecorder:
             self._wake.clear()
             await self._wake.wait()
 
-    async def _store_pid(self, pid: int, at: float) -> None:
+    async def _store_pid(self, started: tuple[int | None, str | None], at: float) -> None:
+        pid, where = started
+        values = {"device": where} if where else {}
         async with transaction(self.conn):
-            await repo.update_progress(self.conn, self.job.id, pid=pid, last_event_at=at)
+            await repo.update_progress(self.conn, self.job.id, pid=pid, last_event_at=at, **values)
 
     async def _store_event(self, event: dict[str, Any], at: float) -> None:
         if event["event"] == "started":

@@ -59,6 +59,7 @@ class QueueService(TrainingSubmissions):
         self.stamina = stamina
         self.clock = clock
         self.on_change: Callable[[], None] | None = None  # the dispatcher's wake-up, when one runs here
+        self.cluster_gpus = 0  # GPUs of a Ray cluster that train too (for ETAs), when one is joined
         self.bus = bus
 
     async def enqueue(self, new: repo.NewJob, roles: Iterable[str] | None, cheaper: str) -> repo.JobRow:

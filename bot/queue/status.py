@@ -70,7 +70,7 @@ async def _plan_kind(queue: QueueService, kind: str) -> dict[int, Slot]:
     waiting = await repo.queued_in_order(queue.conn, kind)
     run_left = [(job, await eta_seconds(queue, Shape.of(job), done=job.step, job=job)) for job in running]
     wait_len = [(job, await eta_seconds(queue, Shape.of(job), done=_kept(job))) for job in waiting]
-    return plan(run_left, wait_len, len(queue.settings.devices))
+    return plan(run_left, wait_len, len(queue.settings.devices) + queue.cluster_gpus)
 
 
 def _kept(job: repo.JobRow) -> int:

@@ -1,156 +1,49 @@
-"""Workers: where a job's process runs. The dispatcher only sees the small interfaces here.
+"""The runners of this host: a trainer process per training job, a long-lived generation process.
 
-:class:`TrainingWorker` runs one training job to its end and can be asked to stop it;
-:class:`LocalTrainerWorker` does it with a ``python -m trainer train`` process per job on one
-device of this host. A worker on another host (Ray) implements the same two methods.
+:class:`LocalTrainerWorker` runs ``python -m trainer train`` on one device, one job at a time;
 :class:`GenerationLane` keeps one ``python -m trainer serve`` process per device, so the base
-model stays loaded between /generate requests.
+model stays loaded between /generate requests. Both are :class:`~.runner.Runner` s; a cluster
+node runs the same two classes inside its actors (``bot.cluster.node``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
-import os
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from trainer.contract import parse_event_checked
+from .processes import LaneStartError, StartError, kill, parse, read_line, signal_group, spawn
+from .runner import TERMINAL, EventHandler, Launch, OnStart, Outcome
 
 log = logging.getLogger(__name__)
 
-EventHandler = Callable[[dict[str, Any]], Awaitable[None]]
-TERMINAL = ("done", "cancelled", "failed")
 STOP_GRACE_S = 60.0  # after SIGTERM, how long a trainer may take to stop before it is killed
 EXIT_GRACE_S = 60.0  # after its last event, how long a trainer may take to exit before it is killed
-_LINE_LIMIT = 2**20
+
+__all__ = ["EventHandler", "GenerationLane", "LocalTrainerWorker", "Outcome", "StartError", "write_job_file"]
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How a job's process ended: its exit code, its last terminal event (if any), and whether it hung."""
-
-    exit_code: int | None
-    terminal: dict[str, Any] | None
-    hung: bool = False
-
-
-class TrainingWorker(Protocol):
-    device: str
-
-    async def run(
-        self,
-        job_file: Path,
-        log_file: Path,
-        on_event: EventHandler,
-        on_start: Callable[[int], Awaitable[None]],
-    ) -> Outcome: ...
-
-    async def stop(self) -> None: ...
-
-
-def trainer_env(device: str) -> dict[str, str]:
-    """The environment of a trainer on ``device``: only that GPU visible (none for cpu)."""
-    env = dict(os.environ)
-    env["CUDA_VISIBLE_DEVICES"] = "" if device == "cpu" else device
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
-class StartError(RuntimeError):
-    """A job's process could not be started at all (bad command, missing interpreter)."""
-
-
-class LaneStartError(StartError):
-    """The generation process did not come up."""
-
-
-def _death_signal():
-    """Linux: a preexec function giving the child SIGKILL when the bot dies (PR_SET_PDEATHSIG).
-
-    prctl is looked up here, in the parent: the child, forked from a threaded process, only calls it.
-    If the bot died before the call took effect, the child exits at once.
-    """
-    if sys.platform != "linux":
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def set_death_signal() -> None:  # pragma: no cover - runs in the child between fork and exec
-        prctl(1, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return set_death_signal
-
-
-async def _spawn(command: Sequence[str], device: str, log_file: Path, stdin: int | None = None):
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "ab") as err:
-        try:
-            return await _exec(command, device, stdin, err)
-        except OSError as exc:
-            raise StartError(f"{command[0]}: {exc.strerror or exc}") from exc
-
-
-async def _exec(command: Sequence[str], device: str, stdin: int | None, err) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *command,
-        stdin=stdin,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=err,
-        env=trainer_env(device),
-        preexec_fn=_death_signal(),
-        start_new_session=True,  # Ctrl-C or systemd's SIGTERM to the bot is not a cancel of the job
-        limit=_LINE_LIMIT,
-    )
-
-
-async def _read_line(stream: asyncio.StreamReader, timeout: float) -> bytes | None:
-    """One line, or None for a line over the limit (skipped); raises TimeoutError after ``timeout``."""
-    try:
-        return await asyncio.wait_for(stream.readline(), timeout)
-    except ValueError:  # longer than _LINE_LIMIT: asyncio dropped it; not an event of ours
-        log.warning("skipped an over-long output line of a trainer process")
-        return None
-
-
-def _parse(line: bytes) -> dict[str, Any] | None:
-    """One output line as an event of the contract; a malformed event is logged with why, and
-    skipped (the process goes on); other lines (its own log output) are not events."""
-    event, why = parse_event_checked(line.decode("utf-8", "replace"))
-    if why is not None:
-        log.warning("refused an event line from a trainer process: %s", why)
-    return event
-
-
-def _signal_group(proc: asyncio.subprocess.Process, sig: int) -> None:
-    """Signal the process and whatever it started (it leads its own session: a wrapper's trainer too)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(sig)
-
-
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        _signal_group(proc, signal.SIGKILL)
-        await proc.wait()
+def write_job_file(launch: Launch) -> Path:
+    """``job.json`` of a training launch, written atomically (a restart rewrites it)."""
+    path = launch.job_file
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(launch.request, indent=1), encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 class LocalTrainerWorker:
     """Runs ``python -m trainer train --job FILE`` on one device, one job at a time."""
+
+    kind = "train"
+    local = True
 
     def __init__(self, device: str, hang_timeout_s: float, command: Sequence[str] | None = None):
         self.device = device
@@ -159,24 +52,35 @@ class LocalTrainerWorker:
         self._proc: asyncio.subprocess.Process | None = None
         self._stop_requested = False
 
-    async def run(
-        self,
-        job_file: Path,
-        log_file: Path,
-        on_event: EventHandler,
-        on_start: Callable[[int], Awaitable[None]],
+    def declines(self, base_model: str, family: str) -> str | None:
+        return None
+
+    async def ready(self) -> bool:
+        return True
+
+    async def run(self, launch: Launch, on_event: EventHandler, on_start: OnStart) -> Outcome:
+        job_file = await asyncio.to_thread(write_job_file, launch)
+
+        async def started(pid: int) -> None:
+            await on_start(pid, self.device)
+
+        return await self.run_file(job_file, launch.log_file, on_event, started)
+
+    async def run_file(
+        self, job_file: Path, log_file: Path, on_event: EventHandler, on_pid: Callable[[int], Awaitable[None]]
     ) -> Outcome:
+        """The trainer on ``job_file`` to its end (its stderr in ``log_file``)."""
         self._stop_requested = False
-        proc = await _spawn([*self.command, "train", "--job", str(job_file)], self.device, log_file)
+        proc = await spawn([*self.command, "train", "--job", str(job_file)], self.device, log_file)
         self._proc = proc
         try:
-            await on_start(proc.pid)
+            await on_pid(proc.pid)
             if self._stop_requested:  # a cancel that came while the process was being started
-                _signal_group(proc, signal.SIGTERM)
+                signal_group(proc, signal.SIGTERM)
             terminal, hung = await self._read_events(proc, on_event)
             code = await proc.wait()
         except BaseException:
-            await _kill(proc)  # the dispatcher is stopping: the job stays 'running' and resumes on restart
+            await kill(proc)  # the dispatcher is stopping: the job stays 'running' and resumes on restart
             raise
         finally:
             self._proc = None
@@ -190,37 +94,43 @@ class LocalTrainerWorker:
         while True:
             wait = min(self.hang_timeout_s, EXIT_GRACE_S) if terminal else self.hang_timeout_s
             try:
-                line = await _read_line(proc.stdout, wait)
+                line = await read_line(proc.stdout, wait)
             except asyncio.TimeoutError:
                 log.warning("trainer pid %d sent nothing for %.0f s: killing it", proc.pid, wait)
-                await _kill(proc)
+                await kill(proc)
                 return terminal, terminal is None
             if line is None:
                 continue
             if not line:
                 return terminal, False
-            event = _parse(line)
+            event = parse(line)
             if event is not None:
                 if event["event"] in TERMINAL:
                     terminal = event
                 await on_event(event)
 
-    async def stop(self) -> None:
+    async def stop(self, job_id: int | None = None) -> None:
         """SIGTERM: the trainer stops between steps and reports ``cancelled``; killed after a grace time."""
         self._stop_requested = True
         proc = self._proc
         if proc is None or proc.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            _signal_group(proc, signal.SIGTERM)
+            signal_group(proc, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(proc.wait()), STOP_GRACE_S)
         except asyncio.TimeoutError:
-            await _kill(proc)
+            await kill(proc)
+
+    async def close(self) -> None:
+        return None
 
 
 class GenerationLane:
     """One long-lived ``python -m trainer serve`` process on a device; requests go one at a time."""
+
+    kind = "generate"
+    local = True
 
     def __init__(
         self, device: str, hang_timeout_s: float, log_file: Path, command: Sequence[str] | None = None
@@ -234,30 +144,40 @@ class GenerationLane:
         self._current: str | None = None
         self._cancel_requested: set[str] = set()
 
+    def declines(self, base_model: str, family: str) -> str | None:
+        return None
+
+    async def ready(self) -> bool:
+        return True
+
+    async def run(self, launch: Launch, on_event: EventHandler, on_start: OnStart) -> Outcome:
+        await on_start(None, self.device)
+        return await self.render(str(launch.job_id), launch.request, on_event)
+
     async def _ensure_started(self) -> asyncio.subprocess.Process:
         if self._proc is not None and self._proc.returncode is None:
             return self._proc
-        proc = await _spawn(
+        proc = await spawn(
             [*self.command, "serve"], self.device, self.log_file, stdin=asyncio.subprocess.PIPE
         )
         try:
             while True:  # wait for "ready": the process is up and reads requests
                 try:
-                    line = await _read_line(proc.stdout, self.hang_timeout_s)
+                    line = await read_line(proc.stdout, self.hang_timeout_s)
                 except asyncio.TimeoutError:
                     raise LaneStartError(f"the generation process on {self.device} did not start") from None
                 if line == b"":
                     raise LaneStartError(f"the process exited at start (see {self.log_file})")
-                event = _parse(line) if line else None
+                event = parse(line) if line else None
                 if event is not None and event["event"] == "ready":
                     break
         except BaseException:
-            await _kill(proc)
+            await kill(proc)
             raise
         self._proc = proc
         return proc
 
-    async def run(self, request_id: str, job: dict[str, Any], on_event: EventHandler) -> Outcome:
+    async def render(self, request_id: str, job: dict[str, Any], on_event: EventHandler) -> Outcome:
         """Render one request; events are passed on without their ``request`` key."""
         async with self._lock:
             try:
@@ -266,7 +186,7 @@ class GenerationLane:
                 return await self._exchange(proc, request_id, job, on_event)
             except BaseException:
                 if self._proc is not None:
-                    await _kill(self._proc)
+                    await kill(self._proc)
                 raise
             finally:
                 self._current = None
@@ -280,14 +200,14 @@ class GenerationLane:
         deadline = time.monotonic() + self.hang_timeout_s
         while True:
             try:
-                line = await _read_line(proc.stdout, max(0.1, deadline - time.monotonic()))
+                line = await read_line(proc.stdout, max(0.1, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 log.warning("generation process on %s hung: killing it", self.device)
-                await _kill(proc)
+                await kill(proc)
                 return Outcome(proc.returncode, None, hung=True)
             if line == b"":
                 return Outcome(await proc.wait(), None)
-            event = _parse(line) if line else None
+            event = parse(line) if line else None
             if event is None or event.get("request") != request_id:
                 continue
             deadline = time.monotonic() + self.hang_timeout_s
@@ -296,8 +216,9 @@ class GenerationLane:
             if event["event"] in TERMINAL:
                 return Outcome(None, event)
 
-    async def stop(self, request_id: str) -> None:
+    async def stop(self, job_id: int | str) -> None:
         """Cancel a request: now if it is rendering, or as soon as it is sent."""
+        request_id = str(job_id)
         self._cancel_requested.add(request_id)
         proc = self._proc
         if proc is None or proc.returncode is not None or self._current != request_id:
@@ -314,4 +235,4 @@ class GenerationLane:
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except asyncio.TimeoutError:
-                await _kill(proc)
+                await kill(proc)

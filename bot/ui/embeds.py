@@ -43,7 +43,18 @@ def timing(status: JobStatus | None, t: Messages | None = None) -> str:
         parts.append(t("starts in ~{wait}", wait=format_duration(status.starts_in_s)))
     if status.ends_in_s is not None:
         parts.append(t("done in ~{wait}", wait=format_duration(status.ends_in_s)))
+    if status.job.state in ("running", "cancelling") and status.job.device:
+        parts.append(t("on {host}", host=host_of(status.job.device)))
     return t(", ").join(parts)
+
+
+def host_of(device: str) -> str:
+    """Where a job runs, for members: 'GPU 0', 'cpu', or a cluster node's 'host (ip) GPU 1'."""
+    if device.startswith("ray:"):  # "ray:<node>/<gpu> <host> (<ip>)"
+        slot, _, label = device.partition(" ")
+        gpu = slot.rpartition("/")[2]
+        return f"{label or slot} GPU {gpu}" if gpu.isdigit() else (label or slot)
+    return device if device == "cpu" else f"GPU {device}"
 
 
 def progress_text(status: JobStatus, t: Messages) -> str:

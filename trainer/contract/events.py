@@ -112,6 +112,7 @@ class Started(_Event):
     cached_text_outputs: Count | None = None
     model_cached: Annotated[bool, Field(strict=True)] | None = None  # serve: the model was loaded
     load_s: Seconds | None = None
+    node: Name | None = None  # the cluster node it runs on (added by the bot's cluster runner)
 
 
 class Step(_Event):

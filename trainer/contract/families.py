@@ -37,6 +37,9 @@ class FamilyInfo:
     #: seconds from a trainer's start to its first step (process, base model loaded, captions and
     #: latents cached), for ETAs: an estimate on a GPU host, so a short job never shows "0s"
     startup_s: float = 30.0
+    #: the least GPU memory (GB) a job of this family trains in, with gradient checkpointing (and
+    #: Flux's base quantized): a cluster node with smaller cards is never given one
+    min_gpu_gb: float = 8.0
 
 
 #: Job options the guide calls block-wise (they need a block layout).
@@ -62,10 +65,10 @@ FAMILIES: dict[str, FamilyInfo] = {
     info.key: info
     for info in (
         FamilyInfo("sd15", "SD1.5", 512, 2, step_cost=0.1, image_cost=1, steps_per_s=2.0,
-                   block_layout="sd15", refused_options=FLOW_OPTIONS),
+                   block_layout="sd15", refused_options=FLOW_OPTIONS, min_gpu_gb=6.0),
         # The SDXL rate makes the guide's job (700 steps, batch 1, 512 px) cost 157.
         FamilyInfo("sdxl", "SDXL", 1024, 1, step_cost=0.2243, image_cost=2, steps_per_s=1.0,
-                   block_layout="sdxl", refused_options=FLOW_OPTIONS, startup_s=60.0),
+                   block_layout="sdxl", refused_options=FLOW_OPTIONS, startup_s=60.0, min_gpu_gb=12.0),
         # Flux.1 (a 12B transformer against SDXL's 2.6B UNet): bench/family_flops.py counts 11.0x
         # SDXL's FLOPs per step at 1024 px (its 512-token T5 sequence: 13.5x at 512), 4.4x per
         # picture (20 steps without CFG against 25 with). The same count gives SD1.5's rates
@@ -74,7 +77,8 @@ FAMILIES: dict[str, FamilyInfo] = {
         FamilyInfo("flux", "Flux.1", 1024, None, step_cost=2.47, image_cost=9, steps_per_s=0.091,
                    refused_options=NOISE_OPTIONS | DISTILLED_PREVIEW_OPTIONS,
                    refused_render_options=DISTILLED_RENDER_OPTIONS, text_encoder_by_default=False,
-                   default_steps=20, default_cfg=3.5, default_precision="bf16", startup_s=180.0),
+                   default_steps=20, default_cfg=3.5, default_precision="bf16", startup_s=180.0,
+                   min_gpu_gb=16.0),
     )
 }  # fmt: skip
 
