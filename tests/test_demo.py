@@ -124,3 +124,9 @@ def test_the_demo_in_japanese_writes_a_japanese_transcript(tmp_path, capsys):
     ):
         assert said in page, said
     assert "Queued **job" not in page and "is done: pick an epoch" not in page
+    # the page's own words too (what Discord shows around the messages, what the member did)
+    assert '<html lang="ja">' in page and "LoRA ボットのデモ" in page
+    for said in ("これはあなただけに表示されています", "を使用しました", "をクリック", "/データセット 新規"):
+        assert said in page, said
+    for english in ("Only you can see this", "Dismiss message", "↱ used", "clicked “", "(edited)"):
+        assert english not in page, english

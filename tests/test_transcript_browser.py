@@ -1,15 +1,28 @@
-"""transcript.html from small synthetic data: escaped, Discord-like, and drawn by a real browser."""
+"""transcript.html from small synthetic data: escaped, Discord-like, and drawn by a real browser.
+
+The Japanese page (issue 16) is checked three ways at a phone's 390 px: every character on it has an
+installed font (fontconfig), Chromium draws its Japanese and emoji as glyphs and not as the boxes of
+a missing glyph (pixels), and its option chips wrap whole, with nothing wider than the screen
+(measured in the page by a script, read back with ``--dump-dom``).
+"""
 
 from __future__ import annotations
 
+import functools
+import html
 import io
+import json
+import re
 import shutil
 import subprocess
+import unicodedata
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageChops, ImageDraw
 
+from bot.demo.style import CSS
 from bot.demo.transcript import markdown, write_transcript
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -61,16 +74,36 @@ def test_text_is_escaped_and_markdown_rendered(tmp_path):
     assert any(p.suffix == ".png" for p in written)
 
 
-def _screenshot(page: Path, out: Path, width: int) -> Image.Image:
-    profile = out.parent / f"profile-{width}"
+def _chromium(page: Path, profile: Path, *args: str) -> str:
+    """Run headless Chromium on ``page`` with ``args``; returns what it printed on stdout."""
     cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-           f"--user-data-dir={profile}", f"--screenshot={out}", f"--window-size={width},1200",
-           page.as_uri()]  # fmt: skip
-    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
-    shutil.rmtree(profile, ignore_errors=True)
+           f"--user-data-dir={profile}", *args, page.as_uri()]  # fmt: skip
+    try:
+        done = subprocess.run(cmd, capture_output=True, timeout=120, check=False, text=True)
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+    return done.stdout
+
+
+def _framed(page: Path, width: int, height: int) -> Path:
+    """A page showing ``page`` in a frame ``width`` px wide: headless Chromium lays a window out at
+    least 500 px wide (a narrower --window-size only crops the picture); a frame is as narrow as
+    asked. A message the framed page posts is written into the host's <pre id="measured">."""
+    host = page.with_name(f"frame-{width}-{page.name}")
+    host.write_text(f'<!DOCTYPE html><html><body style="margin:0"><iframe src="{page.name}" style="display:block;'
+                    f'border:0;width:{width}px;height:{height}px"></iframe><script>addEventListener("message", e => '
+                    '{const out = document.createElement("pre"); out.id = "measured"; out.textContent = e.data; '
+                    "document.body.appendChild(out)})</script></body></html>", encoding="utf-8")  # fmt: skip
+    return host
+
+
+def _screenshot(page: Path, out: Path, width: int, height: int = 1200) -> Image.Image:
+    """``page`` as Chromium draws it ``width`` px wide."""
+    size = f"--window-size={max(width, 500)},{height}"
+    _chromium(_framed(page, width, height), out.parent / f"profile-{width}", f"--screenshot={out}", size)
     assert out.is_file(), "chromium wrote no screenshot"
-    return Image.open(out).convert("RGB")
+    return Image.open(out).convert("RGB").crop((0, 0, width, height))
 
 
 def _magenta_box(shot: Image.Image) -> tuple[int, int, int, int] | None:
@@ -98,3 +131,280 @@ def test_browser_draws_the_grid_in_a_dark_page(tmp_path, width):
     assert max(background) < 70, f"not a dark theme: {background}"
     strip = shot.crop((left, max(0, top - 25), right, top))
     assert strip.convert("L").getextrema()[1] > 240, "the grid's white label strip is missing"
+
+
+# --- The Japanese page at 390 px ----------------------------------------------------------------
+
+PHONE = 390
+LONG_OPTIONS = (
+    "mixed_precision=no, optimizer=AdamW, preview_steps=2, network_dim=4, network_alpha=2, repeats=1"
+)
+EMOJI = "⏳✅👁️🎉🖱️🤖"
+
+
+def _japanese_entries() -> list[dict]:
+    """A Japanese member's conversation: Japanese text, emoji, and option chips long and short."""
+    return [
+        {"kind": "action", "user": "newcomer", "command": "/preset save",
+         "options": [{"name": "name", "value": "はやい"}, {"name": "options", "value": LONG_OPTIONS}]},
+        {"kind": "action", "user": "newcomer", "command": "/generate",
+         "options": [{"name": "prompt", "value": "tkmascot、青い空の下で笑っている女の子、桜の花びら、やわらかい光、"
+                                                  "水彩画風のイラスト、高品質、細部まで描き込まれた背景"},
+                     {"name": "lora", "value": "mascot-e2"}, {"name": "weight", "value": "0.8"},
+                     {"name": "compare_weights", "value": "0.7,0.8,1.0"}, {"name": "seed", "value": "1234"},
+                     {"name": "negative", "value": "tkmascot_a_very_long_tag_without_any_space_in_it_at_all_0123"}]},
+        {"kind": "message", "author": "LoRA Bot", "ephemeral": True, "reply_to": "/generate", "names": BOT,
+         "content": "⏳ キューに追加しました: ジョブ **#2**(14 ステップ、スタミナ 3)。進み具合とプレビューはこの"
+                    "チャンネルに届きます。`/queue` で確認できます。",
+         "embeds": [], "attachments": [],
+         "components": [{"type": 1, "components": [
+             {"type": 2, "style": 1, "label": "開始(スタミナ 3)", "custom_id": "a"},
+             {"type": 2, "style": 4, "label": "キャンセル", "custom_id": "b", "disabled": True}]},
+             {"type": 1, "components": [{"type": 3, "custom_id": "c", "options": []}]}]},
+        {"kind": "action", "user": "newcomer", "text": "「開始(スタミナ 3)」をクリック"},
+        {"kind": "message", "author": "LoRA Bot", "names": BOT, "edited": True,
+         "content": "✅ <@2> ジョブ #2(mascot)が完了しました 🎉 `/epochs job:2` でエポックを選んでください。",
+         "embeds": [{"title": "ジョブ #2 · エポック 2/2", "color": 0x57F287,
+                     "description": "損失 1.0842 · 学習率 0.0001 · リピート数 1",
+                     "fields": [{"name": "ステップ", "value": "14/14", "inline": True},
+                                {"name": "スタミナ", "value": "残り 97", "inline": True}]}],
+         "attachments": [], "components": []},
+    ]  # fmt: skip
+
+
+def _japanese_page(tmp_path: Path) -> Path:
+    page = tmp_path / "transcript.html"
+    write_transcript(_japanese_entries(), page, title="LoRA ボットのデモ: #training", locale="ja")
+    return page
+
+
+def test_the_japanese_page_speaks_japanese(tmp_path):
+    """The page's own words (Discord's, around the messages) follow the member's language."""
+    page = _japanese_page(tmp_path).read_text(encoding="utf-8")
+    assert '<html lang="ja">' in page
+    for said in ("これはあなただけに表示されています", "メッセージを削除する", "を使用しました", "(編集済)",
+                 "アプリ", "選択してください", "/生成", "プロンプト"):  # fmt: skip
+        assert said in page, said
+    for english in (
+        "Only you can see this",
+        "Dismiss message",
+        "used ",
+        "(edited)",
+        ">APP<",
+        "Make a selection",
+    ):
+        assert english not in page, english
+    english_page = tmp_path / "en.html"
+    write_transcript(_japanese_entries(), english_page)
+    assert '<html lang="en">' in english_page.read_text(encoding="utf-8")
+
+
+class _VisibleText(HTMLParser):
+    """The text a page shows: its text nodes outside <style>/<script>/<head>, and its CSS ``content``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text, self._hidden = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        self._hidden += tag in ("style", "script", "title")
+
+    def handle_endtag(self, tag):
+        self._hidden -= tag in ("style", "script", "title")
+
+    def handle_data(self, data):
+        if not self._hidden:
+            self.text.append(data)
+
+
+def _visible_characters(page: str) -> set[str]:
+    parser = _VisibleText()
+    parser.feed(page)
+    text = "".join(parser.text) + "".join(re.findall(r'content:"([^"]*)"', CSS))
+    return {
+        c
+        for c in html.unescape(text)
+        if not c.isspace() and unicodedata.category(c) not in ("Cf", "Mn", "Cc")
+    }
+
+
+def _fc_list(*args: str) -> str:
+    done = subprocess.run(["fc-list", *args], capture_output=True, text=True, timeout=60, check=False)
+    return done.stdout
+
+
+@functools.cache
+def _font_charsets() -> dict[str, list[tuple[int, int]]]:
+    """Each installed font file -> its code point ranges (fontconfig's charset)."""
+    fonts = {}
+    for line in _fc_list("--format", "%{file}\t%{charset}\n").splitlines():
+        file, _, charset = line.partition("\t")
+        ranges = []
+        for part in charset.split():
+            low, _, high = part.partition("-")
+            ranges.append((int(low, 16), int(high or low, 16)))
+        fonts[file] = ranges
+    return fonts
+
+
+def _uncovered(chars: set[str]) -> set[str]:
+    """The characters no installed font has a glyph for (they would be drawn as boxes)."""
+    ranges = [r for rs in _font_charsets().values() for r in rs]
+    return {c for c in chars if not any(low <= ord(c) <= high for low, high in ranges)}
+
+
+def _missing_fonts() -> str | None:
+    """Why the page cannot be drawn without boxes here (None: it can)."""
+    if shutil.which("fc-list") is None:
+        return "fontconfig's fc-list is absent"
+    if not _fc_list(":lang=ja", "family").strip():
+        return "no Japanese font installed (apt-get install fonts-ipafont-gothic; .ci/run does)"
+    if not _fc_list(":color=true", "family").strip():
+        return "no colour emoji font installed (apt-get install fonts-noto-color-emoji; .ci/run does)"
+    return None
+
+
+def test_every_character_of_the_japanese_page_has_a_font(tmp_path):
+    if reason := _missing_fonts():
+        pytest.skip(reason)
+    chars = _visible_characters(_japanese_page(tmp_path).read_text(encoding="utf-8"))
+    assert {"開", "ス", "⏳", "✅", "🎉", "👁", "🖱", "↱", "·"} <= chars
+    missing = _uncovered(chars)
+    assert not missing, (
+        f"no installed font draws {sorted(missing)} ({[f'U+{ord(c):04X}' for c in sorted(missing)]})"
+    )
+
+
+def _probe_rows(tmp_path: Path, rows: list[str]) -> list[Image.Image]:
+    """``rows`` drawn by Chromium with the transcript's stylesheet in a Japanese page: one 64 px band
+    each, light text on the dark page."""
+    lines = "".join(
+        f'<div style="height:64px;font-size:36px;white-space:nowrap">{html.escape(r)}</div>' for r in rows
+    )
+    page = tmp_path / "probe.html"
+    page.write_text(f'<!DOCTYPE html><html lang="ja"><head><meta charset="utf-8"><style>{CSS}</style></head>'
+                    f"<body>{lines}</body></html>", encoding="utf-8")  # fmt: skip
+    shot = _screenshot(page, tmp_path / "probe.png", PHONE * 2, 64 * len(rows))
+    return [shot.crop((0, 64 * i, shot.width, 64 * (i + 1))) for i in range(len(rows))]
+
+
+def _ink(band: Image.Image) -> Image.Image:
+    """The band's text as a mask (anything well away from the page's background)."""
+    background = Image.new("RGB", band.size, band.getpixel((band.width - 2, 2)))
+    return ImageChops.difference(band, background).convert("L").point(lambda v: 255 if v > 40 else 0)
+
+
+def _count(mask: Image.Image) -> int:
+    return mask.convert("L").histogram()[255]
+
+
+def _unlike(a: Image.Image, b: Image.Image) -> float:
+    """How unlike two inked bands are: the share of their ink pixels that only one of them has."""
+    a_ink, b_ink = _ink(a).convert("1"), _ink(b).convert("1")
+    return _count(ImageChops.logical_xor(a_ink, b_ink)) / max(1, _count(ImageChops.logical_or(a_ink, b_ink)))
+
+
+def _colourful(band: Image.Image) -> int:
+    """Pixels of a strong colour (emoji are; text and boxes are grey)."""
+    r, g, b = band.split()
+    high, low = ImageChops.lighter(ImageChops.lighter(r, g), b), ImageChops.darker(ImageChops.darker(r, g), b)
+    return _count(ImageChops.subtract(high, low).point(lambda v: 255 if v > 80 else 0))
+
+
+def glyph_checks(tmp_path: Path) -> dict[str, float]:
+    """Japanese and emoji from the page against as many boxes of a glyph no font has (U+E000): how
+    unlike the Japanese is to the boxes, and how colourful the emoji and the boxes are."""
+    page = _japanese_page(tmp_path).read_text(encoding="utf-8")
+    japanese = "".join(
+        sorted(c for c in _visible_characters(page) if unicodedata.name(c, "").startswith("CJK"))
+    )[:10]
+    emoji = [c for c in EMOJI if unicodedata.category(c) == "So"]
+    kanji, boxes, drawn = _probe_rows(tmp_path, [japanese, "\ue000" * len(japanese), "".join(emoji)])
+    return {"japanese_unlike_boxes": _unlike(kanji, boxes), "emoji_colour_px": _colourful(drawn),
+            "boxes_colour_px": _colourful(boxes)}  # fmt: skip
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (apt-get install chromium)")
+def test_japanese_and_emoji_are_drawn_not_as_boxes(tmp_path):
+    if reason := _missing_fonts():
+        pytest.skip(reason)
+    found = glyph_checks(tmp_path)
+    # Measured: with IPAGothic and Noto Color Emoji, unlike 0.90 and 2598 colour pixels. With only
+    # DejaVu (FONTCONFIG_FILE listing its folder) each kanji is the very box U+E000 is (unlike 0.00)
+    # and the emoji are grey boxes (0 colour pixels); with DejaVu and IPAGothic: 0.80 and 0.
+    assert found["japanese_unlike_boxes"] > 0.5, found
+    assert found["emoji_colour_px"] > 500 and found["boxes_colour_px"] == 0, found
+
+
+#: Measures the page in the browser (each option chip's lines, anything wider than the screen) and
+#: posts the results to the frame's host, which shows them for --dump-dom.
+MEASURE = """<script>
+function textRects(el) {
+  const rects = [], walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  while (walk.nextNode()) {
+    const r = document.createRange(); r.selectNodeContents(walk.currentNode);
+    rects.push(...[...r.getClientRects()].filter(x => x.width > 0));
+  }
+  return rects;
+}
+function lineOf(lines, rect) {  // the index of the line box a rect is on (by vertical overlap)
+  let i = lines.findIndex(l => rect.top < l.bottom - 2 && rect.bottom > l.top + 2);
+  if (i < 0) { lines.push({top: rect.top, bottom: rect.bottom}); i = lines.length - 1; }
+  return i;
+}
+const view = document.documentElement.clientWidth;
+const chips = [...document.querySelectorAll('.opt')].map(chip => {
+  const name = chip.querySelector('.optname'), value = chip.querySelector('.optvalue');
+  const room = chip.parentElement.getBoundingClientRect(), box = chip.getBoundingClientRect();
+  const probe = chip.cloneNode(true);
+  probe.style.cssText = 'position:absolute;visibility:hidden;white-space:nowrap;max-width:none';
+  chip.parentElement.appendChild(probe);
+  const natural = probe.getBoundingClientRect().width;
+  probe.remove();
+  const lines = [], all = textRects(chip).sort((a, b) => a.top - b.top);
+  all.forEach(r => lineOf(lines, r));
+  const valueRects = textRects(value), nameRect = textRects(name)[0];
+  const later = valueRects.filter(r => lineOf(lines, r) > 0);
+  return {name: name.textContent, lines: lines.length, fits: natural <= room.width + 0.5,
+          inside: box.left >= room.left - 0.5 && box.right <= room.right + 0.5,
+          valueOnNameLine: lineOf(lines, valueRects[0]) === lineOf(lines, nameRect),
+          laterLinesLeft: later.length ? Math.min(...later.map(r => r.left)) - nameRect.left : 0};
+});
+const wide = [...document.querySelectorAll('body *')].filter(el => !el.closest('pre, script'))
+  .filter(el => el.getBoundingClientRect().right > view + 0.5).map(el => el.className || el.tagName);
+parent.postMessage(JSON.stringify({view, scroll: document.documentElement.scrollWidth, chips, wide}), '*');
+</script>"""
+
+
+def measure(page: Path, width: int = PHONE) -> dict:
+    """The page measured by Chromium at ``width`` px (its copy with :data:`MEASURE` in it)."""
+    probe = page.with_name(f"measured-{page.name}")
+    probe.write_text(
+        page.read_text(encoding="utf-8").replace("</body>", MEASURE + "</body>"), encoding="utf-8"
+    )
+    size = f"--window-size={max(width, 500)},1200"
+    host = _framed(probe, width, 1200)
+    dom = _chromium(host, page.parent / "profile-dom", "--dump-dom", "--virtual-time-budget=5000", size)
+    found = re.search(r'<pre id="measured">(.*?)</pre>', dom, re.S)
+    assert found, f"the page was not measured: {dom[-500:]!r}"
+    return json.loads(html.unescape(found[1]))
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (apt-get install chromium)")
+def test_option_chips_wrap_whole_and_nothing_overflows_at_390_px(tmp_path):
+    found = measure(_japanese_page(tmp_path))
+    assert found["view"] == PHONE, found["view"]
+    assert found["scroll"] <= PHONE and not found["wide"], (found["scroll"], found["wide"])
+    chips = found["chips"]
+    assert len(chips) == 8 and sum(c["fits"] for c in chips) >= 5 and not all(c["fits"] for c in chips), chips
+    for chip in chips:
+        assert chip["inside"], chip  # never wider than the line it is on
+        if chip["fits"]:
+            assert chip["lines"] == 1, (
+                f"{chip['name']}: broken over {chip['lines']} lines though it fits in one"
+            )
+        else:  # longer than a line: the value starts beside its name, then goes on from the chip's left edge
+            assert chip["valueOnNameLine"], f"{chip['name']}: the value left its name"
+            assert chip["lines"] >= 2 and abs(chip["laterLinesLeft"]) <= 2, (
+                f"{chip['name']} wraps in a column: {chip}"
+            )

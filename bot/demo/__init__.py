@@ -77,6 +77,7 @@ def _prepare(folder: Path) -> None:
 
 async def _run(folder: Path, family: str, locale: str) -> list[Path]:
     """The flow; returns the files written."""
+    from ..i18n import messages
     from ..settings import Settings
     from . import script
     from .timeline import build_entries
@@ -103,7 +104,9 @@ async def _run(folder: Path, family: str, locale: str) -> list[Path]:
         await asyncio.sleep(0.5)  # the last edits (progress message) land
         written = [lora, *_save_images(w, generated, folder)]
         entries = build_entries(w)
-    written += write_transcript(entries, folder / "transcript.html", title="LoRA bot demo: #training")
+    t = messages(locale)
+    title = t("LoRA bot demo: #{channel}", channel=w.channel.name)
+    written += write_transcript(entries, folder / "transcript.html", title=title, locale=locale)
     return written
 
 

@@ -1,9 +1,15 @@
-"""The transcript's stylesheet: Discord's dark theme, readable from phone width up."""
+"""The transcript's stylesheet: Discord's dark theme, readable from phone width up.
+
+No emoji font is named in ``font-family``: the browser's own fallback finds the colour emoji font
+(naming one there makes Chromium take its digits and spaces for ordinary text). Long words and
+Japanese wrap inside the 390 px of a phone; an option chip (``name: value``) wraps as one piece
+and breaks inside only when it is longer than a line.
+"""
 
 CSS = """
 *{box-sizing:border-box}
 body{margin:0;background:#313338;color:#dbdee1;font:15px/1.375 "gg sans","Noto Sans","Helvetica Neue",
-Helvetica,Arial,sans-serif,"Noto Color Emoji","Apple Color Emoji","Segoe UI Emoji";-webkit-text-size-adjust:100%}
+Helvetica,Arial,sans-serif;-webkit-text-size-adjust:100%;overflow-wrap:anywhere;line-break:strict}
 header{position:sticky;top:0;background:#313338;border-bottom:1px solid #1f2023;padding:12px 16px;
 font-weight:600;color:#f2f3f5;z-index:1}
 main{max-width:900px;margin:0 auto;padding:8px 0 40px}
@@ -20,11 +26,11 @@ line-height:15px}
 .muted{color:#949ba4;font-size:12px}
 .replyto{color:#949ba4;font-size:13px;margin-bottom:2px}
 .slash{color:#c9cdfb;font-weight:600}
-.command{margin-top:2px;display:flex;flex-wrap:wrap;gap:4px;align-items:center}
-.opt{background:#1e1f22;border-radius:4px;padding:1px 6px;font-size:13px;display:inline-flex;
-align-items:center;gap:4px;max-width:100%;overflow-wrap:anywhere}
-.optname{color:#949ba4}.optname:after{content:":"}
-.thumb{width:32px;height:32px;border-radius:3px;object-fit:cover}
+.command{margin-top:2px;display:flex;flex-wrap:wrap;gap:4px;align-items:center;min-width:0}
+.opt{background:#1e1f22;border-radius:4px;padding:1px 6px;font-size:13px;display:inline-block;
+max-width:100%;min-width:0}
+.optname{color:#949ba4;white-space:nowrap}.optname:after{content:":"}
+.thumb{width:32px;height:32px;border-radius:3px;object-fit:cover;vertical-align:middle}
 .action{color:#949ba4;font-size:13px;padding:2px 16px 2px 68px}
 .content{white-space:normal;overflow-wrap:anywhere}
 code{background:#2b2d31;border:1px solid #1e1f22;border-radius:3px;padding:0 3px;font-size:85%;
@@ -60,7 +66,7 @@ font-size:14px;font-weight:500;color:#fff;background:#4e5058}
 .select{background:#1e1f22;border:1px solid #1e1f22;border-radius:4px;padding:8px 12px;min-width:0;
 flex:1 1 100%;max-width:400px;display:flex;justify-content:space-between;font-size:14px;color:#dbdee1}
 .chev{color:#b5bac1}
-.eph{font-size:12px;color:#949ba4;margin-top:4px}.eph u{color:#00a8fc;text-decoration:none}
+.eph{font-size:12px;color:#949ba4;margin-top:4px}.eph u{color:#00a8fc;text-decoration:none;white-space:nowrap}
 @media (max-width:520px){.msg{gap:8px;padding:6px 8px}.avatar{flex-basis:32px;height:32px;font-size:15px}
 .action{padding-left:48px}.field.inline{flex-basis:45%}.ethumb{flex-basis:56px;width:56px;height:56px}}
 """

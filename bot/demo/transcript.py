@@ -2,7 +2,9 @@
 
 Renders the plain entries of :mod:`bot.demo.timeline`; images are written next to the page in
 ``<name>_files/`` and referenced relatively. All text is escaped; Discord markdown is rendered
-minimally (bold, inline code, code blocks, mentions, timestamps).
+minimally (bold, inline code, code blocks, mentions, timestamps). The page's own words (Discord's
+"Only you can see this", "used /command", the command and option names) are in the transcript's
+language, the one the member's Discord was in.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..i18n import Messages, messages
 from .style import CSS
 
 Entry = dict[str, Any]
@@ -41,12 +44,16 @@ class _Images:
         return f"{self.folder.name}/{self.written[key].name}"
 
 
-def write_transcript(entries: list[Entry], path: Path, title: str = "Transcript") -> list[Path]:
-    """Write the page (and its images); returns the files written."""
+def write_transcript(
+    entries: list[Entry], path: Path, title: str = "Transcript", locale: str = "en-US"
+) -> list[Path]:
+    """Write the page (and its images) as a member whose Discord is in ``locale`` saw it; returns
+    the files written."""
+    t = messages(locale)
     images = _Images(path.parent / f"{path.stem}_files")
     shutil.rmtree(images.folder, ignore_errors=True)  # an earlier run's images
-    body = "\n".join(render_entry(e, images) for e in entries)
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+    body = "\n".join(render_entry(e, images, t) for e in entries)
+    page = (f'<!DOCTYPE html>\n<html lang="{t.language}"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head>"
             f'<body><header># {html.escape(title)}</header><main>\n{body}\n</main></body></html>\n')  # fmt: skip
@@ -54,14 +61,21 @@ def write_transcript(entries: list[Entry], path: Path, title: str = "Transcript"
     return [path, *images.written.values()]
 
 
-def render_entry(entry: Entry, images: _Images) -> str:
-    """One member action or bot message."""
+def render_entry(entry: Entry, images: _Images, t: Messages | None = None) -> str:
+    """One member action or bot message (the page's words in ``t``'s language; English by default)."""
+    t = t or messages("en")
     if entry["kind"] == "action":
-        return _action(entry, images)
-    return _message(entry, images)
+        return _action(entry, images, t)
+    return _message(entry, images, t)
 
 
-def _action(entry: Entry, images: _Images) -> str:
+def _command(label: str, t: Messages) -> str:
+    """``/dataset new`` as the member's Discord names it (``/データセット 新規`` in Japanese)."""
+    words = label.lstrip("/").split()
+    return "/" + " ".join(t.name("command", word) for word in words)
+
+
+def _action(entry: Entry, images: _Images, t: Messages) -> str:
     user = html.escape(entry.get("user", "member"))
     if "command" not in entry:
         return f'<div class="action">🖱️ <b>{user}</b> {html.escape(entry.get("text", ""))}</div>'
@@ -72,38 +86,41 @@ def _action(entry: Entry, images: _Images) -> str:
             value = (
                 f'<img class="thumb" src="{images.url(opt["value"], opt["image"])}" alt="{value}"> {value}'
             )
+        name = html.escape(t.name("option", opt["name"]))
         chips.append(
-            f'<span class="opt"><span class="optname">{html.escape(opt["name"])}</span>{value}</span>'
+            f'<span class="opt"><span class="optname">{name}</span>&nbsp;<span class="optvalue">{value}</span></span>'
         )
+    command = html.escape(_command(entry["command"], t))
     return (f'<div class="msg member"><div class="avatar">{user[:1].upper()}</div><div class="body">'
             f'<div class="head"><span class="name">{user}</span></div>'
-            f'<div class="command"><span class="slash">{html.escape(entry["command"])}</span> {" ".join(chips)}</div>'
+            f'<div class="command"><span class="slash">{command}</span> {" ".join(chips)}</div>'
             "</div></div>")  # fmt: skip
 
 
-def _message(entry: Entry, images: _Images) -> str:
+def _message(entry: Entry, images: _Images, t: Messages) -> str:
     names = entry.get("names") or {}
     author = html.escape(entry.get("author", "bot"))
     files = {a["filename"]: a for a in entry.get("attachments", [])}
     used: set[str] = set()
     parts = []
     if entry.get("reply_to"):
-        parts.append(
-            f'<div class="replyto">↱ used <span class="slash">{html.escape(entry["reply_to"])}</span></div>'
-        )
-    tag = '<span class="bottag">APP</span>'
-    edited = ' <span class="muted">(edited)</span>' if entry.get("edited") else ""
+        command = f'<span class="slash">{html.escape(_command(entry["reply_to"], t))}</span>'
+        used_it = html.escape(t("used {command}", command="\x00")).replace("\x00", command)
+        parts.append(f'<div class="replyto">↱ {used_it}</div>')
+    tag = f'<span class="bottag">{html.escape(t("APP"))}</span>'
+    edited = f' <span class="muted">{html.escape(t("(edited)"))}</span>' if entry.get("edited") else ""
     parts.append(f'<div class="head"><span class="name bot">{author}</span>{tag}{edited}</div>')
     if entry.get("content"):
-        parts.append(f'<div class="content">{markdown(entry["content"], names)}</div>')
+        parts.append(f'<div class="content">{markdown(entry["content"], names, t)}</div>')
     for embed in entry.get("embeds") or []:
-        parts.append(_embed(embed, files, used, images, names))
+        parts.append(_embed(embed, files, used, images, names, t))
     loose = [_attachment(att, images) for name, att in files.items() if name not in used]
     if loose:
         parts.append(f'<div class="gallery">{"".join(loose)}</div>')
-    parts += [_row(row) for row in entry.get("components") or []]
+    parts += [_row(row, t) for row in entry.get("components") or []]
     if entry.get("ephemeral"):
-        parts.append('<div class="eph">👁️ Only you can see this · <u>Dismiss message</u></div>')
+        only, dismiss = html.escape(t("Only you can see this")), html.escape(t("Dismiss message"))
+        parts.append(f'<div class="eph">👁️ {only} · <u>{dismiss}</u></div>')
     classes = "msg" + (" ephemeral" if entry.get("ephemeral") else "")
     return (
         f'<div class="{classes}"><div class="avatar bot">🤖</div><div class="body">'
@@ -111,19 +128,19 @@ def _message(entry: Entry, images: _Images) -> str:
     )
 
 
-def _embed(embed: Entry, files: dict, used: set[str], images: _Images, names: dict) -> str:
+def _embed(embed: Entry, files: dict, used: set[str], images: _Images, names: dict, t: Messages) -> str:
     colour = embed.get("color")
     bar = f"#{int(colour):06x}" if colour is not None else "#1e1f22"
     inner = []
     if embed.get("title"):
-        inner.append(f'<div class="etitle">{markdown(embed["title"], names)}</div>')
+        inner.append(f'<div class="etitle">{markdown(embed["title"], names, t)}</div>')
     if embed.get("description"):
-        inner.append(f'<div class="edesc">{markdown(embed["description"], names)}</div>')
+        inner.append(f'<div class="edesc">{markdown(embed["description"], names, t)}</div>')
     fields = []
     for f in embed.get("fields") or []:
         cls = "field inline" if f.get("inline") else "field"
-        fields.append(f'<div class="{cls}"><div class="fname">{markdown(f.get("name", ""), names)}</div>'
-                      f'<div class="fvalue">{markdown(f.get("value", ""), names)}</div></div>')  # fmt: skip
+        fields.append(f'<div class="{cls}"><div class="fname">{markdown(f.get("name", ""), names, t)}</div>'
+                      f'<div class="fvalue">{markdown(f.get("value", ""), names, t)}</div></div>')  # fmt: skip
     if fields:
         inner.append(f'<div class="fields">{"".join(fields)}</div>')
     thumb = _embed_image(embed.get("thumbnail"), files, used, images, "ethumb")
@@ -173,7 +190,7 @@ def _small(data: bytes, least: int = 160) -> str:
     return f' style="width:{least}px;image-rendering:pixelated"' if width < least else ""
 
 
-def _row(row: Entry) -> str:
+def _row(row: Entry, t: Messages) -> str:
     out = []
     for c in row.get("components") or []:
         disabled = " disabled" if c.get("disabled") else ""
@@ -185,16 +202,17 @@ def _row(row: Entry) -> str:
             out.append(f'<span class="btn {style}{disabled}">{label}{link}</span>')
         elif c.get("type") in (3, 5, 6, 7, 8):
             picked = [o["label"] for o in c.get("options") or [] if o.get("default")]
-            text = ", ".join(picked) or c.get("placeholder") or "Make a selection"
+            text = ", ".join(picked) or c.get("placeholder") or t("Make a selection")
             out.append(
                 f'<span class="select{disabled}">{html.escape(text)}<span class="chev">⌄</span></span>'
             )
     return f'<div class="row">{"".join(out)}</div>'
 
 
-def markdown(text: str, names: dict[str, str] | None = None) -> str:
-    """Escaped text with Discord's basic markdown: code blocks, `code`, **bold**, mentions, timestamps."""
-    names = names or {}
+def markdown(text: str, names: dict[str, str] | None = None, t: Messages | None = None) -> str:
+    """Escaped text with Discord's basic markdown: code blocks, `code`, **bold**, mentions, timestamps
+    (relative ones in ``t``'s language)."""
+    names, t = names or {}, t or messages("en")
     pieces = re.split(r"(```.*?```)", text, flags=re.S)
     out = []
     for piece in pieces:
@@ -202,11 +220,11 @@ def markdown(text: str, names: dict[str, str] | None = None) -> str:
             code = re.sub(r"^[a-zA-Z0-9_+-]*\n", "", piece[3:-3])
             out.append(f"<pre>{html.escape(code.strip(chr(10)))}</pre>")
         else:
-            out.append(_inline(piece, names))
+            out.append(_inline(piece, names, t))
     return "".join(out)
 
 
-def _inline(text: str, names: dict[str, str]) -> str:
+def _inline(text: str, names: dict[str, str], t: Messages) -> str:
     spans = re.split(r"(`[^`]+`)", text)
     out = []
     for span in spans:
@@ -221,12 +239,12 @@ def _inline(text: str, names: dict[str, str]) -> str:
             lambda m: f'<span class="mention">@{html.escape(names.get(m[1], "user"))}</span>',
             s,
         )
-        s = re.sub(r"&lt;t:(\d+)(?::([tTdDfFR]))?&gt;", lambda m: _timestamp(int(m[1]), m[2]), s)
+        s = re.sub(r"&lt;t:(\d+)(?::([tTdDfFR]))?&gt;", lambda m: _timestamp(int(m[1]), m[2], t), s)
         out.append(s.replace("\n", "<br>"))
     return "".join(out)
 
 
-def _timestamp(seconds: int, style: str | None) -> str:
+def _timestamp(seconds: int, style: str | None, t: Messages) -> str:
     """A <t:…> timestamp as readable UTC time (relative ones as 'in/… ago' from now)."""
     try:
         when = datetime.fromtimestamp(seconds, timezone.utc)
@@ -234,16 +252,16 @@ def _timestamp(seconds: int, style: str | None) -> str:
         return f"&lt;t:{seconds}&gt;"
     if style == "R":
         delta = seconds - datetime.now(timezone.utc).timestamp()
-        amount = _duration(abs(delta))
-        text = f"in {amount}" if delta > 0 else f"{amount} ago"
+        amount = _duration(abs(delta), t)
+        text = t("in {amount}", amount=amount) if delta > 0 else t("{amount} ago", amount=amount)
     else:
         text = when.strftime("%Y-%m-%d %H:%M UTC")
     return f'<span class="ts" title="{when.isoformat()}">{text}</span>'
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float, t: Messages) -> str:
     if seconds < 90:
-        return f"{int(seconds)} seconds"
+        return t.plural("{n} second", "{n} seconds", int(seconds))
     if seconds < 5400:
-        return f"{round(seconds / 60)} minutes"
-    return f"{round(seconds / 3600)} hours"
+        return t.plural("{n} minute", "{n} minutes", round(seconds / 60))
+    return t.plural("{n} hour", "{n} hours", round(seconds / 3600))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..app import link_resolver, running_bot
+from ..i18n import messages
 from ..loopback import Interaction, LoopbackDiscord, RecordedMessage, running_client
 from ..loopback.state import Channel, Guild, Member
 from ..services import Services, open_services
@@ -55,15 +56,24 @@ class World:
         self.before[inter.id] = seen
         picked = [o["label"] for r in message.components for c in r.get("components") or []
                   for o in c.get("options") or [] if o.get("value") in (values or [])]  # fmt: skip
-        self.actions.append((inter, f"picked “{', '.join(picked)}”" if values else f"clicked “{label}”"))
+        shown = next((c.get("label") for r in seen[1].get("components") or [] for c in r.get("components") or []
+                      if c.get("custom_id") == custom_id and c.get("label")), label)  # fmt: skip
+        t = messages(self.locale)  # the transcript shows what the member did in the member's language
+        did = (
+            t("picked “{options}”", options=", ".join(picked))
+            if values
+            else t("clicked “{label}”", label=shown)
+        )
+        self.actions.append((inter, did))
         await _answered(inter, label)
         return inter
 
     async def submit(self, inter: Interaction, values: dict[str, Any] | None = None) -> Interaction:
         """Submit the form the bot opened on ``inter``."""
         sub = await self.server.send_modal_submit(inter, self.member, values or {}, locale=self.locale)
-        title = (inter.modal or {}).get("title") or "the form"
-        self.actions.append((sub, f"submitted “{title}”"))
+        t = messages(self.locale)
+        title = (inter.modal or {}).get("title") or t("the form")
+        self.actions.append((sub, t("submitted “{title}”", title=title)))
         await _answered(sub, title)
         return sub
 
