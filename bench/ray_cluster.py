@@ -20,7 +20,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run as a script, this file's folder leads sys.path and bench/queue.py would shadow the standard
+# library's queue: the repository root leads instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(_HERE.parent), *(p for p in sys.path if Path(p or ".").resolve() != _HERE)]
 
 import argparse
 import asyncio
