@@ -126,3 +126,37 @@ def test_an_unreachable_cluster_is_one_line_and_the_local_devices_keep_working(t
         "the Ray cluster at '127.0.0.1:1' cannot be reached: nothing answers at 127.0.0.1:1"
     )
     assert "\n" not in line and line.endswith("the queue runs on this host's devices only")
+
+
+class _Declining:
+    """A cluster runner that can take no job: its host lacks every model."""
+
+    kind, local, device = "train", False, "ray:nodeless/0"
+
+    def declines(self, base_model: str, family: str) -> str | None:
+        return f"the base model {base_model} is not on gpu-box"
+
+
+def test_a_job_no_runner_can_take_fails_after_the_grace_with_the_reasons_refunded(tmp_path):
+    from bot.queue.dispatcher import UNPLACEABLE_GRACE_S, Dispatcher
+    from bot.services import open_services
+
+    async def go():
+        async with open_services(queue_settings(tmp_path)) as s:
+            await make_dataset(s, images=2)
+            job = await s.queue.submit_training(1, "chara", {"epochs": 1})
+            now = [1000.0]
+            dispatcher = Dispatcher(
+                s.conn, s.settings, s.queue.registry, s.bus, [_Declining()], lambda: now[0]
+            )
+            await dispatcher._fail_unplaceable()
+            now[0] += UNPLACEABLE_GRACE_S - 1
+            await dispatcher._fail_unplaceable()
+            assert (await repo.get_job(s.conn, job.id)).state == "queued"  # a node may come back meanwhile
+            now[0] += 2
+            await dispatcher._fail_unplaceable()
+            ended = await repo.get_job(s.conn, job.id)
+            assert ended.state == "failed" and ended.refunded == job.cost
+            assert ended.error == "no host can run it: the base model tiny-sd15 is not on gpu-box"
+
+    asyncio.run(go())

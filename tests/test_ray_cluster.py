@@ -109,3 +109,38 @@ def test_jobs_run_on_the_second_node_and_a_lost_node_resumes_on_the_head(tmp_pat
     assert len(lines) == 1, lines  # the second node is gone: the head is left
     ok, text = lines[0]
     assert ok is True and "(head): 1 GPU(s) of 24 GB; models: tiny-flux, tiny-sd15, tiny-sdxl" in text, text
+
+
+def test_a_bot_restart_while_a_remote_job_runs_resumes_it_once(tmp_path):
+    """The bot stops mid-job: its actor goes with it (nothing trains on unattended); the restarted
+    bot resumes the job from the epoch that came back, and it ends with every epoch."""
+    from bot.cluster.runners import NAMESPACE
+    from bot.services import open_services, running_queue
+
+    with two_nodes(tmp_path / "nodes") as cluster:
+        settings = queue_settings(tmp_path, devices=[], ray_address=cluster.address, hang_timeout_s=120)
+
+        async def go():
+            async with open_services(settings) as s:
+                await make_dataset(s, images=4)
+                async with running_queue(s):
+                    job = await s.queue.submit_training(1, "chara", LONG)
+
+                    async def first_epoch_back() -> bool:
+                        return bool(await repo.epochs(s.conn, job.id))
+
+                    await wait_until(first_epoch_back, 180, what="the first epoch to come back")
+                with pytest.raises(ValueError):  # the actor went with the bot that made it
+                    ray.get_actor(f"lorabot-job-{job.id}", namespace=NAMESPACE)
+                stopped = await repo.get_job(s.conn, job.id)
+                assert stopped.state == "running" and stopped.attempts == 0  # a planned stop: not a crash
+                async with running_queue(s):
+                    ended = await finished(s.conn, job.id, stall_s=300)
+                assert ended.state == "done", ended.error
+                started = await repo.events(s.conn, job.id, "started")
+                assert started[-1]["resumed_from_step"] > 0 and ended.attempts == 1
+                epochs = await repo.epochs(s.conn, job.id)
+                assert [e.epoch for e in epochs] == list(range(1, LONG["epochs"] + 1))
+                assert all(Path(e.path).is_file() for e in epochs)
+
+        asyncio.run(go())

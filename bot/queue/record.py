@@ -44,7 +44,8 @@ def training_job(registry: ModelRegistry, job: repo.JobRow, device: str) -> dict
         "dataset_dir": str(folder / "dataset"),
         "output_dir": str(folder / "output"),
         "output_name": job.spec.get("output_name", "lora"),
-        "resume": job.attempts > 1,
+        # a later start, or the first after a planned stop (which does not count as a start)
+        "resume": job.attempts > 1 or job.step > 0,
     }
     if not Path(data["dataset_dir"]).is_dir():
         raise FileNotFoundError(f"the job's dataset snapshot {data['dataset_dir']} is missing")
