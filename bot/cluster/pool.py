@@ -22,6 +22,7 @@ from .runners import NAMESPACE, PREFIX, RayGenerationRunner, RayTrainingRunner, 
 
 log = logging.getLogger(__name__)
 REFRESH_S = 10.0
+ASK_EVERY = 6  # refreshes between asking known nodes again
 FACTS_TIMEOUT_S = 60.0
 CONNECT_S = 5.0
 
@@ -93,27 +94,34 @@ class RayCluster:
         entry = self.registry.entries.get(key)
         return {"family": entry.family} if entry is not None and entry.tiny else None
 
-    async def survey(self) -> list[NodeFacts]:
-        """Every live node with GPUs, with what it reports of itself (models, card memory)."""
+    async def survey(self, ask_known: bool = True) -> list[NodeFacts]:
+        """Every live node with GPUs, with what it reports of itself (models, card memory); a known
+        node is asked again only with ``ask_known`` (and keeps what it said when it does not answer)."""
         import ray
-
-        from .node import node_facts
 
         alive = [n for n in await asyncio.to_thread(ray.nodes) if n.get("Alive")]
         found = []
         for node in alive:
             gpus = int(node.get("Resources", {}).get("GPU", 0))
-            if gpus < 1:
-                continue
-            ref = ray.remote(num_cpus=0)(node_facts).options(scheduling_strategy=_pinned(node["NodeID"]))
-            try:
-                report = await asyncio.wait_for(ref.remote(self.models()), FACTS_TIMEOUT_S)
-            except Exception as exc:
-                log.warning("cluster node %s did not report (%s): left out for now", node["NodeID"][:8], exc)
+            known = self.nodes.get(node["NodeID"])
+            if gpus < 1 or (known is not None and not ask_known):
+                found += [known] if known is not None and gpus >= 1 else []
                 continue
             head = "node:__internal_head__" in node.get("Resources", {})
-            found.append(NodeFacts.from_report(report, gpus, head))
+            try:
+                found.append(NodeFacts.from_report(await self._ask(node["NodeID"]), gpus, head))
+            except Exception as exc:
+                log.warning("cluster node %s did not report (%s)", node["NodeID"][:8], exc)
+                found += [known] if known is not None else []
         return found
+
+    async def _ask(self, node_id: str) -> dict[str, Any]:
+        import ray
+
+        from .node import node_facts
+
+        ref = ray.remote(num_cpus=0)(node_facts).options(scheduling_strategy=_pinned(node_id))
+        return await asyncio.wait_for(ref.remote(self.models()), FACTS_TIMEOUT_S)
 
     # Runners --------------------------------------------------------------------------------------
 
@@ -123,15 +131,17 @@ class RayCluster:
         self._task = asyncio.create_task(self._keep_current(dispatcher), name="ray-cluster")
 
     async def _keep_current(self, dispatcher) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(REFRESH_S)
-            try:
-                await self.refresh(dispatcher)
+            rounds += 1
+            try:  # which nodes live: every round; what each has (models copied since): every minute
+                await self.refresh(dispatcher, ask_known=rounds % ASK_EVERY == 0)
             except Exception:
                 log.exception("surveying the Ray cluster")
 
-    async def refresh(self, dispatcher) -> None:
-        nodes = {facts.node_id: facts for facts in await self.survey()}
+    async def refresh(self, dispatcher, ask_known: bool = True) -> None:
+        nodes = {facts.node_id: facts for facts in await self.survey(ask_known)}
         for node_id in [n for n in self._runners if n not in nodes]:
             log.warning("cluster node %s left: its jobs resume elsewhere", self.nodes[node_id].label)
             for runner in self._runners.pop(node_id):

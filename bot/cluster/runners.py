@@ -146,8 +146,11 @@ class RayTrainingRunner:
 
     async def _follow_actor(self, actor, launch: Launch, bundle: bytes, on_event: EventHandler,
                             on_start: OnStart) -> Outcome:  # fmt: skip
-        try:
-            placed = await actor.start.remote(launch.request, bundle, self.cluster.tiny(launch.base_model))
+        start = actor.start.remote(launch.request, bundle, self.cluster.tiny(launch.base_model))
+        try:  # bounded: an actor Ray cannot place (its GPU taken meanwhile) is a hung start
+            placed = await asyncio.wait_for(start, self.cluster.hang_timeout_s)
+        except asyncio.TimeoutError:
+            return Outcome(None, None, hung=True)
         except Exception as exc:
             if _lost(exc):
                 return Outcome(None, None, lost=f"its host {self.node.label} was lost")
@@ -191,7 +194,7 @@ class RayGenerationRunner:
 
             self._actor = _ray().remote(GenerationActor).options(
                 name=f"lorabot-generate-{self.node.node_id[:12]}", namespace=NAMESPACE, num_cpus=0,
-                num_gpus=self.cluster.generate_gpus, max_restarts=0, max_task_retries=0,
+                num_gpus=self.cluster.generate_gpus, max_restarts=0, max_task_retries=0, get_if_exists=True,
                 scheduling_strategy=_pinned(self.node.node_id),
             ).remote(self.cluster.hang_timeout_s, self.cluster.command)  # fmt: skip
         return self._actor
@@ -207,10 +210,14 @@ class RayGenerationRunner:
                 lora["path"] = name
         bundle = await asyncio.to_thread(pack, members)
         actor = self._lane()
+        start = actor.start.remote(launch.job_id, request, bundle, self.cluster.tiny(launch.base_model))
         try:
-            placed = await actor.start.remote(
-                launch.job_id, request, bundle, self.cluster.tiny(launch.base_model)
-            )
+            placed = await asyncio.wait_for(start, self.cluster.hang_timeout_s)
+        except asyncio.TimeoutError:
+            self._actor = None
+            with contextlib.suppress(Exception):
+                _ray().kill(actor)
+            return Outcome(None, None, hung=True)
         except Exception as exc:
             if not _lost(exc):
                 raise
