@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
+from .i18n import DEFAULT_LANGUAGE, LANGUAGES, N_, language_of, messages
 from .links import Expired, LinkClaims, LinkError, LinkSigner, check_filename, load_link_secret
 from .queue.trust import trusted_file
 
@@ -60,8 +61,44 @@ def content_disposition(filename: str) -> str:
     return value
 
 
-def _text(status: int, reason: str) -> web.Response:
-    return web.Response(status=status, text=reason + "\n")
+#: What a browser reads about a link whose file cannot be sent (besides the links' own errors).
+NAME_MISMATCH = N_("the file name does not match this link")
+GONE = N_("this file is no longer available")
+
+
+def accepted_language(header: str | None) -> str:
+    """The bot's language a browser prefers by its ``Accept-Language`` header (``ja, en;q=0.8``):
+    the one of the highest weight that the bot speaks, English when it names none of them."""
+    best, best_q = DEFAULT_LANGUAGE, 0.0
+    for item in (header or "").split(","):
+        tag, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        primary = tag.split("-")[0].lower()
+        if q > best_q and (primary == DEFAULT_LANGUAGE or primary in LANGUAGES):
+            best, best_q = language_of(primary), q
+    return best
+
+
+def _text(request: web.Request, status: int, reason: str | LinkError) -> web.Response:
+    """A short plain-text refusal in the browser's language (``reason``: a message id or a link
+    error, whose ``str()`` stays English for the logs)."""
+    language = accepted_language(request.headers.get(hdrs.ACCEPT_LANGUAGE))
+    t = messages(language)
+    text = reason.translated(t) if isinstance(reason, LinkError) else t(reason)
+    return web.Response(
+        status=status,
+        text=text + "\n",
+        content_type="text/plain",
+        charset="utf-8",
+        headers={hdrs.CONTENT_LANGUAGE: language, hdrs.VARY: hdrs.ACCEPT_LANGUAGE},
+    )
 
 
 class FileServer:
@@ -158,16 +195,16 @@ class FileServer:
         try:
             claims = self.signer.verify(request.match_info["token"])
         except Expired as exc:
-            return _text(410, str(exc))
+            return _text(request, 410, exc)
         except LinkError as exc:
-            return _text(403, str(exc))
+            return _text(request, 403, exc)
         if request.match_info["filename"] != claims.filename:
-            return _text(403, "the file name does not match this link")
+            return _text(request, 403, NAME_MISMATCH)
         path = await self.resolve(claims)
         if path is not None and self.root is not None:
             path = await asyncio.to_thread(trusted_file, self.root, path)  # resolved: what is sent
         if path is None or not path.is_file():
-            return _text(404, "this file is no longer available")
+            return _text(request, 404, GONE)
         log.info("sending %s %s to owner %d", claims.kind, claims.ref, claims.owner_id)
         return web.FileResponse(
             path,

@@ -16,7 +16,7 @@ import pytest
 
 from bot.links import BadSignature, Expired, LinkClaims, LinkSigner, check_filename, load_link_secret
 from bot.settings import load_settings
-from bot.web import FileServer, content_disposition
+from bot.web import FileServer, accepted_language, content_disposition
 
 SECRET = b"s" * 32
 T0 = 1_700_000_000.0
@@ -266,3 +266,85 @@ def test_from_settings_binds_http_bind_and_uses_public_url(tmp_path):
 
     asyncio.run(main())
     assert (tmp_path / "data" / "link-secret").exists()
+
+
+# -- refusals in the browser's language ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "language"),
+    [
+        (None, "en"),
+        ("", "en"),
+        ("ja", "ja"),
+        ("ja-JP,ja;q=0.9,en-US;q=0.8,en;q=0.7", "ja"),
+        ("en-US,en;q=0.9,ja;q=0.8", "en"),
+        ("fr-FR,fr;q=0.9,ja;q=0.5", "ja"),  # of the bot's languages, Japanese is preferred
+        ("fr,en;q=0.8,ja;q=0.5", "en"),
+        ("ja;q=0,en", "en"),  # q=0: not acceptable
+        ("*", "en"),
+        ("ja;q=bogus, en;q=0.1", "en"),
+        ("JA-jp", "ja"),
+    ],
+)
+def test_accepted_language(header, language):
+    assert accepted_language(header) == language
+
+
+def test_refusals_answer_in_the_browsers_language(tmp_path):
+    """Each refusal (410 expired, 403 bad link, 403 other name, 404 gone) in Japanese for a browser
+    that prefers it, in English otherwise; plain UTF-8 text that says its language."""
+    files = {(OWNER, "epoch", "job-1/4"): tmp_path / "gone.safetensors"}
+    japanese = {
+        "expired": (410, "このリンクは期限切れです。ボットから新しいリンクを受け取ってください"),
+        "bad": (403, "このリンクは無効です(書き換えられたか、別の鍵で署名されています)"),
+        "malformed": (403, "このリンクは形式が正しくありません"),
+        "other name": (403, "ファイル名がこのリンクと一致しません"),
+        "gone": (404, "このファイルはもうダウンロードできません"),
+    }
+    english = {
+        "expired": "this link has expired; ask the bot for a new one",
+        "bad": "this link is not valid (altered, or signed with another secret)",
+        "malformed": "this link is malformed",
+        "other name": "the file name does not match this link",
+        "gone": "this file is no longer available",
+    }
+
+    async def scenario(server: FileServer, http: aiohttp.ClientSession, clock: Clock) -> None:
+        url = server.make_url(OWNER, "epoch", "job-1/4", "f.safetensors")
+        old = LinkSigner(SECRET, 60, clock=lambda: clock.now - 3600).sign(
+            OWNER, "epoch", "job-1/4", "f.safetensors"
+        )
+        prefix, token, name = url.rsplit("/", 2)
+        urls = {
+            "expired": f"{prefix}/{old}/{name}",
+            "bad": f"{prefix}/{_forge(token, 0, OTHER)}/{name}",
+            "malformed": f"{prefix}/a.b/{name}",
+            "other name": f"{prefix}/{token}/other.safetensors",
+            "gone": url,
+        }
+        for what, bad in urls.items():
+            status, text = japanese[what]
+            for header, language, expected in [
+                ("ja,en-US;q=0.9,en;q=0.8", "ja", text),
+                ("en-US,en;q=0.9,ja;q=0.8", "en", english[what]),
+                (None, "en", english[what]),
+            ]:
+                headers = {"Accept-Language": header} if header else {}
+                async with http.get(bad, headers=headers) as response:
+                    assert response.status == status, (what, header)
+                    assert await response.text() == expected + "\n", (what, header)
+                    assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+                    assert response.headers["Content-Language"] == language
+                    assert "Accept-Language" in response.headers["Vary"]
+                    assert response.headers["Cache-Control"] == "private, no-store"
+
+    serve(files, scenario)
+
+
+def test_link_errors_stay_english_for_the_logs():
+    with pytest.raises(Expired) as info:
+        LinkSigner(SECRET, 60, clock=Clock()).verify(
+            LinkSigner(SECRET, 60, clock=lambda: 0).sign(OWNER, "k", "r", "f")
+        )
+    assert str(info.value) == "this link has expired; ask the bot for a new one"

@@ -26,6 +26,7 @@ from PIL import Image
 from . import delivered, render
 from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, JobError, ModelSource, default_clip_skip
 from .contract.families import family_info, refused_render_options
+from .contract.jobs import GridLabels
 from .errors import TrainerError
 from .events import EventWriter, StopFlag
 from .families import get_family
@@ -267,15 +268,34 @@ def _weight_sets(job: GenerateJob) -> list[list[float]]:
 
 
 def _save_grid(job: GenerateJob, rows: list[list], seed: int, out: Path) -> Path:
+    cols, row_labels = grid_labels(job, seed, len(rows))
+    title = job.grid_title or job.prompt[:80]
     if job.compare_weights:
-        cols = [render.weight_label(w) for w in job.compare_weights]
-        row_labels = [f"seed {seed + n}" for n in range(len(rows))] if len(rows) > 1 else None
-        if job.compare_loras:
-            row_labels = [row.label for row in job.compare_loras]
-        grid = render.make_grid(rows, cols, row_labels, title=job.grid_title or job.prompt[:80])
+        grid = render.make_grid(rows, cols, row_labels, title=title)
     else:
-        cols = [f"seed {seed + n}" for n in range(len(rows))]
-        grid = render.make_grid([[r[0] for r in rows]], cols, title=job.grid_title or job.prompt[:80])
+        grid = render.make_grid([[r[0] for r in rows]], cols, title=title)
     path = out / f"{job.output_name}-grid.png"
     delivered.save_image(grid, path)
     return path
+
+
+def grid_labels(job: GenerateJob, seed: int, count: int) -> tuple[list[str], list[str] | None]:
+    """The grid's column and row labels (None: no row labels) in the job's ``grid_labels`` words,
+    or in English when no font here draws those (boxes say nothing)."""
+    labels = _grid_labels(job, job.grid_labels or GridLabels(), seed, count)
+    if job.grid_labels is not None and not render.drawable([*labels[0], *(labels[1] or [])]):
+        log.warning("no installed font draws the grid's labels %s: drawn in English", labels)
+        return _grid_labels(job, GridLabels(), seed, count)
+    return labels
+
+
+def _grid_labels(
+    job: GenerateJob, words: GridLabels, seed: int, count: int
+) -> tuple[list[str], list[str] | None]:
+    seeds = [words.seed.format(seed=seed + n) for n in range(count)]
+    if not job.compare_weights:
+        return seeds, None
+    cols = [render.weight_label(w, words.weight) for w in job.compare_weights]
+    if job.compare_loras:
+        return cols, words.rows or [row.label for row in job.compare_loras]
+    return cols, seeds if count > 1 else None

@@ -112,7 +112,7 @@ class GenerateCog(commands.Cog):
         request = GenerateRequest(
             prompt=prompt, loras=lora_slots((lora, weight), (lora2, weight2), (lora3, weight3)),
             sampler=sampler, negative=negative, seed=seed, steps=steps, cfg=cfg, size=size, count=count,
-            compare_weights=parse_weights(compare_weights), base_model=base_model,
+            compare_weights=parse_weights(compare_weights), base_model=base_model, locale=str(interaction.locale),
         )  # fmt: skip
         job = await services.generation.submit(
             interaction.user.id, request, roles=roles_of(interaction), channel_id=interaction.channel_id

@@ -31,6 +31,7 @@ from trainer.contract.families import (
     render_options_not_taken,
 )
 
+from ..i18n import DEFAULT_LANGUAGE, messages
 from ..registry import RegistryError
 from . import costs
 from .library import LibraryService
@@ -58,6 +59,7 @@ class GenerateRequest:
     base_model: str | None = None
     sampler: str | None = None  # None: the job's default (a family may refuse one that is set)
     loras: tuple[tuple[str, float], ...] = ()  # more (reference, weight) pairs, after ``lora``
+    locale: str | None = None  # the member's Discord locale: the grid's words are in its language
 
     def picks(self) -> list[tuple[str, float]]:
         """Every LoRA asked for, as (reference, weight): ``lora`` first, then ``loras``."""
@@ -130,13 +132,16 @@ class GenerationService:
         roles: Iterable[str] | None = None,
         channel_id: int | None = None,
         expected_cost: int | None = None,
+        locale: str | None = None,
     ) -> jobs_repo.JobRow:
         """Queue one grid of saved epochs (rows) x LoRA weights (columns) of one of the member's
         training jobs, all with one seed; prompt, negative, steps, seed, cfg, sampler and size
-        default to the job's preview settings (the prompt to its trigger word when it had none)."""
+        default to the job's preview settings (the prompt to its trigger word when it had none).
+        ``locale``: the member's, whose language the grid's labels are in."""
         estimate, options, title = await self._prepare_compare(
-            owner_id, job_id, epochs, weights, prompt=prompt, negative=negative, seed=seed, steps=steps
-        )
+            owner_id, job_id, epochs, weights, prompt=prompt, negative=negative, seed=seed, steps=steps,
+            locale=locale,
+        )  # fmt: skip
         return await self._enqueue(
             owner_id, estimate, options, title, roles, channel_id, expected_cost, self._new_folder()
         )
@@ -163,6 +168,7 @@ class GenerationService:
     async def _prepare_compare(
         self, owner_id: int, job_id: int, epochs: list[int], weights: list[float], *,
         prompt: str | None = None, negative: str | None = None, seed: int | None = None, steps: int | None = None,
+        locale: str | None = None,
     ) -> tuple[GenerateEstimate, dict[str, Any], str]:  # fmt: skip
         job = await self.queue.job(owner_id, job_id)  # another member's job is "not found"
         job_id = job.id
@@ -177,7 +183,7 @@ class GenerationService:
         family, source = self._model(job.base_model)
         options = {
             **_preview_defaults(job, prompt, negative, seed, steps, family), "loras": [], "count": 1,
-            "compare_weights": weights, "compare_loras": rows,
+            "compare_weights": weights, "compare_loras": rows, **grid_labels(locale, epochs),
         }  # fmt: skip
         estimate, options = self._priced(job.base_model, family, source, options, len(epochs) * len(weights))
         columns = "/".join(f"{w:g}" for w in weights)
@@ -206,6 +212,8 @@ class GenerationService:
             "width": width, "height": height, "count": request.count,
             "seed": request.seed if request.seed is not None else random.SystemRandom().randrange(2**32),
         }  # fmt: skip
+        if request.compare_weights or request.count > 1:  # a grid: its labels in the member's language
+            options.update(grid_labels(request.locale))
         if request.sampler is not None:  # named, even as the default: a family renders with its own
             refused = refused_render_options(family, {"sampler": request.sampler})
             if refused:
@@ -309,6 +317,20 @@ def _preview_defaults(
     }  # fmt: skip
     given = {"negative"} if negative is not None else set()
     return {k: v for k, v in options.items() if k not in render_options_not_taken(family) - given}
+
+
+def grid_labels(locale: str | None, epochs: list[int] | None = None) -> dict[str, Any]:
+    """The ``grid_labels`` option of a grid job for a member in ``locale`` (none in English: the
+    trainer's defaults are the English words): the column and row label templates, and a compare
+    grid's row names ("epoch 2") for ``epochs``. The trainer draws English where no font has the
+    glyphs, so a compare row keeps its English ``label`` too."""
+    t = messages(locale)
+    if t.language == DEFAULT_LANGUAGE:
+        return {}
+    words: dict[str, Any] = {"weight": t("weight {weight}"), "seed": t("seed {seed}")}
+    if epochs:
+        words["rows"] = [t("epoch {epoch}", epoch=e) for e in epochs]
+    return {"grid_labels": words}
 
 
 def _first(*values: Any) -> Any:

@@ -152,7 +152,7 @@ class CompareModal(_Modal, title="Compare epochs × weights"):
             interaction,
             services.generation.compare_epochs(
                 self.owner_id, self.job_id, epochs, weights, prompt=self.prompt.value or None,
-                roles=roles_of(interaction), channel_id=interaction.channel_id,
+                roles=roles_of(interaction), channel_id=interaction.channel_id, locale=str(interaction.locale),
             ),
         )  # fmt: skip
         if job is not None:

@@ -319,6 +319,48 @@ class LabelledLora(_Strict):
     label: str = Field(min_length=1, max_length=40)
 
 
+#: A grid label template's placeholder per key: the only ``{...}`` a template may hold.
+GRID_LABEL_PLACEHOLDERS = {"weight": "{weight}", "seed": "{seed}"}
+MAX_GRID_LABEL = 40
+
+
+def _grid_label(text: str, placeholder: str | None = None) -> str:
+    """A grid label (template): one line of 1-40 characters, its placeholder once, no other braces."""
+    rest = text.replace(placeholder, "", 1) if placeholder else text
+    if placeholder and placeholder not in text:
+        raise ValueError(f"must contain {placeholder}")
+    if "{" in rest or "}" in rest:
+        raise ValueError(f"may hold no braces but {placeholder}" if placeholder else "may hold no braces")
+    if not text.strip() or not text.isprintable():
+        raise ValueError("must be printable text on one line")
+    return text
+
+
+class GridLabels(_Strict):
+    """The words drawn on a grid, in the member's language (the defaults are the English ones).
+
+    ``weight`` and ``seed`` are templates of a column or row label (``{weight}``: the weight as
+    ``0.8``, ``{seed}``: the seed); ``rows`` names compare_loras' rows in order (their ``label``
+    otherwise). The trainer draws the English labels when no installed font draws these.
+    """
+
+    weight: str = Field("weight {weight}", max_length=MAX_GRID_LABEL)
+    seed: str = Field("seed {seed}", max_length=MAX_GRID_LABEL)
+    rows: list[Annotated[str, Field(max_length=MAX_GRID_LABEL)]] | None = Field(
+        None, min_length=1, max_length=8, description="compare_loras' rows, in order"
+    )
+
+    @field_validator("weight", "seed")
+    @classmethod
+    def _template(cls, v: str, info) -> str:
+        return _grid_label(v, GRID_LABEL_PLACEHOLDERS[info.field_name])
+
+    @field_validator("rows")
+    @classmethod
+    def _rows(cls, v: list[str] | None) -> list[str] | None:
+        return v if v is None else [_grid_label(row) for row in v]
+
+
 class GenerateJob(ModelSource):
     """A rendering job: prompts with a base model and zero or more LoRAs at given weights."""
 
@@ -343,6 +385,7 @@ class GenerateJob(ModelSource):
     sampler: SamplerName = "euler_a"
     clip_skip: int | None = Field(None, ge=1, le=12)
     grid_title: str | None = None
+    grid_labels: GridLabels | None = Field(None, description="the grid's words in the member's language")
 
     @field_validator("width", "height")
     @classmethod
@@ -377,6 +420,9 @@ class GenerateJob(ModelSource):
             problems.append("compare_loras renders one grid with one seed: leave count at 1")
         if self.compare_loras and len({r.label for r in self.compare_loras}) < len(self.compare_loras):
             problems.append("compare_loras labels must differ (they name the grid's rows)")
+        named = self.grid_labels.rows if self.grid_labels else None
+        if named and len(named) != len(self.compare_loras or []):
+            problems.append("grid_labels.rows names each row of compare_loras, in order")
         if self.model_family is not None:  # a detected family is checked once loaded (render_job)
             problems += refused_render_options(self.model_family, self.changed_options())
         if problems:
