@@ -11,17 +11,22 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops
 
-from bot.queue.generation import grid_labels
-from bot.queue.record import generation_job
+from bot.queue.generation import compare_title, grid_labels
+from bot.queue.options import OPTIONS, OptionsError, parse_option_lines
+from bot.queue.record import generation_job, training_job
 from db import jobs as repo
-from tests.bot_harness import bot_world
-from tests.queue_helpers import queue_settings
+from tests.bot_harness import bot_world, first_id
+from tests.conftest import base_job, train_in_process, write_dataset
+from tests.queue_helpers import make_dataset, queue_settings
 from tests.test_compare_epochs import run as run_services
 from tests.test_compare_epochs import trained_job
 from tests.test_generate_loras import add_lora
 from trainer import render
-from trainer.contract import GenerateJob, JobError, parse_job
+from trainer.contract import GenerateJob, JobError, TrainJob, parse_job
+from trainer.contract.families import refused_options
 from trainer.generate import grid_labels as drawn_labels
+from trainer.preview import preview_labels
+from trainer.state import job_fingerprint
 
 GEN = {"base_model": "m", "output_dir": "o", "prompt": "p"}
 ROWS = [{"path": "a.safetensors", "label": "epoch 1"}, {"path": "b.safetensors", "label": "epoch 2"}]
@@ -51,7 +56,8 @@ def test_grid_labels_are_checked_templates_with_english_defaults():
         ({"weight": "{weight.__class__}"}, "must contain {weight}"),
         ({"weight": "{weight}\n"}, "one line"),
         ({"weight": "w" * 41 + "{weight}"}, "at most 40"),
-        ({"epoch": "エポック {epoch}"}, "grid_labels.epoch"),  # only the known keys
+        ({"epoch": "エポック {seed}"}, "must contain {epoch}"),
+        ({"title": "エポック"}, "grid_labels.title"),  # only the known keys
     ]:
         assert any(expected in p for p in problems(grid_labels=labels)), (
             labels,
@@ -113,6 +119,8 @@ def test_a_japanese_members_epoch_compare_names_rows_and_columns_in_japanese(tmp
         ja = await s.generation.compare_epochs(1, job.id, [2, 1], [0.6, 1.0], locale="ja")
         await s.queue.cancel(1, ja.id)
         en = await s.generation.compare_epochs(1, job.id, [1, 2], [1.0], locale="en-GB")
+        assert ja.title == f"比較 #{job.id} エポック 1,2 × 重み 0.6/1"  # /queue lists it
+        assert en.title == f"compare #{job.id} epochs 1,2 x 1"
         return generation_job(s.queue.registry, ja, "cpu"), generation_job(s.queue.registry, en, "cpu")
 
     ja, en = run_services(tmp_path, body)
@@ -208,3 +216,98 @@ def test_the_trainers_grid_file_carries_the_members_words(tmp_path):
     expected = render.make_grid(cells, ["重み 0.5", "重み 1"], ["エポック 1", "エポック 2"], title="tkchar")
     assert ImageChops.difference(drawn["ja"], expected).getbbox() is None
     assert drawn["en"].size != drawn["ja"].size or ImageChops.difference(drawn["en"], drawn["ja"]).getbbox()
+
+
+# Training jobs: the per-epoch preview grids -------------------------------------------------------
+
+JA_PREVIEW = {**JA, "epoch": "エポック {epoch}"}
+
+
+def test_a_japanese_members_training_job_carries_japanese_preview_labels(tmp_path):
+    """/train, then Start, from a Discord in Japanese: the trainer's job file has the preview
+    grids' words (kept in the job's spec, so a resumed job has them too); in English, none."""
+    settings = queue_settings(tmp_path, MODELS, command_cooldown_s=0)
+
+    async def scenario():
+        async with bot_world(settings) as w:
+            await make_dataset(w.services, owner=w.alice.user_id, images=3)
+            files = {}
+            for locale, start in [("ja", "開始"), ("en-US", "Start")]:
+                queued = "キューに追加しました" if locale == "ja" else "Queued"
+                estimate = await w.reply(
+                    await w.slash(w.alice, "train", {"dataset": "chara", "epochs": 1}, locale=locale)
+                )
+                await w.click(estimate, w.alice, first_id(estimate, label=start), locale=locale)
+                await w.server.wait_for_message(lambda m, e=estimate, q=queued: m is e and q in m.content, 30)
+                number = re.search(r"#(\d+)", estimate.content)
+                job = await repo.get_job(w.services.conn, int(number.group(1)))
+                files[locale] = training_job(w.services.queue.registry, job, "cpu")
+                assert "grid_labels" not in job.spec["options"]  # not a member's option
+                await w.services.queue.cancel(w.alice.user_id, job.id)
+            return files
+
+    files = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert files["ja"]["grid_labels"] == JA_PREVIEW and "grid_labels" not in files["en-US"]
+    assert (
+        grid_labels("ja", preview=True) == {"grid_labels": JA_PREVIEW}
+        and grid_labels("en", preview=True) == {}
+    )
+    assert "grid_labels" not in OPTIONS  # never listed as an option a member sets
+    with pytest.raises(OptionsError):
+        parse_option_lines("grid_labels=x")
+
+
+def test_the_preview_words_leave_the_resume_fingerprint_alone(tmp_path):
+    plain = parse_job({"dataset_dir": "d", "output_dir": "o", "base_model": "m"}, TrainJob)
+    for labels in [JA_PREVIEW, {}]:
+        labelled = parse_job({**plain.model_dump(by_alias=True), "grid_labels": labels}, TrainJob)
+        assert job_fingerprint(labelled, 7) == job_fingerprint(plain, 7)
+        assert job_fingerprint(labelled, 7, with_places=True) == job_fingerprint(plain, 7, with_places=True)
+        assert not any("grid_labels" in p for p in refused_options("flux", labelled.changed_options()))
+
+
+def test_preview_labels_in_the_members_words_or_english(monkeypatch):
+    job = parse_job(
+        {"dataset_dir": "d", "output_dir": "o", "base_model": "m", "grid_labels": JA_PREVIEW}, TrainJob
+    )
+    english = parse_job({"dataset_dir": "d", "output_dir": "o", "base_model": "m"}, TrainJob)
+    assert preview_labels(english, 3) == (["weight 0.7", "weight 0.8", "weight 1"], "epoch 3")
+    monkeypatch.setattr(render, "cjk_font_file", lambda: None)
+    assert preview_labels(job, 3) == (["weight 0.7", "weight 0.8", "weight 1"], "epoch 3")
+    monkeypatch.undo()
+    _needs_japanese_font()
+    assert preview_labels(job, 3) == (["重み 0.7", "重み 0.8", "重み 1"], "エポック 3")
+
+
+def test_the_tiny_trainers_preview_grid_is_labelled_in_japanese(tiny_sd15, tmp_path):
+    _needs_japanese_font()
+    data = write_dataset(tmp_path / "dataset", count=2)
+    grids = {}
+    for name, labels in [("en", None), ("ja", JA_PREVIEW)]:
+        job = base_job(tiny_sd15, data, tmp_path / name, previews=True, preview_steps=1,
+                       preview_weights=[0.8], **({"grid_labels": labels} if labels else {}))  # fmt: skip
+        events, code = train_in_process(job)
+        assert code == 0, events
+        [path] = [e["path"] for e in events if e["event"] == "preview_ready"]
+        grids[name] = Image.open(path).convert("RGB")
+    # the title and column-label strips above the one (square, enlarged) cell: Japanese glyphs where English was
+    strip = {name: grid.crop((0, 0, grid.width, grid.height - grid.width)) for name, grid in grids.items()}
+    assert strip["en"].size == strip["ja"].size
+    assert _unlike(strip["en"], strip["ja"]) > 0.3
+    assert _ink(strip["ja"]).histogram()[255] > 50
+
+
+# The compare job's title --------------------------------------------------------------------------
+
+
+def test_the_compare_jobs_title_is_in_the_members_language():
+    assert compare_title("ja", 7, [1, 2], [0.6, 1.0]) == "比較 #7 エポック 1,2 × 重み 0.6/1"
+    assert (
+        compare_title("en-GB", 7, [1, 2], [1.0])
+        == compare_title(None, 7, [1, 2], [1.0])
+        == "compare #7 epochs 1,2 x 1"
+    )
+    many = compare_title(
+        "ja", 12345, list(range(100, 108)), [0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 1.25, 1.5]
+    )
+    assert len(many) == 80 and many.startswith("比較 #12345 エポック 100,101")

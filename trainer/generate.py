@@ -281,12 +281,13 @@ def _save_grid(job: GenerateJob, rows: list[list], seed: int, out: Path) -> Path
 
 def grid_labels(job: GenerateJob, seed: int, count: int) -> tuple[list[str], list[str] | None]:
     """The grid's column and row labels (None: no row labels) in the job's ``grid_labels`` words,
-    or in English when no font here draws those (boxes say nothing)."""
-    labels = _grid_labels(job, job.grid_labels or GridLabels(), seed, count)
-    if job.grid_labels is not None and not render.drawable([*labels[0], *(labels[1] or [])]):
-        log.warning("no installed font draws the grid's labels %s: drawn in English", labels)
-        return _grid_labels(job, GridLabels(), seed, count)
-    return labels
+    or in English when no font here draws those (:func:`render.drawn_words`)."""
+
+    def flat(words: GridLabels) -> list[str]:
+        cols, rows = _grid_labels(job, words, seed, count)
+        return [*cols, *(rows or [])]
+
+    return _grid_labels(job, render.drawn_words(job.grid_labels, flat), seed, count)
 
 
 def _grid_labels(

@@ -13,7 +13,9 @@ from PIL import Image
 
 from . import accel, delivered, lora, render
 from .caches import preview_prompt
+from .contract import TrainJob
 from .contract.families import family_info
+from .contract.jobs import GridLabels
 from .events import StopFlag
 from .run import Run, check_stop
 
@@ -70,14 +72,23 @@ def preview_epoch(run: Run, epoch: int, stop: StopFlag | None = None) -> Path | 
     if used != size:
         note = f" (rendered at {used} px: out of memory at {size})"
         log.warning("epoch %d preview rendered at %d px instead of %d (out of memory)", epoch, used, size)
-    grid = render.make_grid(
-        [images],
-        [render.weight_label(w) for w in job.preview_weights],
-        title=f"{job.output_name} epoch {epoch}{note} - {prompt[:60]}",
-    )
+    cols, named = preview_labels(job, epoch)
+    grid = render.make_grid([images], cols, title=f"{job.output_name} {named}{note} - {prompt[:60]}")
     path = run.out_dir / f"{job.output_name}-{epoch:06d}-preview.png"
     delivered.save_image(grid, path)
     return path
+
+
+def preview_labels(job: TrainJob, epoch: int) -> tuple[list[str], str]:
+    """The preview grid's column labels (one per preview weight) and its title's "epoch N", in the
+    job's ``grid_labels`` words, or in English when no font here draws those."""
+
+    def labels(words: GridLabels) -> tuple[list[str], str]:
+        cols = [render.weight_label(w, words.weight) for w in job.preview_weights]
+        return cols, words.epoch.format(epoch=epoch)
+
+    words = render.drawn_words(job.grid_labels, lambda w: [*labels(w)[0], labels(w)[1]])
+    return labels(words)
 
 
 def _render_weights(

@@ -10,19 +10,23 @@ from __future__ import annotations
 import functools
 import gc
 import inspect
+import logging
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .contract.jobs import GridLabels
 from .errors import TrainerError
 from .families import get_family
 from .models import BaseModel, autocast
 from .text import Conditioning, encode_texts
+
+log = logging.getLogger(__name__)
 
 SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "euler_a": ("EulerAncestralDiscreteScheduler", {}),
@@ -239,6 +243,19 @@ def font_for(texts: Sequence[str]) -> str | None | bool:
 def drawable(texts: Sequence[str]) -> bool:
     """Whether some font here draws every character of ``texts`` (:func:`font_for`)."""
     return font_for(texts) is not False
+
+
+def drawn_words(words: GridLabels | None, labels: Callable[[GridLabels], Sequence[str]]) -> GridLabels:
+    """The words a grid is labelled in: ``words`` (None: the English defaults) when some font here
+    draws every label ``labels`` makes of them, else the English ones (a warning in the log):
+    boxes say nothing."""
+    if words is None:
+        return GridLabels()
+    drawn = list(labels(words))
+    if drawable(drawn):
+        return words
+    log.warning("no installed font draws the grid's labels %s: drawn in English", drawn)
+    return GridLabels()
 
 
 def _grid_font(labels: Sequence[str], title: str | None) -> str | None:

@@ -31,6 +31,7 @@ _NOT_TRAINING = {
     "preview_size",
     "preview_seed",
     "preview_weights",
+    "grid_labels",  # the preview grids' words
     "gradient_checkpointing",  # speed/memory only: the same steps give the same weights
     "compile_unet",
 }

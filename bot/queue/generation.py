@@ -31,9 +31,10 @@ from trainer.contract.families import (
     render_options_not_taken,
 )
 
-from ..i18n import DEFAULT_LANGUAGE, messages
+from ..i18n import messages
 from ..registry import RegistryError
 from . import costs
+from .common import grid_labels
 from .library import LibraryService
 from .service import QueueError, QueueService
 
@@ -186,8 +187,7 @@ class GenerationService:
             "compare_weights": weights, "compare_loras": rows, **grid_labels(locale, epochs),
         }  # fmt: skip
         estimate, options = self._priced(job.base_model, family, source, options, len(epochs) * len(weights))
-        columns = "/".join(f"{w:g}" for w in weights)
-        return estimate, options, f"compare #{job_id} epochs {','.join(map(str, epochs))} x {columns}"[:80]
+        return estimate, options, compare_title(locale, job_id, epochs, weights)
 
     async def _prepare(
         self, owner_id: int, request: GenerateRequest
@@ -319,18 +319,15 @@ def _preview_defaults(
     return {k: v for k, v in options.items() if k not in render_options_not_taken(family) - given}
 
 
-def grid_labels(locale: str | None, epochs: list[int] | None = None) -> dict[str, Any]:
-    """The ``grid_labels`` option of a grid job for a member in ``locale`` (none in English: the
-    trainer's defaults are the English words): the column and row label templates, and a compare
-    grid's row names ("epoch 2") for ``epochs``. The trainer draws English where no font has the
-    glyphs, so a compare row keeps its English ``label`` too."""
+def compare_title(locale: str | None, job_id: int, epochs: list[int], weights: list[float]) -> str:
+    """An epoch compare job's title (/queue lists it) in the member's language: "compare #12 epochs
+    1,2 x 0.6/0.8/1", 80 characters at most."""
     t = messages(locale)
-    if t.language == DEFAULT_LANGUAGE:
-        return {}
-    words: dict[str, Any] = {"weight": t("weight {weight}"), "seed": t("seed {seed}")}
-    if epochs:
-        words["rows"] = [t("epoch {epoch}", epoch=e) for e in epochs]
-    return {"grid_labels": words}
+    columns = "/".join(f"{w:g}" for w in weights)
+    epochs_text = ",".join(map(str, epochs))
+    return t("compare #{job} epochs {epochs} x {weights}", job=job_id, epochs=epochs_text, weights=columns)[
+        :80
+    ]
 
 
 def _first(*values: Any) -> Any:

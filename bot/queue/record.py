@@ -46,6 +46,7 @@ def training_job(registry: ModelRegistry, job: repo.JobRow, device: str) -> dict
         "output_name": job.spec.get("output_name", "lora"),
         # a later start, or the first after a planned stop (which does not count as a start)
         "resume": job.attempts > 1 or job.step > 0,
+        **{k: job.spec[k] for k in ("grid_labels",) if k in job.spec},  # the member's language
     }
     if not Path(data["dataset_dir"]).is_dir():
         raise FileNotFoundError(f"the job's dataset snapshot {data['dataset_dir']} is missing")

@@ -26,7 +26,7 @@ from trainer.contract.families import family_info, refused_options
 from ..i18n import N_
 from ..registry import RegistryError
 from . import costs
-from .common import BOT_KEYS, QueueError
+from .common import BOT_KEYS, QueueError, grid_labels
 from .eta import Shape, eta_seconds
 
 if TYPE_CHECKING:
@@ -99,11 +99,12 @@ class TrainingSubmissions:
         channel_id: int | None = None,
         expected_cost: int | None = None,
         init_from: tuple[int, int] | None = None,
+        locale: str | None = None,
     ) -> repo.JobRow:
         """Queue a training job: snapshot the dataset, debit the cost and insert the job together.
 
         ``init_from`` = (job id, epoch) starts from that saved epoch of one of the member's jobs
-        ("train further").
+        ("train further"); ``locale``: the member's, whose language its preview grids' words are in.
         """
         row = await self.datasets.get(owner_id, dataset)
         options = dict(options or {})
@@ -120,7 +121,8 @@ class TrainingSubmissions:
                     "check the new estimate and confirm again",
                     old=expected_cost, new=prepared.estimate.cost,
                 )  # fmt: skip
-            return await self._insert_and_charge(owner_id, prepared, folder, roles, channel_id)
+            labels = grid_labels(locale, preview=True)
+            return await self._insert_and_charge(owner_id, prepared, folder, roles, channel_id, labels)
         except BaseException:
             await asyncio.to_thread(shutil.rmtree, folder, True)
             raise
@@ -186,8 +188,11 @@ class TrainingSubmissions:
         return side
 
     async def _insert_and_charge(
-        self, owner_id: int, prepared: _Prepared, folder: Path, roles, channel_id: int | None
-    ) -> repo.JobRow:
+        self, owner_id: int, prepared: _Prepared, folder: Path, roles, channel_id: int | None,
+        labels: dict[str, Any],
+    ) -> repo.JobRow:  # fmt: skip
+        """``labels``: the preview grids' ``grid_labels`` (none in English), kept beside the
+        member's options (the bot sets them, a member cannot)."""
         est = prepared.estimate
         new = repo.NewJob(
             owner_id=owner_id, kind="train", priority=0, title=est.dataset,
@@ -196,7 +201,7 @@ class TrainingSubmissions:
             cost=est.cost, folder=str(folder), channel_id=channel_id,
             spec={"options": prepared.options, "output_name": _file_name(est.dataset),
                   "trigger": prepared.trigger, "epochs": est.epochs, "repeats": est.repeats,
-                  "images": est.images},
+                  "images": est.images, **labels},
         )  # fmt: skip
         return await self.enqueue(new, roles, N_("lower epochs, repeats or images"))
 

@@ -98,6 +98,7 @@ class TrainConfirmView(OwnerView):
             services.queue.submit_training(
                 interaction.user.id, self.dataset, self.options, roles=roles_of(interaction),
                 channel_id=interaction.channel_id, expected_cost=self.estimate.cost, init_from=self.init_from,
+                locale=str(interaction.locale),
             ),
         )  # fmt: skip
         if job is None:
