@@ -26,7 +26,7 @@ from PIL import Image
 from . import delivered, render
 from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, JobError, ModelSource, default_clip_skip
 from .contract.families import family_info, refused_render_options
-from .contract.jobs import GridLabels
+from .contract.labels import GridLabels
 from .errors import TrainerError
 from .events import EventWriter, StopFlag
 from .families import get_family

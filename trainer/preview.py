@@ -15,7 +15,7 @@ from . import accel, delivered, lora, render
 from .caches import preview_prompt
 from .contract import TrainJob
 from .contract.families import family_info
-from .contract.jobs import GridLabels
+from .contract.labels import GridLabels
 from .events import StopFlag
 from .run import Run, check_stop
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .contract.jobs import GridLabels
+from .contract.labels import GridLabels
 from .errors import TrainerError
 from .families import get_family
 from .models import BaseModel, autocast
