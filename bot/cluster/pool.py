@@ -42,7 +42,8 @@ class RayCluster:
         self.nodes: dict[str, NodeFacts] = {}
         self.training: dict[str, int] = {}  # node id -> our training jobs running there
         self._runners: dict[str, list[Any]] = {}
-        self._free: tuple[float, dict[str, Any]] = (0.0, {})
+        self._free: tuple[float, dict[str, Any] | None] = (0.0, {})
+        self._told_blind = False
         self._task: asyncio.Task | None = None
         self.connected = False
         self.on_size: Callable[[int], None] = lambda gpus: None  # the cluster's GPU count changed
@@ -168,10 +169,15 @@ class RayCluster:
         training holds the GPU (as ``generate_alongside_training``), never beside another workload."""
         at, free = self._free
         if time.monotonic() - at > 0.5:
-            from ray._private import state
-
-            free = await asyncio.to_thread(state.available_resources_per_node)
+            free = await asyncio.to_thread(_available_per_node)
             self._free = (time.monotonic(), free)
+        if free is None:  # this Ray cannot say: every GPU counts as free (Ray queues what it cannot place)
+            if not self._told_blind:
+                self._told_blind = True
+                log.warning(
+                    "this Ray cannot report free GPUs per node: a GPU another workload holds is not seen"
+                )
+            return True
         gpus = float(free.get(node_id, {}).get("GPU", 0))
         if not for_generation:
             return gpus >= 1
@@ -210,3 +216,14 @@ class RayCluster:
 
             await asyncio.to_thread(ray.shutdown)
             self.connected = False
+
+
+def _available_per_node() -> dict[str, Any] | None:
+    """Ray's free resources per node id; None when this Ray version has no such call (it is not
+    public API: ``ray._private.state``)."""
+    try:
+        from ray._private import state
+
+        return state.available_resources_per_node()
+    except (ImportError, AttributeError):
+        return None
