@@ -29,7 +29,8 @@ _FILE_KINDS = ("epoch_saved", "preview_ready", "image_ready")
 
 
 def work_root() -> Path:
-    return Path(os.environ.get(WORK_DIR_ENV) or Path(tempfile.gettempdir()) / "lorabot-node")
+    """The node's work folder, resolved (the paths the trainer reports start with it)."""
+    return Path(os.environ.get(WORK_DIR_ENV) or Path(tempfile.gettempdir()) / "lorabot-node").resolve()
 
 
 def gpu_memory_gb() -> list[float]:
