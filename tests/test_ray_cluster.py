@@ -24,7 +24,8 @@ from bot.cluster.loopback import hold_gpu, two_nodes  # noqa: E402
 from bot.cluster.report import check_cluster  # noqa: E402
 
 pytestmark = pytest.mark.slow
-LONG = {**FAST, "epochs": 5, "repeats": 3, "previews": False}
+#: Long enough (160 steps) that a node is killed, or the bot stopped, before the job ends.
+LONG = {**FAST, "epochs": 5, "repeats": 8, "previews": False}
 
 
 async def _started_node(conn, job_id: int) -> str | None:
