@@ -21,7 +21,7 @@ from tests.queue_helpers import make_dataset, queue_settings
 from tests.test_compare_epochs import run as run_services
 from tests.test_compare_epochs import trained_job
 from tests.test_generate_loras import add_lora
-from trainer import render
+from trainer import fonts, render
 from trainer.contract import GenerateJob, JobError, TrainJob, parse_job
 from trainer.contract.families import refused_options
 from trainer.generate import grid_labels as drawn_labels
@@ -110,7 +110,7 @@ def test_a_japanese_members_generate_grid_carries_japanese_labels(tmp_path):
     assert jobs["ja weights"]["grid_labels"] == jobs["ja seeds"]["grid_labels"] == JA
     assert "grid_labels" not in jobs["ja single"] and "grid_labels" not in jobs["en weights"]
     job = parse_job(jobs["ja weights"], GenerateJob)  # the trainer's contract takes them
-    assert drawn_labels(job, 7, 1)[0] == ["重み 0.5", "重み 1"] or not render.drawable(["重み"])
+    assert drawn_labels(job, 7, 1)[0] == ["重み 0.5", "重み 1"] or not fonts.drawable(["重み"])
 
 
 def test_a_japanese_members_epoch_compare_names_rows_and_columns_in_japanese(tmp_path):
@@ -128,7 +128,7 @@ def test_a_japanese_members_epoch_compare_names_rows_and_columns_in_japanese(tmp
     assert [row["label"] for row in ja["compare_loras"]] == ["epoch 1", "epoch 2"]  # kept: the fallback
     assert "grid_labels" not in en
     job = parse_job(ja, GenerateJob)
-    if render.drawable(["重みエポック"]):
+    if fonts.drawable(["重みエポック"]):
         assert drawn_labels(job, 5, 2) == (["重み 0.6", "重み 1"], ["エポック 1", "エポック 2"])
 
 
@@ -153,14 +153,14 @@ def _unlike(a: Image.Image, b: Image.Image) -> float:
 
 
 def _needs_japanese_font() -> None:
-    if not render.drawable(["重みシード"]):
+    if not fonts.drawable(["重みシード"]):
         pytest.skip("no Japanese font installed (apt-get install fonts-ipafont-gothic; .ci/run does)")
 
 
 def test_a_japanese_label_is_drawn_in_glyphs_not_boxes():
     _needs_japanese_font()
-    assert render.font_for(["重み 0.8"]) == render.cjk_font_file()
-    assert render.font_for(["weight 0.8"]) is None  # English keeps Pillow's default font
+    assert fonts.font_for(["重み 0.8"]) == fonts.cjk_font_file()
+    assert fonts.font_for(["weight 0.8"]) is None  # English keeps Pillow's default font
     kanji, tofu = _label_strip("重み シード"), _label_strip("\ue000\ue000 \ue000\ue000\ue000")
     assert _ink(kanji).histogram()[255] > 50
     assert _unlike(kanji, tofu) > 0.5
@@ -177,8 +177,8 @@ def test_without_a_japanese_font_the_grid_says_it_in_english(monkeypatch):
         GenerateJob,
     )  # fmt: skip
     for font in [None, str(DEJAVU) if DEJAVU.is_file() else None]:  # none; one without Japanese glyphs
-        monkeypatch.setattr(render, "cjk_font_file", lambda font=font: font)
-        assert not render.drawable(["重み"]) and render.font_for(["重み"]) is False
+        monkeypatch.setattr(fonts, "cjk_font_file", lambda font=font: font)
+        assert not fonts.drawable(["重み"]) and fonts.font_for(["重み"]) is False
         assert drawn_labels(job, 7, 2) == (["seed 7", "seed 8"], None)
         assert drawn_labels(rows_job, 7, 2) == (["weight 0.5", "weight 1"], ["epoch 1", "epoch 2"])
         _label_strip("重み 0.8")  # drawn anyway (as boxes) when asked: never an error
@@ -189,16 +189,16 @@ def test_without_a_japanese_font_the_grid_says_it_in_english(monkeypatch):
 
 
 def test_a_font_is_found_by_fontconfig_or_at_a_known_path(monkeypatch):
-    render.cjk_font_file.cache_clear()
-    monkeypatch.setattr(render.shutil, "which", lambda name: None)  # no fontconfig
-    monkeypatch.setattr(render, "CJK_FONT_PATHS", ("/nonexistent/a.ttf", str(DEJAVU)))
-    assert render.cjk_font_file() == (str(DEJAVU) if DEJAVU.is_file() else None)
-    render.cjk_font_file.cache_clear()
-    monkeypatch.setattr(render, "CJK_FONT_PATHS", ("/nonexistent/a.ttf",))
-    assert render.cjk_font_file() is None
-    render.cjk_font_file.cache_clear()
+    fonts.cjk_font_file.cache_clear()
+    monkeypatch.setattr(fonts.shutil, "which", lambda name: None)  # no fontconfig
+    monkeypatch.setattr(fonts, "CJK_FONT_PATHS", ("/nonexistent/a.ttf", str(DEJAVU)))
+    assert fonts.cjk_font_file() == (str(DEJAVU) if DEJAVU.is_file() else None)
+    fonts.cjk_font_file.cache_clear()
+    monkeypatch.setattr(fonts, "CJK_FONT_PATHS", ("/nonexistent/a.ttf",))
+    assert fonts.cjk_font_file() is None
+    fonts.cjk_font_file.cache_clear()
     monkeypatch.undo()
-    render.cjk_font_file.cache_clear()
+    fonts.cjk_font_file.cache_clear()
 
 
 def test_the_trainers_grid_file_carries_the_members_words(tmp_path):
@@ -272,7 +272,7 @@ def test_preview_labels_in_the_members_words_or_english(monkeypatch):
     )
     english = parse_job({"dataset_dir": "d", "output_dir": "o", "base_model": "m"}, TrainJob)
     assert preview_labels(english, 3) == (["weight 0.7", "weight 0.8", "weight 1"], "epoch 3")
-    monkeypatch.setattr(render, "cjk_font_file", lambda: None)
+    monkeypatch.setattr(fonts, "cjk_font_file", lambda: None)
     assert preview_labels(job, 3) == (["weight 0.7", "weight 0.8", "weight 1"], "epoch 3")
     monkeypatch.undo()
     _needs_japanese_font()

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import torch
 from PIL import Image
 
-from . import delivered, render
+from . import delivered, fonts, render
 from .contract import EXIT_CANCELLED, EXIT_OK, GenerateJob, JobError, ModelSource, default_clip_skip
 from .contract.families import family_info, refused_render_options
 from .contract.labels import GridLabels
@@ -281,13 +281,13 @@ def _save_grid(job: GenerateJob, rows: list[list], seed: int, out: Path) -> Path
 
 def grid_labels(job: GenerateJob, seed: int, count: int) -> tuple[list[str], list[str] | None]:
     """The grid's column and row labels (None: no row labels) in the job's ``grid_labels`` words,
-    or in English when no font here draws those (:func:`render.drawn_words`)."""
+    or in English when no font here draws those (:func:`fonts.drawn_words`)."""
 
     def flat(words: GridLabels) -> list[str]:
         cols, rows = _grid_labels(job, words, seed, count)
         return [*cols, *(rows or [])]
 
-    return _grid_labels(job, render.drawn_words(job.grid_labels, flat), seed, count)
+    return _grid_labels(job, fonts.drawn_words(job.grid_labels, flat), seed, count)
 
 
 def _grid_labels(

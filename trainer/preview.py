@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import accel, delivered, lora, render
+from . import accel, delivered, fonts, lora, render
 from .caches import preview_prompt
 from .contract import TrainJob
 from .contract.families import family_info
@@ -87,8 +87,11 @@ def preview_labels(job: TrainJob, epoch: int) -> tuple[list[str], str]:
         cols = [render.weight_label(w, words.weight) for w in job.preview_weights]
         return cols, words.epoch.format(epoch=epoch)
 
-    words = render.drawn_words(job.grid_labels, lambda w: [*labels(w)[0], labels(w)[1]])
-    return labels(words)
+    def flat(words: GridLabels) -> list[str]:
+        cols, named = labels(words)
+        return [*cols, named]
+
+    return labels(fonts.drawn_words(job.grid_labels, flat))
 
 
 def _render_weights(

@@ -1,7 +1,7 @@
 """The words a grid image carries (column, row and title labels), in the member's language.
 
 The bot fills them from its catalogs; the trainer draws them, or the English defaults when no
-installed font can draw them (``trainer.render.drawn_words``).
+installed font can draw them (``trainer.fonts.drawn_words``).
 """
 
 from __future__ import annotations
