@@ -84,6 +84,19 @@ class _Polling:
         return seq
 
 
+async def _started(start, node: NodeFacts, hang_s: float) -> dict[str, Any] | Outcome:
+    """What an actor's ``start`` returned, or the attempt's outcome: ``hung`` when Ray could not
+    place it within the hang time (its GPU taken meanwhile), ``lost`` when its node went away."""
+    try:
+        return await asyncio.wait_for(start, hang_s)
+    except asyncio.TimeoutError:
+        return Outcome(None, None, hung=True)
+    except Exception as exc:
+        if not _lost(exc):
+            raise
+        return Outcome(None, None, lost=f"its host {node.label} was lost")
+
+
 async def _follow(poll, polling: _Polling, on_event: EventHandler, hang_s: float) -> Outcome:
     """Poll until the outcome; a node gone (or silent past the hang time) ends the attempt as lost."""
     after = 0
@@ -147,14 +160,9 @@ class RayTrainingRunner:
     async def _follow_actor(self, actor, launch: Launch, bundle: bytes, on_event: EventHandler,
                             on_start: OnStart) -> Outcome:  # fmt: skip
         start = actor.start.remote(launch.request, bundle, self.cluster.tiny(launch.base_model))
-        try:  # bounded: an actor Ray cannot place (its GPU taken meanwhile) is a hung start
-            placed = await asyncio.wait_for(start, self.cluster.hang_timeout_s)
-        except asyncio.TimeoutError:
-            return Outcome(None, None, hung=True)
-        except Exception as exc:
-            if _lost(exc):
-                return Outcome(None, None, lost=f"its host {self.node.label} was lost")
-            raise
+        placed = await _started(start, self.node, self.cluster.hang_timeout_s)
+        if isinstance(placed, Outcome):
+            return placed  # the caller kills the actor
         await on_start(None, f"{self.device} {self.node.label}")
         polling = _Polling(launch, self.node, placed["output_dir"])
         return await _follow(lambda after: actor.poll.remote(after, POLL_WAIT_S), polling, on_event,
@@ -211,18 +219,12 @@ class RayGenerationRunner:
         bundle = await asyncio.to_thread(pack, members)
         actor = self._lane()
         start = actor.start.remote(launch.job_id, request, bundle, self.cluster.tiny(launch.base_model))
-        try:
-            placed = await asyncio.wait_for(start, self.cluster.hang_timeout_s)
-        except asyncio.TimeoutError:
-            self._actor = None
+        placed = await _started(start, self.node, self.cluster.hang_timeout_s)
+        if isinstance(placed, Outcome):
+            self._actor = None  # a new one next time
             with contextlib.suppress(Exception):
                 _ray().kill(actor)
-            return Outcome(None, None, hung=True)
-        except Exception as exc:
-            if not _lost(exc):
-                raise
-            self._actor = None
-            return Outcome(None, None, lost=f"its host {self.node.label} was lost")
+            return placed
         await on_start(None, f"{self.device} {self.node.label}")
         polling = _Polling(launch, self.node, placed["output_dir"])
         outcome = await _follow(lambda after: actor.poll.remote(launch.job_id, after, POLL_WAIT_S), polling,
