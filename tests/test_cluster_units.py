@@ -57,6 +57,21 @@ def test_a_job_goes_only_where_its_model_is_and_its_family_fits():
     assert "LORABOT_NODE_GPU_MEMORY_GB" in declines(_node(memory=()), "tiny-sd15", "sd15")
 
 
+def test_a_bad_gpu_memory_setting_on_a_node_is_said_and_takes_no_job(monkeypatch):
+    from bot.cluster.node import GPU_MEMORY_ENV, gpu_memory_gb
+
+    for bad in ("abc", "24,", "0", "-8"):
+        monkeypatch.setenv(GPU_MEMORY_ENV, bad)
+        with pytest.raises(ValueError, match=f"{GPU_MEMORY_ENV}=.* is not GB per card, like 24 or 24,80"):
+            gpu_memory_gb()
+    monkeypatch.setenv(GPU_MEMORY_ENV, "24,80")
+    assert gpu_memory_gb() == [24.0, 80.0]
+    report = {"node_id": "n" * 56, "host": "gpu-box", "ip": "10.0.0.7", "models": ["tiny-sd15"],
+              "problem": f"{GPU_MEMORY_ENV}='abc' is not GB per card, like 24 or 24,80"}  # fmt: skip
+    node = NodeFacts.from_report(report, 1)
+    assert declines(node, "tiny-sd15", "sd15") == f"gpu-box (10.0.0.7): {report['problem']}"
+
+
 def test_the_outbox_sends_each_file_with_its_event_and_the_state_once_changed(tmp_path):
     async def go():
         out = tmp_path / "output"

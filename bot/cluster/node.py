@@ -37,7 +37,13 @@ def gpu_memory_gb() -> list[float]:
     """Each GPU's memory on this node, in GB (empty without GPUs)."""
     override = os.environ.get(GPU_MEMORY_ENV, "").strip()
     if override:
-        return [float(x) for x in override.split(",") if x.strip()]
+        try:
+            sizes = [float(x) for x in override.split(",")]
+        except ValueError:
+            sizes = []
+        if not sizes or not all(0 < gb < 10_000 for gb in sizes):
+            raise ValueError(f"{GPU_MEMORY_ENV}={override!r} is not GB per card, like 24 or 24,80")
+        return sizes
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
@@ -69,12 +75,17 @@ def node_facts(models: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """This node: its id, host, GPUs' memory and which of the registry's models it has."""
     import ray
 
+    try:
+        memory, problem = gpu_memory_gb(), None
+    except ValueError as exc:  # the operator's setting on that host: said, and no job goes there
+        memory, problem = [], str(exc)
     return {
         "node_id": ray.get_runtime_context().get_node_id(),
         "host": socket.gethostname(),
         "ip": ray.util.get_node_ip_address(),
-        "gpu_memory_gb": gpu_memory_gb(),
+        "gpu_memory_gb": memory,
         "models": sorted(key for key, entry in models.items() if model_present(entry)),
+        "problem": problem,
     }
 
 

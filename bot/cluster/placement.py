@@ -19,12 +19,13 @@ class NodeFacts:
     gpu_memory_gb: tuple[float, ...] = ()
     models: frozenset[str] = field(default_factory=frozenset)
     head: bool = False
+    problem: str | None = None  #: a setting of that host to fix before it takes jobs
 
     @classmethod
     def from_report(cls, report: dict[str, Any], gpus: int, head: bool = False) -> NodeFacts:
         return cls(report["node_id"], str(report["host"]), str(report["ip"]), gpus,
                    tuple(float(x) for x in report.get("gpu_memory_gb") or ()),
-                   frozenset(report.get("models") or ()), head)  # fmt: skip
+                   frozenset(report.get("models") or ()), head, report.get("problem"))  # fmt: skip
 
     @property
     def label(self) -> str:
@@ -37,6 +38,8 @@ class NodeFacts:
 
 def declines(node: NodeFacts, base_model: str, family: str) -> str | None:
     """Why ``node`` can never run a job of ``base_model`` (of ``family``), or None."""
+    if node.problem:
+        return f"{node.label}: {node.problem}"
     if base_model not in node.models:
         return f"the base model {base_model} is not on {node.label}"
     info = FAMILIES.get(family)

@@ -47,5 +47,10 @@ async def _survey(s: Settings, registry: ModelRegistry) -> list[Result]:
                 f"models: {', '.join(sorted(node.models)) or 'none'}")  # fmt: skip
         if lacks:
             text += f"; lacks {', '.join(lacks)} (copy them to the same path there, or its jobs go elsewhere)"
+        if node.problem:
+            results.append(
+                (False, f"{text}; {node.problem} (fix it in the environment of 'ray start' there)")
+            )
+            continue
         results.append((None if lacks or not node.gpu_memory_gb else True, text))
     return results
