@@ -8,24 +8,30 @@ a missing glyph (pixels), and its option chips wrap whole, with nothing wider th
 
 from __future__ import annotations
 
-import functools
 import html
 import io
 import json
 import re
-import shutil
-import subprocess
 import unicodedata
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageChops, ImageDraw
+from PIL import Image, ImageDraw
 
 from bot.demo.style import CSS
 from bot.demo.transcript import markdown, write_transcript
+from tests.page_checks import (
+    CHROMIUM,
+    chromium,
+    colourful,
+    framed,
+    missing_fonts,
+    screenshot,
+    uncovered,
+    unlike,
+    visible_characters,
+)
 
-CHROMIUM = Path("/usr/bin/chromium")
 MAGENTA = (255, 0, 255)
 BOT = {"1": "LoRA Bot", "2": "newcomer"}
 
@@ -74,38 +80,6 @@ def test_text_is_escaped_and_markdown_rendered(tmp_path):
     assert any(p.suffix == ".png" for p in written)
 
 
-def _chromium(page: Path, profile: Path, *args: str) -> str:
-    """Run headless Chromium on ``page`` with ``args``; returns what it printed on stdout."""
-    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-           f"--user-data-dir={profile}", *args, page.as_uri()]  # fmt: skip
-    try:
-        done = subprocess.run(cmd, capture_output=True, timeout=120, check=False, text=True)
-    finally:
-        shutil.rmtree(profile, ignore_errors=True)
-    return done.stdout
-
-
-def _framed(page: Path, width: int, height: int) -> Path:
-    """A page showing ``page`` in a frame ``width`` px wide: headless Chromium lays a window out at
-    least 500 px wide (a narrower --window-size only crops the picture); a frame is as narrow as
-    asked. A message the framed page posts is written into the host's <pre id="measured">."""
-    host = page.with_name(f"frame-{width}-{page.name}")
-    host.write_text(f'<!DOCTYPE html><html><body style="margin:0"><iframe src="{page.name}" style="display:block;'
-                    f'border:0;width:{width}px;height:{height}px"></iframe><script>addEventListener("message", e => '
-                    '{const out = document.createElement("pre"); out.id = "measured"; out.textContent = e.data; '
-                    "document.body.appendChild(out)})</script></body></html>", encoding="utf-8")  # fmt: skip
-    return host
-
-
-def _screenshot(page: Path, out: Path, width: int, height: int = 1200) -> Image.Image:
-    """``page`` as Chromium draws it ``width`` px wide."""
-    size = f"--window-size={max(width, 500)},{height}"
-    _chromium(_framed(page, width, height), out.parent / f"profile-{width}", f"--screenshot={out}", size)
-    assert out.is_file(), "chromium wrote no screenshot"
-    return Image.open(out).convert("RGB").crop((0, 0, width, height))
-
-
 def _magenta_box(shot: Image.Image) -> tuple[int, int, int, int] | None:
     """The bounding box of the grid's magenta cells in the screenshot."""
     mask = Image.eval(shot.split()[1], lambda g: 255 if g < 40 else 0)
@@ -121,7 +95,7 @@ def _magenta_box(shot: Image.Image) -> tuple[int, int, int, int] | None:
 def test_browser_draws_the_grid_in_a_dark_page(tmp_path, width):
     page = tmp_path / "transcript.html"
     write_transcript(_entries(), page)
-    shot = _screenshot(page, tmp_path / f"shot-{width}.png", width)
+    shot = screenshot(page, tmp_path / f"shot-{width}.png", width)
     box = _magenta_box(shot)
     assert box is not None, "the grid image is not drawn"
     left, top, right, bottom = box
@@ -199,77 +173,12 @@ def test_the_japanese_page_speaks_japanese(tmp_path):
     assert '<html lang="en">' in english_page.read_text(encoding="utf-8")
 
 
-class _VisibleText(HTMLParser):
-    """The text a page shows: its text nodes outside <style>/<script>/<head>, and its CSS ``content``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.text, self._hidden = [], 0
-
-    def handle_starttag(self, tag, attrs):
-        self._hidden += tag in ("style", "script", "title")
-
-    def handle_endtag(self, tag):
-        self._hidden -= tag in ("style", "script", "title")
-
-    def handle_data(self, data):
-        if not self._hidden:
-            self.text.append(data)
-
-
-def _visible_characters(page: str) -> set[str]:
-    parser = _VisibleText()
-    parser.feed(page)
-    text = "".join(parser.text) + "".join(re.findall(r'content:"([^"]*)"', CSS))
-    return {
-        c
-        for c in html.unescape(text)
-        if not c.isspace() and unicodedata.category(c) not in ("Cf", "Mn", "Cc")
-    }
-
-
-def _fc_list(*args: str) -> str:
-    done = subprocess.run(["fc-list", *args], capture_output=True, text=True, timeout=60, check=False)
-    return done.stdout
-
-
-@functools.cache
-def _font_charsets() -> dict[str, list[tuple[int, int]]]:
-    """Each installed font file -> its code point ranges (fontconfig's charset)."""
-    fonts = {}
-    for line in _fc_list("--format", "%{file}\t%{charset}\n").splitlines():
-        file, _, charset = line.partition("\t")
-        ranges = []
-        for part in charset.split():
-            low, _, high = part.partition("-")
-            ranges.append((int(low, 16), int(high or low, 16)))
-        fonts[file] = ranges
-    return fonts
-
-
-def _uncovered(chars: set[str]) -> set[str]:
-    """The characters no installed font has a glyph for (they would be drawn as boxes)."""
-    ranges = [r for rs in _font_charsets().values() for r in rs]
-    return {c for c in chars if not any(low <= ord(c) <= high for low, high in ranges)}
-
-
-def _missing_fonts() -> str | None:
-    """Why the page cannot be drawn without boxes here (None: it can)."""
-    if shutil.which("fc-list") is None:
-        return "fontconfig's fc-list is absent"
-    if not _fc_list(":lang=ja", "family").strip():
-        return "no Japanese font installed (apt-get install fonts-ipafont-gothic; .ci/run does)"
-    if not _fc_list(":color=true", "family").strip():
-        return "no colour emoji font installed (apt-get install fonts-noto-color-emoji; .ci/run does)"
-    return None
-
-
 def test_every_character_of_the_japanese_page_has_a_font(tmp_path):
-    if reason := _missing_fonts():
+    if reason := missing_fonts():
         pytest.skip(reason)
-    chars = _visible_characters(_japanese_page(tmp_path).read_text(encoding="utf-8"))
+    chars = visible_characters(_japanese_page(tmp_path).read_text(encoding="utf-8"))
     assert {"開", "ス", "⏳", "✅", "🎉", "👁", "🖱", "↱", "·"} <= chars
-    missing = _uncovered(chars)
+    missing = uncovered(chars)
     assert not missing, (
         f"no installed font draws {sorted(missing)} ({[f'U+{ord(c):04X}' for c in sorted(missing)]})"
     )
@@ -284,31 +193,8 @@ def _probe_rows(tmp_path: Path, rows: list[str]) -> list[Image.Image]:
     page = tmp_path / "probe.html"
     page.write_text(f'<!DOCTYPE html><html lang="ja"><head><meta charset="utf-8"><style>{CSS}</style></head>'
                     f"<body>{lines}</body></html>", encoding="utf-8")  # fmt: skip
-    shot = _screenshot(page, tmp_path / "probe.png", PHONE * 2, 64 * len(rows))
+    shot = screenshot(page, tmp_path / "probe.png", PHONE * 2, 64 * len(rows))
     return [shot.crop((0, 64 * i, shot.width, 64 * (i + 1))) for i in range(len(rows))]
-
-
-def _ink(band: Image.Image) -> Image.Image:
-    """The band's text as a mask (anything well away from the page's background)."""
-    background = Image.new("RGB", band.size, band.getpixel((band.width - 2, 2)))
-    return ImageChops.difference(band, background).convert("L").point(lambda v: 255 if v > 40 else 0)
-
-
-def _count(mask: Image.Image) -> int:
-    return mask.convert("L").histogram()[255]
-
-
-def _unlike(a: Image.Image, b: Image.Image) -> float:
-    """How unlike two inked bands are: the share of their ink pixels that only one of them has."""
-    a_ink, b_ink = _ink(a).convert("1"), _ink(b).convert("1")
-    return _count(ImageChops.logical_xor(a_ink, b_ink)) / max(1, _count(ImageChops.logical_or(a_ink, b_ink)))
-
-
-def _colourful(band: Image.Image) -> int:
-    """Pixels of a strong colour (emoji are; text and boxes are grey)."""
-    r, g, b = band.split()
-    high, low = ImageChops.lighter(ImageChops.lighter(r, g), b), ImageChops.darker(ImageChops.darker(r, g), b)
-    return _count(ImageChops.subtract(high, low).point(lambda v: 255 if v > 80 else 0))
 
 
 def glyph_checks(tmp_path: Path) -> dict[str, float]:
@@ -316,17 +202,17 @@ def glyph_checks(tmp_path: Path) -> dict[str, float]:
     unlike the Japanese is to the boxes, and how colourful the emoji and the boxes are."""
     page = _japanese_page(tmp_path).read_text(encoding="utf-8")
     japanese = "".join(
-        sorted(c for c in _visible_characters(page) if unicodedata.name(c, "").startswith("CJK"))
+        sorted(c for c in visible_characters(page) if unicodedata.name(c, "").startswith("CJK"))
     )[:10]
     emoji = [c for c in EMOJI if unicodedata.category(c) == "So"]
     kanji, boxes, drawn = _probe_rows(tmp_path, [japanese, "\ue000" * len(japanese), "".join(emoji)])
-    return {"japanese_unlike_boxes": _unlike(kanji, boxes), "emoji_colour_px": _colourful(drawn),
-            "boxes_colour_px": _colourful(boxes)}  # fmt: skip
+    return {"japanese_unlike_boxes": unlike(kanji, boxes), "emoji_colour_px": colourful(drawn),
+            "boxes_colour_px": colourful(boxes)}  # fmt: skip
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent (apt-get install chromium)")
 def test_japanese_and_emoji_are_drawn_not_as_boxes(tmp_path):
-    if reason := _missing_fonts():
+    if reason := missing_fonts():
         pytest.skip(reason)
     found = glyph_checks(tmp_path)
     # Measured: with IPAGothic and Noto Color Emoji, unlike 0.90 and 2598 colour pixels. With only
@@ -383,8 +269,8 @@ def measure(page: Path, width: int = PHONE) -> dict:
         page.read_text(encoding="utf-8").replace("</body>", MEASURE + "</body>"), encoding="utf-8"
     )
     size = f"--window-size={max(width, 500)},1200"
-    host = _framed(probe, width, 1200)
-    dom = _chromium(host, page.parent / "profile-dom", "--dump-dom", "--virtual-time-budget=5000", size)
+    host = framed(probe, width, 1200)
+    dom = chromium(host, page.parent / "profile-dom", "--dump-dom", "--virtual-time-budget=5000", size)
     found = re.search(r'<pre id="measured">(.*?)</pre>', dom, re.S)
     assert found, f"the page was not measured: {dom[-500:]!r}"
     return json.loads(html.unescape(found[1]))
